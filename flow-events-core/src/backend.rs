@@ -1,0 +1,107 @@
+//! The contract a backend fulfils for the resilience decorator.
+//!
+//! A backend says three things: "here is a session", "this publish is confirmed
+//! (or failed, and whether retrying makes sense)", "this session is gone". All
+//! the resilience is written once, in [`crate::Resilient`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use tokio::sync::watch;
+
+use crate::error::BackendError;
+use crate::event::Event;
+use crate::source::{Decision, Delivery};
+use crate::subscription::Subscription;
+
+/// A future that resolves when the broker confirms (or refuses) one event.
+pub type Confirmation = BoxFuture<'static, Result<(), BackendError>>;
+
+/// The deliveries of one subscription on one session; it ends when the session is lost.
+pub type DeliveryStream = BoxStream<'static, IncomingDelivery>;
+
+/// Name and redacted address of a backend, for status and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Short name: `amqp`, `memory`.
+    pub name: &'static str,
+    /// The address with the password redacted.
+    pub url: String,
+}
+
+/// Makes sessions (connections) to a broker.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// One connection attempt, bounded by a timeout. Never retries by itself.
+    async fn connect(&self) -> Result<Arc<dyn Session>, BackendError>;
+    /// Name and redacted address.
+    fn info(&self) -> BackendInfo;
+}
+
+#[async_trait]
+impl<T: Backend + ?Sized> Backend for Arc<T> {
+    async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> {
+        (**self).connect().await
+    }
+    fn info(&self) -> BackendInfo {
+        (**self).info()
+    }
+}
+
+/// One live connection to a broker.
+#[async_trait]
+pub trait Session: Send + Sync + 'static {
+    /// Sends `event`. Returns once it is on its way (sends keep their call order)
+    /// with a future that resolves on the broker's confirm.
+    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError>;
+
+    /// Starts consuming `subscription` on this session.
+    async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError>;
+
+    /// Resolves when the session is lost, with the reason. May be called many times.
+    async fn closed(&self) -> BackendError;
+
+    /// Whether the broker is blocking publishers (resource alarm). The default
+    /// never blocks.
+    fn blocked(&self) -> watch::Receiver<bool> {
+        watch::channel(false).1
+    }
+
+    /// Closes the session.
+    async fn close(&self);
+}
+
+/// Settles one delivery on the session it came from. A delivery from a lost
+/// session cannot be settled on a new one: settling fails and the broker
+/// redelivers it.
+#[async_trait]
+pub trait Acker: Send + 'static {
+    /// Acks, requeues (retry) or dead-letters (reject) the delivery.
+    async fn settle(self: Box<Self>, decision: Decision) -> Result<(), BackendError>;
+}
+
+/// A delivery with the means to settle it.
+pub struct IncomingDelivery {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Settles it.
+    pub acker: Box<dyn Acker>,
+}
+
+impl IncomingDelivery {
+    /// A new incoming delivery.
+    pub fn new(delivery: Delivery, acker: Box<dyn Acker>) -> Self {
+        Self { delivery, acker }
+    }
+}
+
+impl fmt::Debug for IncomingDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IncomingDelivery")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}

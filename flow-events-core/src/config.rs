@@ -1,0 +1,512 @@
+//! Configuration: from the environment with the original names, or in code.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::ConfigError;
+use crate::url::BrokerUrl;
+
+/// `RABBITMQ_URL`: the broker URL, or several separated by commas (tried in turn).
+pub const ENV_URL: &str = "RABBITMQ_URL";
+/// `RABBITMQ_REQUIRED`: start-up waits for the broker and fails without it (default false).
+pub const ENV_REQUIRED: &str = "RABBITMQ_REQUIRED";
+/// `RABBITMQ_MAX_RETRIES`: connection attempts before the state is `failed` (default 5).
+pub const ENV_MAX_RETRIES: &str = "RABBITMQ_MAX_RETRIES";
+/// `RABBITMQ_RETRY_DELAY`: base backoff delay in seconds, fractions allowed (default 5).
+pub const ENV_RETRY_DELAY: &str = "RABBITMQ_RETRY_DELAY";
+/// `RABBITMQ_MAX_RETRY_DELAY`: the backoff cap in seconds (default 60).
+pub const ENV_MAX_RETRY_DELAY: &str = "RABBITMQ_MAX_RETRY_DELAY";
+/// `RABBITMQ_MAX_PENDING_EVENTS`: the pending buffer's bound (default 1000).
+pub const ENV_MAX_PENDING_EVENTS: &str = "RABBITMQ_MAX_PENDING_EVENTS";
+/// `RABBITMQ_OVERFLOW_POLICY`: `drop-newest` (default), `drop-oldest` or `reject`.
+pub const ENV_OVERFLOW_POLICY: &str = "RABBITMQ_OVERFLOW_POLICY";
+/// `RABBITMQ_EXCHANGE`: the topic exchange (default `flow.events`).
+pub const ENV_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
+/// `RABBITMQ_PUBLISH_TIMEOUT`: longest wait for one broker confirm, seconds (default 10).
+pub const ENV_PUBLISH_TIMEOUT: &str = "RABBITMQ_PUBLISH_TIMEOUT";
+/// `RABBITMQ_MAX_IN_FLIGHT`: unconfirmed publishes allowed at once while draining (default 1024).
+pub const ENV_MAX_IN_FLIGHT: &str = "RABBITMQ_MAX_IN_FLIGHT";
+/// `FLOW_EVENTS_MAX_EVENT_BYTES`: largest encoded event accepted (default 8 MiB).
+pub const ENV_MAX_EVENT_BYTES: &str = "FLOW_EVENTS_MAX_EVENT_BYTES";
+
+/// What to do with an event when the pending buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// Drop the new event (the original behaviour), logged and counted.
+    #[default]
+    DropNewest,
+    /// Drop the oldest pending event to make room, logged and counted.
+    DropOldest,
+    /// Refuse the new event with an error that hands it back.
+    Reject,
+}
+
+impl FromStr for OverflowPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "drop-newest" => Ok(Self::DropNewest),
+            "drop-oldest" => Ok(Self::DropOldest),
+            "reject" => Ok(Self::Reject),
+            _ => Err("expected drop-newest, drop-oldest or reject".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for OverflowPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::DropNewest => "drop-newest",
+            Self::DropOldest => "drop-oldest",
+            Self::Reject => "reject",
+        })
+    }
+}
+
+/// Settings of the resilience decorator and the backends.
+///
+/// Built from the environment with [`Config::from_env`] or in code with
+/// [`Config::builder`]. `Debug` shows the URL redacted.
+///
+/// ```
+/// use std::time::Duration;
+/// use flow_events_core::Config;
+/// let config = Config::builder()
+///     .with_url("amqp://guest:guest@localhost:5672/%2f")
+///     .with_required(true)
+///     .with_retry_delay(Duration::from_millis(500))
+///     .build()
+///     .unwrap();
+/// assert!(config.required());
+/// assert_eq!(config.max_retries(), 5);
+/// assert!(!format!("{config:?}").contains("guest@"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    url: Option<BrokerUrl>,
+    required: bool,
+    max_retries: u32,
+    retry_delay: Duration,
+    max_retry_delay: Duration,
+    max_pending_events: usize,
+    overflow_policy: OverflowPolicy,
+    exchange: String,
+    publish_timeout: Duration,
+    max_in_flight: usize,
+    max_event_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            url: None,
+            required: false,
+            max_retries: 5,
+            retry_delay: Duration::from_secs(5),
+            max_retry_delay: Duration::from_secs(60),
+            max_pending_events: 1000,
+            overflow_policy: OverflowPolicy::DropNewest,
+            exchange: "flow.events".to_owned(),
+            publish_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            max_event_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// Reads the `RABBITMQ_*` and `FLOW_EVENTS_*` variables; unset or empty ones
+    /// keep their defaults. An invalid value is an error naming the variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut b = Config::builder();
+        if let Some(v) = get(ENV_URL) {
+            b = b.with_url(v.trim());
+        }
+        if let Some(v) = get(ENV_REQUIRED) {
+            b = b.with_required(parse_bool(ENV_REQUIRED, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_RETRIES) {
+            b = b.with_max_retries(parse_num(ENV_MAX_RETRIES, &v)?);
+        }
+        if let Some(v) = get(ENV_RETRY_DELAY) {
+            b = b.with_retry_delay(parse_secs(ENV_RETRY_DELAY, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_RETRY_DELAY) {
+            b = b.with_max_retry_delay(parse_secs(ENV_MAX_RETRY_DELAY, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_PENDING_EVENTS) {
+            b = b.with_max_pending_events(parse_num(ENV_MAX_PENDING_EVENTS, &v)?);
+        }
+        if let Some(v) = get(ENV_OVERFLOW_POLICY) {
+            let p = v
+                .parse()
+                .map_err(|reason: String| ConfigError::new(ENV_OVERFLOW_POLICY, &v, reason))?;
+            b = b.with_overflow_policy(p);
+        }
+        if let Some(v) = get(ENV_EXCHANGE) {
+            b = b.with_exchange(v.trim());
+        }
+        if let Some(v) = get(ENV_PUBLISH_TIMEOUT) {
+            b = b.with_publish_timeout(parse_secs(ENV_PUBLISH_TIMEOUT, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_IN_FLIGHT) {
+            b = b.with_max_in_flight(parse_num(ENV_MAX_IN_FLIGHT, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_EVENT_BYTES) {
+            b = b.with_max_event_bytes(parse_num(ENV_MAX_EVENT_BYTES, &v)?);
+        }
+        b.build_named(true)
+    }
+
+    /// The broker URL(s), if set.
+    pub fn url(&self) -> Option<&BrokerUrl> {
+        self.url.as_ref()
+    }
+    /// Whether start-up requires the broker.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+    /// Connection attempts before the state is `failed`.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+    /// The base backoff delay.
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+    /// The backoff cap.
+    pub fn max_retry_delay(&self) -> Duration {
+        self.max_retry_delay
+    }
+    /// The pending buffer's bound in events.
+    pub fn max_pending_events(&self) -> usize {
+        self.max_pending_events
+    }
+    /// What happens when the buffer is full.
+    pub fn overflow_policy(&self) -> OverflowPolicy {
+        self.overflow_policy
+    }
+    /// The topic exchange.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+    /// The longest wait for a confirm.
+    pub fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
+    }
+    /// Unconfirmed publishes allowed at once while draining.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+    /// The largest encoded event accepted, in bytes.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+}
+
+/// Builds a [`Config`]; each setter documents its default.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// The broker URL, or several separated by commas. Default: none.
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = Some(BrokerUrl::new(url));
+        self
+    }
+    /// Start-up waits for the broker and fails without it. Default: false.
+    pub fn with_required(mut self, required: bool) -> Self {
+        self.config.required = required;
+        self
+    }
+    /// Connection attempts before the state is `failed`, at least 1. Default: 5.
+    pub fn with_max_retries(mut self, n: u32) -> Self {
+        self.config.max_retries = n;
+        self
+    }
+    /// The base backoff delay, above zero. Default: 5 s.
+    pub fn with_retry_delay(mut self, d: Duration) -> Self {
+        self.config.retry_delay = d;
+        self
+    }
+    /// The backoff cap, at least the base delay. Default: 60 s.
+    pub fn with_max_retry_delay(mut self, d: Duration) -> Self {
+        self.config.max_retry_delay = d;
+        self
+    }
+    /// The pending buffer's bound (0 keeps nothing). Default: 1000.
+    pub fn with_max_pending_events(mut self, n: usize) -> Self {
+        self.config.max_pending_events = n;
+        self
+    }
+    /// What happens when the buffer is full. Default: drop-newest.
+    pub fn with_overflow_policy(mut self, p: OverflowPolicy) -> Self {
+        self.config.overflow_policy = p;
+        self
+    }
+    /// The topic exchange. Default: `flow.events`.
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.config.exchange = exchange.into();
+        self
+    }
+    /// The longest wait for one confirm, above zero. Default: 10 s.
+    pub fn with_publish_timeout(mut self, d: Duration) -> Self {
+        self.config.publish_timeout = d;
+        self
+    }
+    /// Unconfirmed publishes at once while draining, at least 1. Default: 1024.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+    /// The largest encoded event, at least 1 byte. Default: 8 MiB.
+    pub fn with_max_event_bytes(mut self, n: usize) -> Self {
+        self.config.max_event_bytes = n;
+        self
+    }
+
+    /// Checks the settings and builds the config.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.build_named(false)
+    }
+
+    fn build_named(self, env: bool) -> Result<Config, ConfigError> {
+        let c = self.config;
+        let name = |env_name: &'static str, setter: &'static str| {
+            if env { env_name } else { setter }
+        };
+        if c.max_retries == 0 {
+            return Err(ConfigError::new(
+                name(ENV_MAX_RETRIES, "max_retries"),
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if c.retry_delay.is_zero() {
+            return Err(ConfigError::new(
+                name(ENV_RETRY_DELAY, "retry_delay"),
+                &format!("{}", c.retry_delay.as_secs_f64()),
+                "must be above zero",
+            ));
+        }
+        if c.max_retry_delay < c.retry_delay {
+            return Err(ConfigError::new(
+                name(ENV_MAX_RETRY_DELAY, "max_retry_delay"),
+                &format!("{}", c.max_retry_delay.as_secs_f64()),
+                format!(
+                    "must be at least the retry delay ({} s)",
+                    c.retry_delay.as_secs_f64()
+                ),
+            ));
+        }
+        if c.publish_timeout.is_zero() {
+            return Err(ConfigError::new(
+                name(ENV_PUBLISH_TIMEOUT, "publish_timeout"),
+                "0",
+                "must be above zero",
+            ));
+        }
+        if c.max_in_flight == 0 {
+            return Err(ConfigError::new(
+                name(ENV_MAX_IN_FLIGHT, "max_in_flight"),
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if c.max_event_bytes == 0 {
+            return Err(ConfigError::new(
+                name(ENV_MAX_EVENT_BYTES, "max_event_bytes"),
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if c.exchange.is_empty()
+            || c.exchange.len() > 255
+            || c.exchange
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            return Err(ConfigError::new(
+                name(ENV_EXCHANGE, "exchange"),
+                &c.exchange,
+                "must be 1 to 255 bytes with no whitespace",
+            ));
+        }
+        if let Some(url) = &c.url {
+            let urls = url.split();
+            if urls.is_empty() {
+                return Err(ConfigError::new(
+                    name(ENV_URL, "url"),
+                    url.redacted(),
+                    "no URL given",
+                ));
+            }
+            for u in urls {
+                let scheme_ok = u.expose().split_once("://").is_some_and(|(scheme, rest)| {
+                    !rest.is_empty() && !scheme.is_empty() && !scheme.contains(char::is_whitespace)
+                });
+                if !scheme_ok {
+                    return Err(ConfigError::new(
+                        name(ENV_URL, "url"),
+                        u.redacted(),
+                        "expected a URL such as amqp://user:password@host:5672/vhost",
+                    ));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(var, v, "expected true or false")),
+    }
+}
+
+fn parse_num<T: FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, v, "expected a whole number"))
+}
+
+fn parse_secs(var: &str, v: &str) -> Result<Duration, ConfigError> {
+    let secs: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, v, "expected a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(ConfigError::new(
+            var,
+            v,
+            "expected a non-negative number of seconds",
+        ));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| ConfigError::new(var, v, "number of seconds out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_from_empty_env() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert!(!c.required());
+        assert_eq!(c.max_retries(), 5);
+        assert_eq!(c.retry_delay(), Duration::from_secs(5));
+        assert_eq!(c.max_retry_delay(), Duration::from_secs(60));
+        assert_eq!(c.max_pending_events(), 1000);
+        assert_eq!(c.exchange(), "flow.events");
+        assert!(c.url().is_none());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = from(&[
+            (ENV_URL, "amqp://u:p@h:5672/"),
+            (ENV_REQUIRED, "TRUE"),
+            (ENV_MAX_RETRIES, "7"),
+            (ENV_RETRY_DELAY, "0.25"),
+            (ENV_MAX_RETRY_DELAY, "2.5"),
+            (ENV_MAX_PENDING_EVENTS, "42"),
+            (ENV_OVERFLOW_POLICY, "drop-oldest"),
+            (ENV_EXCHANGE, "my.events"),
+            (ENV_PUBLISH_TIMEOUT, "3"),
+            (ENV_MAX_IN_FLIGHT, "64"),
+            (ENV_MAX_EVENT_BYTES, "1024"),
+        ])
+        .unwrap();
+        assert_eq!(c.url().unwrap().expose(), "amqp://u:p@h:5672/");
+        assert!(c.required());
+        assert_eq!(c.max_retries(), 7);
+        assert_eq!(c.retry_delay(), Duration::from_millis(250));
+        assert_eq!(c.max_retry_delay(), Duration::from_millis(2500));
+        assert_eq!(c.max_pending_events(), 42);
+        assert_eq!(c.overflow_policy(), OverflowPolicy::DropOldest);
+        assert_eq!(c.exchange(), "my.events");
+        assert_eq!(c.publish_timeout(), Duration::from_secs(3));
+        assert_eq!(c.max_in_flight(), 64);
+        assert_eq!(c.max_event_bytes(), 1024);
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_variable() {
+        let cases = [
+            (ENV_REQUIRED, "maybe"),
+            (ENV_MAX_RETRIES, "five"),
+            (ENV_MAX_RETRIES, "-1"),
+            (ENV_MAX_RETRIES, "0"),
+            (ENV_RETRY_DELAY, "soon"),
+            (ENV_RETRY_DELAY, "-1"),
+            (ENV_RETRY_DELAY, "NaN"),
+            (ENV_RETRY_DELAY, "0"),
+            (ENV_MAX_RETRY_DELAY, "inf"),
+            (ENV_MAX_RETRY_DELAY, "1"),
+            (ENV_MAX_PENDING_EVENTS, "1e3"),
+            (ENV_OVERFLOW_POLICY, "drop-all"),
+            (ENV_EXCHANGE, "a b"),
+            (ENV_PUBLISH_TIMEOUT, "0"),
+            (ENV_MAX_IN_FLIGHT, "0"),
+            (ENV_MAX_EVENT_BYTES, "big"),
+            (ENV_URL, "localhost:5672"),
+        ];
+        for (var, value) in cases {
+            let err = from(&[(var, value)]).expect_err(var);
+            assert_eq!(err.variable(), var, "{value}");
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn invalid_url_error_hides_password() {
+        let err = from(&[(ENV_URL, "amqp://u:secret@h, nonsense:secret2@x")]).unwrap_err();
+        assert_eq!(err.variable(), ENV_URL);
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn builder_names_the_setter() {
+        let err = Config::builder().with_max_retries(0).build().unwrap_err();
+        assert_eq!(err.variable(), "max_retries");
+    }
+
+    #[test]
+    fn overflow_policy_parses() {
+        assert_eq!("REJECT".parse(), Ok(OverflowPolicy::Reject));
+        assert_eq!("drop_newest".parse(), Ok(OverflowPolicy::DropNewest));
+        assert!("x".parse::<OverflowPolicy>().is_err());
+    }
+}

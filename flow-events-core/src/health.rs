@@ -1,0 +1,163 @@
+//! The health report of a service, in the JSON shape of the original design.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::monitor::{ConnectionState, ConnectionStatus};
+
+/// The issue reported while the broker is unavailable.
+pub const BROKER_UNAVAILABLE: &str = "RabbitMQ connection unavailable";
+
+/// Overall health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Everything works.
+    Healthy,
+    /// The service works, with reduced function (an optional broker is down:
+    /// events are buffered).
+    Degraded,
+    /// The service cannot do its job (a required broker is down).
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// The HTTP status an endpoint should answer with: 200 unless unhealthy (503).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Healthy | Self::Degraded => 200,
+            Self::Unhealthy => 503,
+        }
+    }
+}
+
+/// The health of one dependency: the four keys of the original design, then more.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DependencyHealth {
+    /// The connection state.
+    pub status: ConnectionState,
+    /// Whether connected.
+    pub connected: bool,
+    /// Events waiting for a broker confirm.
+    pub pending_events: usize,
+    /// The URL, password redacted.
+    pub url: String,
+    /// Whether the broker blocks publishing.
+    pub blocked: bool,
+    /// Age of the oldest pending event, in seconds.
+    pub oldest_pending_age_seconds: Option<f64>,
+    /// Events dropped by the overflow policy.
+    pub dropped_events: u64,
+    /// The last error, redacted.
+    pub last_error: Option<String>,
+    /// Consecutive failed connection attempts.
+    pub reconnect_attempts: u32,
+    /// When the last connection was made (RFC 3339).
+    pub last_connected: Option<String>,
+}
+
+impl From<&ConnectionStatus> for DependencyHealth {
+    fn from(s: &ConnectionStatus) -> Self {
+        Self {
+            status: s.state,
+            connected: s.connected,
+            pending_events: s.pending_events,
+            url: s.url.clone(),
+            blocked: s.blocked,
+            oldest_pending_age_seconds: s.oldest_pending_age.map(|d| d.as_secs_f64()),
+            dropped_events: s.dropped_events,
+            last_error: s.last_error.clone(),
+            reconnect_attempts: s.reconnect_attempts,
+            last_connected: s.last_connected.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+/// The health report:
+/// `{"status", "service", "dependencies": {"rabbitmq": {...}}, "issues": [...]}`.
+///
+/// ```
+/// use flow_events_core::{ConnectionState, ConnectionStatus, HealthReport};
+/// let mut status = ConnectionStatus::new(ConnectionState::Failed, "amqp://guest:***@rabbitmq:5672/");
+/// status.pending_events = 15;
+/// let report = HealthReport::new("Admin Service", &status, false);
+/// let json = serde_json::to_value(&report).unwrap();
+/// assert_eq!(json["status"], "degraded");
+/// assert_eq!(json["dependencies"]["rabbitmq"]["status"], "failed");
+/// assert_eq!(json["dependencies"]["rabbitmq"]["pending_events"], 15);
+/// assert_eq!(json["issues"][0], "RabbitMQ connection unavailable");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// Overall health.
+    pub status: HealthStatus,
+    /// The service name.
+    pub service: String,
+    /// Per dependency (`rabbitmq`).
+    pub dependencies: BTreeMap<String, DependencyHealth>,
+    /// Human-readable issues; empty when all is well.
+    pub issues: Vec<String>,
+}
+
+impl HealthReport {
+    /// Builds the report from a status. `required`: the service cannot work
+    /// without the broker, so a broker down makes it unhealthy (503) rather than degraded.
+    pub fn new(service: impl Into<String>, status: &ConnectionStatus, required: bool) -> Self {
+        let mut issues = Vec::new();
+        if !status.connected {
+            issues.push(BROKER_UNAVAILABLE.to_owned());
+        } else if status.blocked {
+            issues.push("RabbitMQ is blocking publishers (resource alarm)".to_owned());
+        }
+        if status.dropped_events > 0 {
+            issues.push(format!(
+                "{} events dropped because the pending buffer was full",
+                status.dropped_events
+            ));
+        }
+        let health = if !status.connected && required {
+            HealthStatus::Unhealthy
+        } else if !status.connected || status.blocked || status.dropped_events > 0 {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        let mut dependencies = BTreeMap::new();
+        dependencies.insert("rabbitmq".to_owned(), DependencyHealth::from(status));
+        Self {
+            status: health,
+            service: service.into(),
+            dependencies,
+            issues,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connected_is_healthy_with_original_keys_first() {
+        let s = ConnectionStatus::new(ConnectionState::Connected, "amqp://guest:***@h:5672/");
+        let r = HealthReport::new("Admin Service", &s, true);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.starts_with(
+            r#"{"status":"healthy","service":"Admin Service","dependencies":{"rabbitmq":{"status":"connected","connected":true,"pending_events":0,"url":"amqp://guest:***@h:5672/""#
+        ), "{text}");
+        assert!(text.ends_with(r#""issues":[]}"#));
+        assert_eq!(r.status.http_status(), 200);
+    }
+
+    #[test]
+    fn required_and_down_is_unhealthy() {
+        let s = ConnectionStatus::new(ConnectionState::Connecting, "u");
+        let r = HealthReport::new("svc", &s, true);
+        assert_eq!(r.status, HealthStatus::Unhealthy);
+        assert_eq!(r.status.http_status(), 503);
+        assert_eq!(r.issues, vec![BROKER_UNAVAILABLE.to_owned()]);
+    }
+}

@@ -1,0 +1,41 @@
+//! Core of flow-events: the event envelope, the publishing and consuming
+//! traits, connection monitoring, configuration, health, the backend contract,
+//! and the resilience decorator that wraps any backend.
+//!
+//! Backends live in their own crates (`flow-events-memory`, `flow-events-amqp`)
+//! and depend on this one; nothing here knows a broker.
+
+mod backend;
+mod config;
+mod error;
+mod event;
+mod health;
+mod monitor;
+mod pattern;
+mod sink;
+mod source;
+mod subscription;
+mod url;
+
+pub use backend::{
+    Acker, Backend, BackendInfo, Confirmation, DeliveryStream, IncomingDelivery, Session,
+};
+pub use config::{
+    Config, ConfigBuilder, ENV_EXCHANGE, ENV_MAX_EVENT_BYTES, ENV_MAX_IN_FLIGHT,
+    ENV_MAX_PENDING_EVENTS, ENV_MAX_RETRIES, ENV_MAX_RETRY_DELAY, ENV_OVERFLOW_POLICY,
+    ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY, ENV_URL, OverflowPolicy,
+};
+pub use error::{
+    BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
+    StartError, SubscribeError,
+};
+pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventType, MAX_EVENT_TYPE_LEN};
+pub use health::{BROKER_UNAVAILABLE, DependencyHealth, HealthReport, HealthStatus};
+pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
+pub use pattern::{InvalidPattern, TopicPattern};
+pub use sink::{EventSink, PublishOutcome};
+pub use source::{
+    Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,
+};
+pub use subscription::{QueueKind, Subscription};
+pub use url::{BrokerUrl, redact_url};

@@ -1,0 +1,127 @@
+//! A named, durable subscription to a pattern of event types.
+
+use crate::error::SubscribeError;
+use crate::pattern::TopicPattern;
+
+/// The kind of queue a backend should use for a subscription (AMQP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum QueueKind {
+    /// A classic durable queue.
+    #[default]
+    Classic,
+    /// A quorum queue (replicated; counts deliveries itself).
+    Quorum,
+}
+
+/// A named durable subscription: every consumer with the same name shares the
+/// work (competing consumers); different names each get every matching event.
+///
+/// ```
+/// use flow_events_core::{Subscription, TopicPattern};
+/// let sub = Subscription::new("billing", TopicPattern::new("order.*").unwrap())
+///     .unwrap()
+///     .with_max_attempts(3)
+///     .with_prefetch(50);
+/// assert_eq!(sub.name(), "billing");
+/// assert!(Subscription::new("has space", TopicPattern::all()).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    name: String,
+    pattern: TopicPattern,
+    prefetch: u16,
+    max_attempts: u32,
+    queue_kind: QueueKind,
+    dedup_window: usize,
+    concurrency: usize,
+}
+
+impl Subscription {
+    /// A subscription named `name` (1 to 200 bytes of letters, digits, `.`, `-`,
+    /// `_` or `:`) to events matching `pattern`.
+    pub fn new(name: impl Into<String>, pattern: TopicPattern) -> Result<Self, SubscribeError> {
+        let name = name.into();
+        if name.is_empty()
+            || name.len() > 200
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(SubscribeError::Invalid(format!(
+                "subscription name {name:?} must be 1 to 200 bytes of letters, digits, '.', '-', '_' or ':'"
+            )));
+        }
+        Ok(Self {
+            name,
+            pattern,
+            prefetch: 32,
+            max_attempts: 5,
+            queue_kind: QueueKind::Classic,
+            dedup_window: 0,
+            concurrency: 1,
+        })
+    }
+
+    /// Deliveries the broker may send ahead of acks, at least 1. Default: 32.
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// Deliveries of one event before a `retry` becomes a `reject` (dead-letter),
+    /// at least 1. Default: 5.
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The queue kind. Default: classic.
+    pub fn with_queue_kind(mut self, kind: QueueKind) -> Self {
+        self.queue_kind = kind;
+        self
+    }
+
+    /// Remember the ids of the last `n` handled events and acknowledge a repeat
+    /// without calling the handler again. Default: 0 (off).
+    pub fn with_dedup_window(mut self, n: usize) -> Self {
+        self.dedup_window = n;
+        self
+    }
+
+    /// Handler calls at once for this consumer, at least 1. With more than one,
+    /// order is no longer kept. Default: 1.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The pattern.
+    pub fn pattern(&self) -> &TopicPattern {
+        &self.pattern
+    }
+    /// The prefetch.
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch
+    }
+    /// The maximum attempts.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+    /// The queue kind.
+    pub fn queue_kind(&self) -> QueueKind {
+        self.queue_kind
+    }
+    /// The de-duplication window (0: off).
+    pub fn dedup_window(&self) -> usize {
+        self.dedup_window
+    }
+    /// Handler calls at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+}
