@@ -1,1 +1,3 @@
-//! Skeleton.
+//! Test tools for flow-events: fault injection around any backend.
+
+pub mod faulty;
