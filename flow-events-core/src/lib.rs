@@ -9,9 +9,11 @@ mod backend;
 mod config;
 mod error;
 mod event;
+mod fallback;
 mod health;
 mod monitor;
 mod pattern;
+pub mod resilient;
 mod sink;
 mod source;
 mod subscription;
@@ -30,9 +32,11 @@ pub use error::{
     StartError, SubscribeError,
 };
 pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventType, MAX_EVENT_TYPE_LEN};
+pub use fallback::{Fallback, Route, Routed, SinkFn, sink_fn};
 pub use health::{BROKER_UNAVAILABLE, DependencyHealth, HealthReport, HealthStatus};
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
 pub use pattern::{InvalidPattern, TopicPattern};
+pub use resilient::{Resilient, ResilientBuilder, ShutdownReport};
 pub use sink::{EventSink, PublishOutcome};
 pub use source::{
     Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,

@@ -2,11 +2,13 @@
 //!
 //! - [`conformance`]: the suite every backend passes, with
 //!   [`conformance_tests!`] to run it as one test per case.
+//! - [`faulty`]: fault injection around any backend.
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - [`mocks`]: mockall mocks of the core traits.
 
 pub mod conformance;
+pub mod faulty;
 mod macros;
 pub mod mocks;
 mod session_client;

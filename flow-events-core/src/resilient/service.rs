@@ -1,0 +1,479 @@
+//! `Resilient`: the handle services publish, subscribe and monitor through.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Session};
+use crate::config::Config;
+use crate::error::{BackendError, PublishError, PublishErrorKind, StartError, SubscribeError};
+use crate::event::Event;
+use crate::health::HealthReport;
+use crate::monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
+use crate::sink::{EventSink, PublishOutcome};
+use crate::source::{EventSource, Handler, SubscriptionHandle};
+use crate::subscription::Subscription;
+
+use super::buffer::Pending;
+use super::consumer::{DedupWindow, Ended, consume};
+use super::shared::Shared;
+use super::supervisor;
+
+/// The resilience decorator over any [`Backend`]: publishes while connected,
+/// buffers while not, reconnects with backoff, drains in order, re-subscribes.
+///
+/// Cheap to clone; all clones share one connection and one buffer. When the last
+/// clone is dropped the supervisor stops; call [`Resilient::shutdown`] first to
+/// drain what is pending.
+#[derive(Clone, Debug)]
+pub struct Resilient {
+    shared: Arc<Shared>,
+    owner: Arc<Owner>,
+}
+
+/// Stops the supervisor when the last `Resilient` clone goes.
+#[derive(Debug)]
+struct Owner {
+    cancel: CancellationToken,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let pending = self.shared.lock().buffer.len();
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "event sink dropped with {pending} pending events not delivered (call shutdown to drain them)"
+            );
+        }
+    }
+}
+
+/// Builds a [`Resilient`].
+#[derive(Debug)]
+pub struct ResilientBuilder {
+    backend: Arc<dyn Backend>,
+    config: Config,
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Backend").field(&self.info()).finish()
+    }
+}
+
+impl ResilientBuilder {
+    /// The settings (retries, backoff, buffer bound, overflow policy, required
+    /// mode, timeouts). Default: [`Config::default`].
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the supervisor. In optional mode this returns at once, whether or
+    /// not the broker is there. In required mode it waits for the first
+    /// connection and fails once the configured retries are spent.
+    ///
+    /// Must be called within a tokio runtime.
+    pub async fn start(self) -> Result<Resilient, StartError> {
+        let shared = Arc::new(Shared::new(self.backend, self.config));
+        let mut state = shared.state_tx.subscribe();
+        let task = tokio::spawn(supervisor::run(shared.clone()));
+        let resilient = Resilient {
+            owner: Arc::new(Owner {
+                cancel: shared.cancel.clone(),
+                supervisor: Mutex::new(Some(task)),
+                shared: shared.clone(),
+            }),
+            shared,
+        };
+        if resilient.shared.config.required() {
+            let reached = state
+                .wait_for(|s| matches!(s, ConnectionState::Connected | ConnectionState::Failed))
+                .await
+                .map(|s| *s);
+            if !matches!(reached, Ok(ConnectionState::Connected)) {
+                let (attempts, last_error) = {
+                    let inner = resilient.shared.lock();
+                    (
+                        inner.reconnect_attempts,
+                        inner.last_error.clone().unwrap_or_default(),
+                    )
+                };
+                resilient.stop_supervisor().await;
+                tracing::error!(
+                    attempts,
+                    "{} is required (RABBITMQ_REQUIRED=true) but unavailable after {attempts} attempts: {last_error}",
+                    supervisor::broker_name(&resilient.shared)
+                );
+                return Err(StartError::BrokerUnavailable {
+                    attempts,
+                    last_error,
+                });
+            }
+        }
+        Ok(resilient)
+    }
+}
+
+/// What [`Resilient::shutdown`] left undelivered.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Events still pending when the grace period ended, in publish order.
+    /// They were not delivered; persist or log them.
+    pub remaining: Vec<Event>,
+}
+
+impl Resilient {
+    /// A builder for a decorator over `backend`.
+    pub fn builder(backend: impl Backend) -> ResilientBuilder {
+        ResilientBuilder {
+            backend: Arc::new(backend),
+            config: Config::default(),
+        }
+    }
+
+    /// Same as [`Resilient::builder`] for a backend already behind an `Arc`.
+    pub fn builder_arc(backend: Arc<dyn Backend>) -> ResilientBuilder {
+        ResilientBuilder {
+            backend,
+            config: Config::default(),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The health report for `service`; a broker down makes it `degraded`, or
+    /// `unhealthy` in required mode.
+    pub fn health(&self, service: &str) -> HealthReport {
+        HealthReport::new(service, &self.status(), self.shared.config.required())
+    }
+
+    /// Stops taking events, drains the buffer for at most `grace`, stops the
+    /// supervisor and the consumers, and hands back what is left.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        loop {
+            let idle = self.shared.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
+            if self.shared.lock().buffer.is_idle() {
+                break;
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.stop_supervisor().await;
+        let remaining = self.shared.lock().buffer.drain_all();
+        if remaining.is_empty() {
+            tracing::info!("shut down with no pending events");
+        } else {
+            tracing::warn!(
+                remaining = remaining.len(),
+                "shut down with {} pending events not delivered",
+                remaining.len()
+            );
+        }
+        ShutdownReport { remaining }
+    }
+
+    async fn stop_supervisor(&self) {
+        self.shared.cancel.cancel();
+        let task = self
+            .owner
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn refuse(&self, kind: PublishErrorKind, event: Event) -> PublishError {
+        self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        PublishError::new(kind, event)
+    }
+
+    /// Buffers an event whose direct publish failed; hands it back if the reject
+    /// policy refuses it.
+    fn buffer_after_failure(
+        &self,
+        pending: Pending,
+        error: BackendError,
+    ) -> Result<PublishOutcome, PublishError> {
+        let result = {
+            let mut inner = self.shared.lock();
+            inner.last_error = Some(error.to_string());
+            self.shared.buffer(&mut inner, pending)
+        };
+        match result {
+            Ok(n) => {
+                self.shared
+                    .counters
+                    .published
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.wake_drain.notify_one();
+                Ok(PublishOutcome::Buffered { pending: n })
+            }
+            Err(event) => {
+                let capacity = self.shared.config.max_pending_events();
+                Err(self
+                    .refuse(PublishErrorKind::BufferFull { capacity }, event)
+                    .with_source(error))
+            }
+        }
+    }
+}
+
+/// Holds an event being published directly. If the caller's future is dropped
+/// before the confirm, the event goes to the buffer instead of being lost.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    seq: u64,
+    since: Instant,
+    event: Option<Event>,
+}
+
+impl InFlight<'_> {
+    fn take(&mut self) -> Option<Pending> {
+        self.event.take().map(|event| Pending {
+            seq: self.seq,
+            event,
+            since: self.since,
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.take() {
+            let mut inner = self.shared.lock();
+            match self.shared.buffer(&mut inner, pending) {
+                Ok(_) => {
+                    drop(inner);
+                    self.shared.wake_drain.notify_one();
+                }
+                Err(event) => {
+                    self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        id = %event.id(), event_type = %event.event_type(),
+                        "publish cancelled and the buffer is full, dropping event {}",
+                        event.event_type()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for Resilient {
+    async fn publish(&self, event: Event) -> Result<PublishOutcome, PublishError> {
+        let shared = &*self.shared;
+        let limit = shared.config.max_event_bytes();
+        let size = event.encoded_len();
+        if size > limit {
+            return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
+        }
+        if shared.closing.load(Ordering::Relaxed) {
+            return Err(self.refuse(PublishErrorKind::ShuttingDown, event));
+        }
+        let since = Instant::now();
+        let (seq, session): (u64, Arc<dyn Session>) = {
+            let mut inner = shared.lock();
+            let seq = inner.buffer.next_seq();
+            match inner.direct_session() {
+                Some(session) => (seq, session.clone()),
+                None => {
+                    let result = shared.buffer(&mut inner, Pending { seq, event, since });
+                    drop(inner);
+                    return match result {
+                        Ok(pending) => {
+                            shared.counters.published.fetch_add(1, Ordering::Relaxed);
+                            shared.wake_drain.notify_one();
+                            Ok(PublishOutcome::Buffered { pending })
+                        }
+                        Err(event) => {
+                            let capacity = shared.config.max_pending_events();
+                            Err(self.refuse(PublishErrorKind::BufferFull { capacity }, event))
+                        }
+                    };
+                }
+            }
+        };
+
+        let mut guard = InFlight {
+            shared,
+            seq,
+            since,
+            event: Some(event),
+        };
+        let publish_timeout = shared.config.publish_timeout();
+        let result = {
+            let event = guard
+                .event
+                .as_ref()
+                .expect("the guard holds the event until taken");
+            timeout(publish_timeout, async { session.send(event).await?.await })
+                .await
+                .unwrap_or_else(|_| Err(BackendError::timeout("publish", publish_timeout)))
+        };
+        let pending = guard.take().expect("the guard holds the event until taken");
+        match result {
+            Ok(()) => {
+                shared.counters.published.fetch_add(1, Ordering::Relaxed);
+                shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                Ok(PublishOutcome::Confirmed)
+            }
+            Err(e) if e.refuses_event() => {
+                tracing::debug!(id = %pending.event.id(), error = %e, "broker refused the event");
+                Err(self
+                    .refuse(PublishErrorKind::Refused, pending.event)
+                    .with_source(e))
+            }
+            Err(e) => {
+                tracing::debug!(id = %pending.event.id(), error = %e, "publish failed, buffering the event");
+                self.buffer_after_failure(pending, e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventSource for Resilient {
+    async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn Handler>,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
+        if self.shared.closing.load(Ordering::Relaxed) {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let cancel = self.shared.cancel.child_token();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let name = subscription.name().to_owned();
+        let connected = self.shared.lock().session.is_some();
+        let task = tokio::spawn(consumer_task(
+            self.shared.clone(),
+            subscription,
+            handler,
+            cancel.clone(),
+            ready_tx,
+        ));
+        let handle = SubscriptionHandle::new(name, cancel, task);
+        if connected {
+            // Connected now: return once the backend has set the subscription up,
+            // so an event published after this call reaches it.
+            match timeout(self.shared.config.publish_timeout(), ready_rx).await {
+                Ok(Ok(Err(e))) if !e.is_retryable() => {
+                    handle.close().await;
+                    return Err(SubscribeError::Backend(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(handle)
+    }
+}
+
+/// Consumes a subscription on every session the supervisor makes, until cancelled.
+async fn consumer_task(
+    shared: Arc<Shared>,
+    subscription: Subscription,
+    handler: Arc<dyn Handler>,
+    cancel: CancellationToken,
+    ready: oneshot::Sender<Result<(), BackendError>>,
+) {
+    let name = subscription.name().to_owned();
+    let mut current = shared.current_tx.subscribe();
+    let mut ready = Some(ready);
+    let mut used_generation = 0;
+    let dedup = Arc::new(Mutex::new(DedupWindow::new(subscription.dedup_window())));
+    let retry_delay = shared.config.retry_delay();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            c = current.wait_for(|c| c.session.is_some() && c.generation > used_generation) => match c {
+                Ok(c) => c.clone(),
+                Err(_) => return,
+            },
+        };
+        let Some(session) = next.session else {
+            continue;
+        };
+        used_generation = next.generation;
+        let subscribed = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            r = session.subscribe(&subscription) => r,
+        };
+        let retry_same_session = match subscribed {
+            Ok(stream) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                tracing::debug!(subscription = %name, pattern = %subscription.pattern(), "consuming");
+                match consume(stream, handler.clone(), &subscription, &dedup, &cancel).await {
+                    Ended::Cancelled => return,
+                    Ended::StreamEnded => {
+                        tracing::debug!(subscription = %name, "consumer stream ended; resubscribing");
+                        true
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    subscription = %name, error = %e,
+                    "could not subscribe: {e}; retrying"
+                );
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(e));
+                }
+                true
+            }
+        };
+        if retry_same_session {
+            // If the session is still the current one (the consumer was cancelled
+            // by the broker, or subscribing failed), try again on it after a delay;
+            // a new session is used at once.
+            let generation = used_generation;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(retry_delay) => used_generation = generation.saturating_sub(1),
+                _ = current.wait_for(|c| c.generation != generation) => {}
+            }
+        }
+    }
+}
+
+impl ConnectionMonitor for Resilient {
+    fn state(&self) -> ConnectionState {
+        *self.shared.state_tx.borrow()
+    }
+
+    fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state_tx.subscribe()
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        self.shared.status()
+    }
+}

@@ -1,0 +1,176 @@
+//! State shared by the handle, the supervisor task and the consumer tasks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendInfo, Session};
+use crate::config::Config;
+use crate::event::Event;
+use crate::monitor::{ConnectionState, ConnectionStatus};
+
+use super::buffer::{Admit, Pending, PendingBuffer};
+
+/// The current session and its generation (0: none yet).
+#[derive(Clone, Default)]
+pub(crate) struct Current {
+    pub(crate) generation: u64,
+    pub(crate) session: Option<Arc<dyn Session>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) buffer: PendingBuffer,
+    /// The live session; `None` while not connected.
+    pub(crate) session: Option<Arc<dyn Session>>,
+    pub(crate) blocked: bool,
+    pub(crate) state: ConnectionState,
+    pub(crate) since: DateTime<Utc>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) reconnect_attempts: u32,
+    pub(crate) last_connected: Option<DateTime<Utc>>,
+}
+
+impl Inner {
+    /// The session to publish on directly: connected, not blocked, and nothing
+    /// pending that a new event must not overtake.
+    pub(crate) fn direct_session(&self) -> Option<&Arc<dyn Session>> {
+        match &self.session {
+            Some(s) if !self.blocked && self.buffer.is_idle() => Some(s),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) confirmed: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) info: BackendInfo,
+    pub(crate) config: Config,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) state_tx: watch::Sender<ConnectionState>,
+    pub(crate) current_tx: watch::Sender<Current>,
+    /// Wakes the drainer: events were buffered, or the broker unblocked.
+    pub(crate) wake_drain: Notify,
+    /// Wakes shutdown: the buffer became idle.
+    pub(crate) idle: Notify,
+    pub(crate) counters: Counters,
+    pub(crate) closing: AtomicBool,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("backend", &self.info)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Self {
+        let info = backend.info();
+        Self {
+            backend,
+            info,
+            inner: Mutex::new(Inner {
+                buffer: PendingBuffer::new(config.max_pending_events(), config.overflow_policy()),
+                session: None,
+                blocked: false,
+                state: ConnectionState::Disconnected,
+                since: Utc::now(),
+                last_error: None,
+                reconnect_attempts: 0,
+                last_connected: None,
+            }),
+            config,
+            state_tx: watch::channel(ConnectionState::Disconnected).0,
+            current_tx: watch::channel(Current::default()).0,
+            wake_drain: Notify::new(),
+            idle: Notify::new(),
+            counters: Counters::default(),
+            closing: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Locks the inner state. A poisoned lock (a panic while holding it) still
+    /// holds consistent data: every critical section is a few field updates.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state, stamps `since` and tells the watchers. Returns whether it changed.
+    pub(crate) fn set_state(&self, inner: &mut Inner, state: ConnectionState) -> bool {
+        if inner.state == state {
+            return false;
+        }
+        inner.state = state;
+        inner.since = Utc::now();
+        self.state_tx.send_replace(state);
+        true
+    }
+
+    /// Buffers an event, applying the overflow policy. `Err` hands the event back
+    /// (reject policy); a drop is logged and counted here.
+    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<usize, Event> {
+        match inner.buffer.admit(pending) {
+            Admit::Added(n) => {
+                self.counters.buffered.fetch_add(1, Ordering::Relaxed);
+                Ok(n)
+            }
+            Admit::AddedDroppingOldest(n, oldest) => {
+                self.counters.buffered.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event_type = %oldest.event.event_type(), id = %oldest.event.id(),
+                    "pending events buffer full, dropping oldest event {}",
+                    oldest.event.event_type()
+                );
+                Ok(n)
+            }
+            Admit::DroppedNewest(newest) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    event_type = %newest.event.event_type(), id = %newest.event.id(),
+                    "pending events buffer full, dropping event {}",
+                    newest.event.event_type()
+                );
+                Ok(inner.buffer.len())
+            }
+            Admit::Rejected(p) => Err(p.event),
+        }
+    }
+
+    pub(crate) fn status(&self) -> ConnectionStatus {
+        let inner = self.lock();
+        let c = &self.counters;
+        let mut s = ConnectionStatus::new(inner.state, self.info.url.clone());
+        s.blocked = inner.blocked;
+        s.pending_events = inner.buffer.len();
+        s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());
+        s.dropped_events = c.dropped.load(Ordering::Relaxed);
+        s.last_error = inner.last_error.clone();
+        s.reconnect_attempts = inner.reconnect_attempts;
+        s.reconnects = c.reconnects.load(Ordering::Relaxed);
+        s.since = inner.since;
+        s.last_connected = inner.last_connected;
+        s.published = c.published.load(Ordering::Relaxed);
+        s.confirmed = c.confirmed.load(Ordering::Relaxed);
+        s.buffered = c.buffered.load(Ordering::Relaxed);
+        s.failed = c.failed.load(Ordering::Relaxed);
+        s
+    }
+}
