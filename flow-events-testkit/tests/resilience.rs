@@ -1,6 +1,10 @@
 //! The resilience decorator over the memory backend, with faults injected and
 //! tokio's paused clock: no test here waits on the wall clock.
 
+// The helpers below unwrap like the tests do; clippy's test allowance covers
+// only `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
