@@ -14,3 +14,8 @@ pub mod mocks;
 mod session_client;
 
 pub use session_client::SessionClient;
+
+/// The repository README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
