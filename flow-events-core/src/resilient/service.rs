@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -241,6 +242,21 @@ impl Resilient {
     }
 }
 
+/// Awaits `fut` for at most `limit`. A future that is ready at once (the memory
+/// backend, a confirm that has arrived) skips the timer.
+async fn bounded<F>(limit: Duration, fut: F) -> Result<(), BackendError>
+where
+    F: std::future::Future<Output = Result<(), BackendError>>,
+{
+    let mut fut = std::pin::pin!(fut);
+    if let Some(result) = (&mut fut).now_or_never() {
+        return result;
+    }
+    timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(BackendError::timeout("publish", limit)))
+}
+
 /// Holds an event being published directly. If the caller's future is dropped
 /// before the confirm, the event goes to the buffer instead of being lost.
 struct InFlight<'a> {
@@ -287,8 +303,7 @@ impl EventSink for Resilient {
     async fn publish(&self, event: Event) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         let limit = shared.config.max_event_bytes();
-        let size = event.encoded_len();
-        if size > limit {
+        if let Err(size) = event.check_size(limit) {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
         if shared.closing.load(Ordering::Relaxed) {
@@ -330,9 +345,7 @@ impl EventSink for Resilient {
                 .event
                 .as_ref()
                 .expect("the guard holds the event until taken");
-            timeout(publish_timeout, async { session.send(event).await?.await })
-                .await
-                .unwrap_or_else(|_| Err(BackendError::timeout("publish", publish_timeout)))
+            bounded(publish_timeout, async { session.send(event).await?.await }).await
         };
         let pending = guard.take().expect("the guard holds the event until taken");
         match result {

@@ -1,0 +1,687 @@
+//! The resilience decorator over the memory backend, with faults injected and
+//! tokio's paused clock: no test here waits on the wall clock.
+
+// The helpers below unwrap like the tests do; clippy's test allowance covers
+// only `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flow_events_core::{
+    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSink,
+    EventSource, HealthStatus, OverflowPolicy, PublishErrorKind, PublishOutcome, Resilient,
+    StartError, Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+};
+use flow_events_memory::MemoryBroker;
+use flow_events_testkit::faulty::{FaultHandle, Faulty};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+const LONG: Duration = Duration::from_secs(3600);
+
+fn config() -> flow_events_core::ConfigBuilder {
+    Config::builder()
+        .with_retry_delay(Duration::from_secs(1))
+        .with_max_retry_delay(Duration::from_secs(8))
+        .with_max_retries(3)
+}
+
+fn event(t: &str, n: usize) -> Event {
+    Event::try_new(t, serde_json::json!({ "n": n })).unwrap()
+}
+
+async fn start(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHandle) {
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    let r = Resilient::builder(backend)
+        .with_config(config)
+        .start()
+        .await
+        .unwrap();
+    (r, faults)
+}
+
+async fn wait_state(r: &Resilient, state: ConnectionState) {
+    let mut rx = r.watch_state();
+    timeout(LONG, rx.wait_for(|s| *s == state))
+        .await
+        .unwrap_or_else(|_| panic!("state never became {state}"))
+        .unwrap();
+}
+
+/// Waits (in virtual time) until `f` holds.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A consumer on its own always-up connection; deliveries arrive on the channel.
+async fn consumer(
+    broker: &MemoryBroker,
+    name: &str,
+    pattern: &str,
+) -> (
+    Resilient,
+    SubscriptionHandle,
+    mpsc::UnboundedReceiver<Delivery>,
+) {
+    let r = Resilient::builder(broker.backend())
+        .with_config(config().build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    wait_state(&r, ConnectionState::Connected).await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = r
+        .subscribe(
+            Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d);
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    (r, handle, rx)
+}
+
+async fn receive(rx: &mut mpsc::UnboundedReceiver<Delivery>, n: usize) -> Vec<Event> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let d = timeout(LONG, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("received {} of {n}", got.len()))
+            .unwrap();
+        got.push(d.into_event());
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_stays_within_bounds_and_states_follow_the_outage() {
+    let broker = MemoryBroker::new();
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    faults.delay_connects(Duration::from_millis(1));
+    let base = Duration::from_secs(1);
+    let cap = Duration::from_secs(8);
+    let r = Resilient::builder(backend)
+        .with_config(config().with_max_retries(3).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut rx = r.watch_state();
+    let initial = *rx.borrow_and_update();
+    let states = tokio::spawn(async move {
+        let mut seen = vec![initial];
+        while rx.changed().await.is_ok() {
+            let s = *rx.borrow_and_update();
+            seen.push(s);
+            if s == ConnectionState::Connected {
+                break;
+            }
+        }
+        seen
+    });
+    wait_state(&r, ConnectionState::Failed).await;
+    // Let it probe a few more times while failed.
+    eventually("six attempts", || faults.connect_attempts().len() >= 6).await;
+    faults.come_up();
+    wait_state(&r, ConnectionState::Connected).await;
+    let states = timeout(LONG, states).await.unwrap().unwrap();
+    use ConnectionState::*;
+    let mut distinct = states.clone();
+    distinct.dedup();
+    // Probes while failed pass through connecting; the outage's story is:
+    assert_eq!(distinct.first(), Some(&Disconnected));
+    assert_eq!(&distinct[1..3], &[Connecting, Failed], "{states:?}");
+    assert_eq!(
+        &distinct[distinct.len() - 2..],
+        &[Connecting, Connected],
+        "{states:?}"
+    );
+
+    let attempts = faults.connect_attempts();
+    for (i, pair) in attempts.windows(2).enumerate() {
+        let failures = i as u32 + 1;
+        let ceiling = cap.min(base * 2u32.pow(failures - 1));
+        let gap = pair[1] - pair[0] - Duration::from_millis(1);
+        assert!(
+            gap <= ceiling,
+            "delay after failure {failures}: {gap:?} > {ceiling:?}"
+        );
+    }
+    let status = r.status();
+    assert_eq!(status.reconnect_attempts, 0);
+    assert!(status.last_error.unwrap().contains("connection refused"));
+    assert!(status.last_connected.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_down_buffers_1000_then_delivers_all_in_order() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "orders", "order.#").await;
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let started = Instant::now();
+    let r = Resilient::builder(backend)
+        .with_config(config().build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "optional start-up must not wait"
+    );
+    let mut ids = Vec::new();
+    for n in 0..1000 {
+        let e = event("order.created", n);
+        ids.push(e.id());
+        let outcome = r.publish(e).await.unwrap();
+        assert_eq!(outcome, PublishOutcome::Buffered { pending: n + 1 });
+    }
+    let s = r.status();
+    assert_eq!(s.pending_events, 1000);
+    assert!(!s.connected);
+    let health = r.health("Admin Service");
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert_eq!(health.issues, ["RabbitMQ connection unavailable"]);
+
+    faults.come_up();
+    let got = receive(&mut rx, 1000).await;
+    let got_ids: Vec<EventId> = got.iter().map(Event::id).collect();
+    assert_eq!(got_ids, ids, "delivered in publish order");
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+    let s = r.status();
+    assert_eq!(s.confirmed, 1000);
+    assert_eq!(s.dropped_events, 0);
+    assert_eq!(s.oldest_pending_age, None);
+    // Newer events now go straight to the broker.
+    assert_eq!(
+        r.publish(event("order.shipped", 0)).await.unwrap(),
+        PublishOutcome::Confirmed
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "inflight", "x.#").await;
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.delay_confirms(Duration::from_secs(2));
+
+    // 200 direct publishes awaiting their confirms...
+    let mut ids = HashSet::new();
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let e = event("x.direct", n);
+        ids.insert(e.id());
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move { r.publish(e).await }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ...when the connection drops.
+    faults.drop_connection();
+    for t in tasks {
+        let outcome = t.await.unwrap().unwrap();
+        assert!(
+            matches!(outcome, PublishOutcome::Buffered { .. }),
+            "{outcome:?}"
+        );
+    }
+    // A backlog drained with confirms in flight, dropped again mid-drain.
+    for n in 0..300 {
+        let e = event("x.backlog", n);
+        ids.insert(e.id());
+        r.publish(e).await.unwrap();
+    }
+    wait_state(&r, ConnectionState::Connected).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(r.status().pending_events > 0, "confirms still in flight");
+    faults.drop_connection();
+    faults.delay_confirms(Duration::ZERO);
+
+    let mut seen = HashSet::new();
+    let mut deliveries = 0;
+    while !ids.is_subset(&seen) {
+        let d = timeout(LONG, rx.recv())
+            .await
+            .expect("every event arrives")
+            .unwrap();
+        deliveries += 1;
+        seen.insert(d.event().id());
+    }
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+    assert!(deliveries >= 500);
+    println!(
+        "500 events, {deliveries} deliveries ({} duplicates)",
+        deliveries - 500
+    );
+}
+
+async fn overflow(
+    policy: OverflowPolicy,
+) -> (
+    Resilient,
+    Vec<Result<PublishOutcome, flow_events_core::PublishError>>,
+    Vec<Event>,
+    Vec<Event>,
+) {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "overflow", "o.#").await;
+    let (r, faults) = start(
+        &broker,
+        config()
+            .with_max_pending_events(10)
+            .with_overflow_policy(policy)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    faults.go_down();
+    let mut sent = Vec::new();
+    let mut results = Vec::new();
+    for n in 0..15 {
+        let e = event("o.e", n);
+        sent.push(e.clone());
+        results.push(r.publish(e).await);
+    }
+    faults.come_up();
+    let got = receive(&mut rx, 10).await;
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+    // Nothing more than the 10 arrives: a marker published now is next.
+    let marker = event("o.marker", 99);
+    r.publish(marker.clone()).await.unwrap();
+    assert_eq!(receive(&mut rx, 1).await[0].id(), marker.id());
+    (r, results, sent, got)
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_drop_newest() {
+    let (r, results, sent, got) = overflow(OverflowPolicy::DropNewest).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(r.status().dropped_events, 5);
+    assert_eq!(got, sent[..10]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_drop_oldest() {
+    let (r, results, sent, got) = overflow(OverflowPolicy::DropOldest).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(r.status().dropped_events, 5);
+    assert_eq!(got, sent[5..]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overflow_reject_hands_events_back() {
+    let (r, results, sent, got) = overflow(OverflowPolicy::Reject).await;
+    assert_eq!(r.status().dropped_events, 0);
+    assert_eq!(r.status().failed, 5);
+    for (result, e) in results.into_iter().zip(&sent).skip(10) {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), &PublishErrorKind::BufferFull { capacity: 10 });
+        assert_eq!(&err.into_event(), e);
+    }
+    assert_eq!(got, sent[..10]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn required_mode_fails_after_the_configured_retries() {
+    let broker = MemoryBroker::new();
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let result = Resilient::builder(backend)
+        .with_config(
+            config()
+                .with_required(true)
+                .with_max_retries(4)
+                .build()
+                .unwrap(),
+        )
+        .start()
+        .await;
+    match result {
+        Err(StartError::BrokerUnavailable {
+            attempts,
+            last_error,
+        }) => {
+            assert_eq!(attempts, 4);
+            assert!(last_error.contains("connection refused"), "{last_error}");
+        }
+        other => panic!("expected BrokerUnavailable, got {other:?}"),
+    }
+    assert_eq!(faults.connect_attempts().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn required_mode_starts_connected_when_the_broker_is_there() {
+    let broker = MemoryBroker::new();
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.fail_next_connects(2);
+    let r = Resilient::builder(backend)
+        .with_config(config().with_required(true).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(r.state(), ConnectionState::Connected);
+    assert_eq!(faults.connect_attempts().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn optional_mode_starts_without_the_broker() {
+    let broker = MemoryBroker::new();
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let r = Resilient::builder(backend)
+        .with_config(config().with_max_retries(1).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    wait_state(&r, ConnectionState::Failed).await;
+    assert!(matches!(
+        r.publish(event("a.b", 1)).await.unwrap(),
+        PublishOutcome::Buffered { pending: 1 }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn consumer_keeps_receiving_across_two_disconnects() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = r
+        .subscribe(
+            Subscription::new("survivor", TopicPattern::new("s.*").unwrap()).unwrap(),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d);
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let publisher = Resilient::builder(broker.backend()).start().await.unwrap();
+    wait_state(&publisher, ConnectionState::Connected).await;
+    for round in 0..3 {
+        let e = event("s.tick", round);
+        publisher.publish(e.clone()).await.unwrap();
+        assert_eq!(receive(&mut rx, 1).await[0].id(), e.id(), "round {round}");
+        if round < 2 {
+            faults.drop_connection();
+            eventually("reconnected", || {
+                r.status().reconnects == round as u64 + 1 && r.state() == ConnectionState::Connected
+            })
+            .await;
+        }
+    }
+    assert_eq!(r.status().reconnects, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsettled_delivery_of_a_lost_connection_is_redelivered_not_acked() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let _sub = r
+        .subscribe(
+            Subscription::new("slow", TopicPattern::new("slow.#").unwrap()).unwrap(),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                let mut release = release_rx.clone();
+                async move {
+                    let _ = tx.send(d);
+                    let _ = release.wait_for(|r| *r).await;
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let e = event("slow.job", 1);
+    r.publish(e.clone()).await.unwrap();
+    let first = timeout(LONG, rx.recv()).await.unwrap().unwrap();
+    assert!(!first.redelivered());
+    // The connection drops while the handler works; its ack then fails (never
+    // reaching the new connection) and the broker delivers the event again.
+    faults.drop_connection();
+    eventually("reconnected", || r.status().reconnects == 1).await;
+    release_tx.send_replace(true);
+    let again = timeout(LONG, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(again.event().id(), e.id());
+    assert!(again.redelivered());
+    assert_eq!(again.attempt(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedup_window_hides_redeliveries_from_the_handler() {
+    let broker = MemoryBroker::new();
+    let c = Resilient::builder(broker.backend()).start().await.unwrap();
+    wait_state(&c, ConnectionState::Connected).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = c
+        .subscribe(
+            Subscription::new("dedup", TopicPattern::new("d.*").unwrap())
+                .unwrap()
+                .with_dedup_window(100),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d.event().id());
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let e = event("d.e", 1);
+    // The same event published three times (as at-least-once republishing does).
+    for _ in 0..3 {
+        c.publish(e.clone()).await.unwrap();
+    }
+    let marker = event("d.marker", 2);
+    c.publish(marker.clone()).await.unwrap();
+    assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(e.id()));
+    assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(marker.id()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_becomes_reject_after_max_attempts() {
+    let broker = MemoryBroker::new();
+    let c = Resilient::builder(broker.backend()).start().await.unwrap();
+    wait_state(&c, ConnectionState::Connected).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = c
+        .subscribe(
+            Subscription::new("flaky", TopicPattern::new("f.*").unwrap())
+                .unwrap()
+                .with_max_attempts(3),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d.attempt());
+                    Decision::Retry
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let e = event("f.e", 1);
+    c.publish(e.clone()).await.unwrap();
+    for attempt in 1..=3 {
+        assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(attempt));
+    }
+    eventually("dead-lettered", || broker.dead_letters("flaky").len() == 1).await;
+    assert_eq!(broker.dead_letters("flaky")[0].id(), e.id());
+}
+
+#[tokio::test(start_paused = true)]
+async fn nacked_and_failed_publishes_are_buffered_then_delivered() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "nacks", "n.*").await;
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.fail_next_publishes(1);
+    let a = event("n.a", 1);
+    assert!(matches!(
+        r.publish(a.clone()).await.unwrap(),
+        PublishOutcome::Buffered { .. }
+    ));
+    let got = receive(&mut rx, 1).await;
+    assert_eq!(got[0].id(), a.id());
+    faults.nack_next_publishes(1);
+    let b = event("n.b", 2);
+    assert!(matches!(
+        r.publish(b.clone()).await.unwrap(),
+        PublishOutcome::Buffered { .. }
+    ));
+    // The nacked copy reached the broker; the republished one follows.
+    let got = receive(&mut rx, 2).await;
+    assert!(got.iter().all(|e| e.id() == b.id()));
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_event_is_handed_back_not_buffered() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.refuse_next_publishes(1);
+    let e = event("r.e", 1);
+    let err = r.publish(e.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::Refused);
+    assert!(err.backend_error().is_some());
+    assert_eq!(err.into_event(), e);
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_event_is_refused_with_the_event() {
+    let broker = MemoryBroker::new();
+    let (r, _faults) = start(
+        &broker,
+        config().with_max_event_bytes(1024).build().unwrap(),
+    )
+    .await;
+    let e = Event::try_new("big.e", serde_json::json!({"blob": "x".repeat(2000)})).unwrap();
+    let err = r.publish(e.clone()).await.unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        PublishErrorKind::TooLarge { limit: 1024, .. }
+    ));
+    assert_eq!(err.into_event(), e);
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_broker_buffers_without_hanging_then_drains() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "blocked", "b.*").await;
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.set_blocked(true);
+    eventually("blocked", || r.status().blocked).await;
+    let before = Instant::now();
+    for n in 0..10 {
+        assert!(matches!(
+            r.publish(event("b.e", n)).await.unwrap(),
+            PublishOutcome::Buffered { .. }
+        ));
+    }
+    assert_eq!(before.elapsed(), Duration::ZERO);
+    assert_eq!(r.health("svc").status, HealthStatus::Degraded);
+    faults.set_blocked(false);
+    assert_eq!(receive(&mut rx, 10).await.len(), 10);
+    eventually("drained", || r.status().pending_events == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_publish_keeps_the_event() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "cancel", "c.*").await;
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.delay_confirms(Duration::from_secs(5));
+    let e = event("c.e", 1);
+    // The caller gives up before the confirm.
+    assert!(
+        timeout(Duration::from_secs(1), r.publish(e.clone()))
+            .await
+            .is_err()
+    );
+    faults.delay_confirms(Duration::ZERO);
+    // At least once: the event arrives (the copy sent, and the one kept).
+    assert_eq!(receive(&mut rx, 1).await[0].id(), e.id());
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_within_grace_or_reports_what_is_left() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    faults.go_down();
+    for n in 0..5 {
+        r.publish(event("q.e", n)).await.unwrap();
+    }
+    let report = r.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(report.remaining.len(), 5);
+    let err = r.publish(event("q.e", 9)).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::ShuttingDown);
+
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    faults.go_down();
+    for n in 0..5 {
+        r.publish(event("q.e", n)).await.unwrap();
+    }
+    faults.come_up();
+    let report = r.shutdown(Duration::from_secs(60)).await;
+    assert!(report.remaining.is_empty());
+    assert_eq!(r.status().confirmed, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn secrets_never_reach_status_or_health() {
+    let r = Resilient::builder(SecretBackend).start().await.unwrap();
+    wait_state(&r, ConnectionState::Connecting).await;
+    eventually("an error", || r.status().last_error.is_some()).await;
+    let text = format!(
+        "{:?} {} {:?}",
+        r.status(),
+        serde_json::to_string(&r.health("svc")).unwrap(),
+        r
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("amqp://guest:***@rabbitmq:5672/"));
+}
+
+struct SecretBackend;
+
+#[async_trait::async_trait]
+impl flow_events_core::Backend for SecretBackend {
+    async fn connect(
+        &self,
+    ) -> Result<Arc<dyn flow_events_core::Session>, flow_events_core::BackendError> {
+        Err(flow_events_core::BackendError::connection(
+            "could not reach amqp://guest:hunter2@rabbitmq:5672/",
+        ))
+    }
+    fn info(&self) -> flow_events_core::BackendInfo {
+        flow_events_core::BackendInfo {
+            name: "amqp",
+            url: flow_events_core::redact_url("amqp://guest:hunter2@rabbitmq:5672/"),
+        }
+    }
+}
