@@ -1,1 +1,3 @@
+//! The runnable flow-events service (health, event API, metrics); not written yet.
+
 fn main() {}
