@@ -15,6 +15,7 @@ use lapin::{Connection, ConnectionProperties};
 use crate::transport::{self, OpenError};
 
 use crate::address::Address;
+use crate::confirms::ConfirmRouter;
 use crate::errors;
 use crate::options::AmqpOptions;
 use crate::publish::Publisher;
@@ -178,6 +179,7 @@ impl AmqpBackend {
             confirm_timeout: config.publish_timeout(),
             state: Arc::new(SessionState::new()),
             scrub: scrub.clone(),
+            router: ConfirmRouter::start(),
         })
     }
 }

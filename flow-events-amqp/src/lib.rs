@@ -2,6 +2,7 @@
 
 mod address;
 mod backend;
+mod confirms;
 mod consume;
 mod errors;
 mod options;

@@ -8,7 +8,8 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 
-use crate::errors::Scrub;
+use crate::confirms::{Answer, ConfirmRouter, Outcome};
+use crate::errors::{self, Scrub};
 use crate::state::SessionState;
 use crate::topology::within;
 use crate::wire;
@@ -26,6 +27,24 @@ pub(crate) struct Publisher {
     pub(crate) confirm_timeout: Duration,
     pub(crate) state: Arc<SessionState>,
     pub(crate) scrub: Scrub,
+    pub(crate) router: ConfirmRouter,
+}
+
+/// Waits for the router's answer about one publish, within `limit`.
+async fn answer(
+    rx: tokio::sync::oneshot::Receiver<Answer>,
+    limit: Duration,
+    what: &str,
+    scrub: &Scrub,
+) -> Result<Outcome, BackendError> {
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Err(e))) => Err(errors::classify(&e, what, scrub)),
+        Ok(Err(_)) => Err(BackendError::closed(format!(
+            "{what}: the session closed before the broker answered"
+        ))),
+        Err(_) => Err(errors::timeout(what, limit)),
+    }
 }
 
 impl Publisher {
@@ -83,21 +102,19 @@ impl Publisher {
             ),
         )
         .await?;
-        let limit = self.confirm_timeout;
-        let scrub = self.scrub.clone();
         let id = event.id();
         let event_type = event.event_type().clone();
+        let rx = self.router.follow(id.to_string(), confirm);
+        let limit = self.confirm_timeout;
+        let scrub = self.scrub.clone();
         Ok(Box::pin(async move {
             let what = format!("publisher confirm of event {id} ({event_type})");
-            match within(limit, &what, &scrub, confirm).await? {
-                lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => Ok(()),
-                lapin::Confirmation::Ack(Some(returned)) => {
-                    Err(BackendError::event_refused(format!(
-                        "event {id} ({event_type}) is unroutable: no queue is bound for it ({} {})",
-                        returned.reply_code, returned.reply_text
-                    )))
-                }
-                lapin::Confirmation::Nack(_) => Err(BackendError::new(
+            match answer(rx, limit, &what, &scrub).await? {
+                Outcome::Acked => Ok(()),
+                Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
+                    "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
+                ))),
+                Outcome::Nacked => Err(BackendError::new(
                     BackendErrorKind::Nacked,
                     format!("the broker nacked event {id} ({event_type})"),
                 )),
@@ -115,6 +132,11 @@ impl Publisher {
     ) -> Result<(), BackendError> {
         self.check_usable()?;
         let what = format!("publishing a retry copy to queue {queue}");
+        let id = properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
         let confirm = within(
             self.operation_timeout,
             &what,
@@ -131,12 +153,11 @@ impl Publisher {
             ),
         )
         .await?;
-        match within(self.confirm_timeout, &what, &self.scrub, confirm).await? {
-            lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => Ok(()),
-            lapin::Confirmation::Ack(Some(_)) => {
-                Err(BackendError::connection(format!("queue {queue} is gone")))
-            }
-            lapin::Confirmation::Nack(_) => Err(BackendError::new(
+        let rx = self.router.follow(id, confirm);
+        match answer(rx, self.confirm_timeout, &what, &self.scrub).await? {
+            Outcome::Acked => Ok(()),
+            Outcome::Returned(_) => Err(BackendError::connection(format!("queue {queue} is gone"))),
+            Outcome::Nacked => Err(BackendError::new(
                 BackendErrorKind::Nacked,
                 format!("the broker nacked the retry copy for queue {queue}"),
             )),

@@ -438,3 +438,54 @@ async fn queue_redeclared_with_other_kind_is_a_configuration_error() {
     );
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mandatory_refusals_name_the_right_events_with_many_in_flight() {
+    require_broker!("mandatory_refusals_name_the_right_events_with_many_in_flight");
+    let mut fx = Fixture::with("returns", |c| c, |o| o.with_mandatory(true));
+    let session = fx.session().await;
+    let (_conn, ch) = raw().await;
+    let name = unique("returns");
+    fx.cleanup.queue(&name);
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("durable queue");
+    ch.queue_bind(
+        name.as_str().into(),
+        fx.exchange.as_str().into(),
+        "routed.*".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    // Persistent messages to a durable queue are confirmed in batches, so
+    // acks for several events (one of them returned) arrive together.
+    let mut pending = Vec::new();
+    for n in 0..600 {
+        let routed = n % 7 != 3;
+        let e = event(if routed { "routed.event" } else { "lost.event" }, n);
+        let confirmation = session.send(&e).await.expect("send");
+        pending.push((routed, confirmation));
+    }
+    let mut refused = 0;
+    for (routed, confirmation) in pending.into_iter().rev() {
+        match confirmation.await {
+            Ok(()) => assert!(routed, "an unroutable event was confirmed"),
+            Err(e) => {
+                assert!(!routed, "a routed event was refused: {e}");
+                assert_eq!(e.kind(), BackendErrorKind::EventRefused);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, (0..600).filter(|n| n % 7 == 3).count());
+    session.close().await;
+}
