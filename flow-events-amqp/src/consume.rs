@@ -161,7 +161,12 @@ impl Source {
                 attempt,
                 max_attempts: self.max_attempts,
                 properties,
-                body: data,
+                // Only a republished retry needs the body again.
+                body: if self.retry == RetryMode::Republish {
+                    data
+                } else {
+                    Vec::new()
+                },
                 ctx: self.ctx.clone(),
             };
             return Some(IncomingDelivery::new(
