@@ -447,7 +447,7 @@ impl Drop for InFlight<'_> {
             }
         }
         if let Some((store, copy, rt)) = stored {
-            let weak = Arc::downgrade(&self.owner);
+            let weak = Arc::downgrade(self.owner);
             rt.spawn(async move {
                 if let Err(e) = store.append(seq, &copy).await {
                     tracing::error!(
