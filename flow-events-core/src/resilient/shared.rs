@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::monitor::{ConnectionState, ConnectionStatus};
 
-use super::buffer::{Admit, Pending, PendingBuffer};
+use super::buffer::{Admit, Bounds, Pending, PendingBuffer};
+use crate::store::PendingStore;
 
 /// The current session and its generation (0: none yet).
 #[derive(Clone, Default)]
@@ -31,6 +32,17 @@ pub(crate) struct Inner {
     pub(crate) last_error: Option<String>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_connected: Option<DateTime<Utc>>,
+    /// When an event was last dropped or expired.
+    pub(crate) last_loss: Option<DateTime<Utc>>,
+}
+
+/// What buffering did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Buffered; the pending count.
+    Added(usize),
+    /// Dropped by drop-newest; the pending count.
+    Dropped(usize),
 }
 
 impl Inner {
@@ -51,6 +63,8 @@ pub(crate) struct Counters {
     pub(crate) buffered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) unreadable: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
 
@@ -58,6 +72,7 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) info: BackendInfo,
     pub(crate) config: Config,
+    pub(crate) store: Option<Arc<dyn PendingStore>>,
     pub(crate) inner: Mutex<Inner>,
     pub(crate) state_tx: watch::Sender<ConnectionState>,
     pub(crate) current_tx: watch::Sender<Current>,
@@ -80,13 +95,24 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        store: Option<Arc<dyn PendingStore>>,
+    ) -> Self {
         let info = backend.info();
+        let bounds = Bounds {
+            events: config.max_pending_events(),
+            bytes: config.max_pending_bytes(),
+            age: config.max_pending_age(),
+            policy: config.overflow_policy(),
+        };
         Self {
             backend,
             info,
+            store,
             inner: Mutex::new(Inner {
-                buffer: PendingBuffer::new(config.max_pending_events(), config.overflow_policy()),
+                buffer: PendingBuffer::new(bounds),
                 session: None,
                 blocked: false,
                 state: ConnectionState::Disconnected,
@@ -94,6 +120,7 @@ impl Shared {
                 last_error: None,
                 reconnect_attempts: 0,
                 last_connected: None,
+                last_loss: None,
             }),
             config,
             state_tx: watch::channel(ConnectionState::Disconnected).0,
@@ -123,34 +150,63 @@ impl Shared {
         true
     }
 
-    /// Buffers an event, applying the overflow policy. `Err` hands the event back
-    /// (reject policy); a drop is logged and counted here.
-    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<usize, Event> {
+    /// Buffers an event, applying the overflow policy: `Ok(Kept::Added(n))`,
+    /// or `Ok(Kept::Dropped(n))` under drop-newest (logged and counted here);
+    /// `Err` hands the event back (reject policy).
+    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<Kept, Event> {
+        self.expire(inner);
         match inner.buffer.admit(pending) {
-            Admit::Added(n) => {
+            Admit::Added(n, dropped) => {
                 self.counters.buffered.fetch_add(1, Ordering::Relaxed);
-                Ok(n)
-            }
-            Admit::AddedDroppingOldest(n, oldest) => {
-                self.counters.buffered.fetch_add(1, Ordering::Relaxed);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    event_type = %oldest.event.event_type(), id = %oldest.event.id(),
-                    "pending events buffer full, dropping oldest event {}",
-                    oldest.event.event_type()
-                );
-                Ok(n)
+                for oldest in dropped {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.note_loss(inner);
+                    self.forget(oldest.seq);
+                    tracing::warn!(
+                        event_type = %oldest.event.event_type(), id = %oldest.event.id(),
+                        "pending events buffer full, dropping oldest event {}",
+                        oldest.event.event_type()
+                    );
+                }
+                Ok(Kept::Added(n))
             }
             Admit::DroppedNewest(newest) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.note_loss(inner);
                 tracing::warn!(
                     event_type = %newest.event.event_type(), id = %newest.event.id(),
                     "pending events buffer full, dropping event {}",
                     newest.event.event_type()
                 );
-                Ok(inner.buffer.len())
+                Ok(Kept::Dropped(inner.buffer.len()))
             }
             Admit::Rejected(p) => Err(p.event),
+        }
+    }
+
+    /// Takes out, counts and logs the events older than the age bound.
+    pub(crate) fn expire(&self, inner: &mut Inner) {
+        for old in inner.buffer.expire(tokio::time::Instant::now()) {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            inner.last_loss = Some(Utc::now());
+            self.forget(old.seq);
+            tracing::warn!(
+                event_type = %old.event.event_type(), id = %old.event.id(),
+                "pending event {} expired after {:?} without reaching the broker, dropping it",
+                old.event.event_type(), old.since.elapsed()
+            );
+        }
+    }
+
+    /// Stamps the time of the latest lost event (for health).
+    pub(crate) fn note_loss(&self, inner: &mut Inner) {
+        inner.last_loss = Some(Utc::now());
+    }
+
+    /// The event `seq` left the buffer (confirmed or dropped): the store forgets it.
+    pub(crate) fn forget(&self, seq: u64) {
+        if let Some(store) = &self.store {
+            store.remove(seq);
         }
     }
 
@@ -162,11 +218,15 @@ impl Shared {
         s.pending_events = inner.buffer.len();
         s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());
         s.dropped_events = c.dropped.load(Ordering::Relaxed);
+        s.expired_events = c.expired.load(Ordering::Relaxed);
+        s.unreadable_events = c.unreadable.load(Ordering::Relaxed);
+        s.store = self.store.as_ref().map(|st| st.describe());
         s.last_error = inner.last_error.clone();
         s.reconnect_attempts = inner.reconnect_attempts;
         s.reconnects = c.reconnects.load(Ordering::Relaxed);
         s.since = inner.since;
         s.last_connected = inner.last_connected;
+        s.last_loss = inner.last_loss;
         s.published = c.published.load(Ordering::Relaxed);
         s.confirmed = c.confirmed.load(Ordering::Relaxed);
         s.buffered = c.buffered.load(Ordering::Relaxed);

@@ -35,6 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         {
             let mut inner = shared.lock();
+            shared.expire(&mut inner);
             shared.set_state(&mut inner, ConnectionState::Connecting);
         }
         let attempt = tokio::select! {
@@ -79,7 +80,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     let mut inner = shared.lock();
                     inner.reconnect_attempts = failures;
                     inner.last_error = Some(error.to_string());
-                    failures >= max && shared.set_state(&mut inner, ConnectionState::Failed)
+                    if failures >= max {
+                        shared.set_state(&mut inner, ConnectionState::Failed);
+                    }
+                    // Logged once, when the retries are spent; later probes log at debug.
+                    failures == max
                 };
                 if failures == 1 {
                     tracing::warn!(error = %error, kind = ?error.kind(), "failed to connect to {broker}: {error}");
@@ -160,7 +165,12 @@ async fn connected(shared: &Shared, session: &Arc<dyn Session>) -> Option<Backen
     let lost = loop {
         // Fill the window from the buffer, oldest first.
         while in_flight.len() < window && paused_until.is_none() && !shared.lock().blocked {
-            let Some(pending) = shared.lock().buffer.take() else {
+            let taken = {
+                let mut inner = shared.lock();
+                shared.expire(&mut inner);
+                inner.buffer.take()
+            };
+            let Some(pending) = taken else {
                 break;
             };
             if !draining_logged {
@@ -201,9 +211,10 @@ async fn connected(shared: &Shared, session: &Arc<dyn Session>) -> Option<Backen
                 match result {
                     Ok(Ok(())) => {
                         shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                        shared.forget(pending.seq);
                         let idle = {
                             let mut inner = shared.lock();
-                            inner.buffer.settle();
+                            inner.buffer.settle(pending.size);
                             inner.buffer.is_idle()
                         };
                         if idle {
@@ -283,10 +294,11 @@ fn drop_refused(shared: &Shared, pending: Pending, error: &BackendError) {
         id = %pending.event.id(), event_type = %pending.event.event_type(), error = %error,
         "broker refused buffered event {}, dropping it: {error}", pending.event.event_type()
     );
+    shared.forget(pending.seq);
     let idle = {
         let mut inner = shared.lock();
         inner.last_error = Some(error.to_string());
-        inner.buffer.settle();
+        inner.buffer.settle(pending.size);
         inner.buffer.is_idle()
     };
     if idle {
