@@ -1,0 +1,74 @@
+//! The conformance suite: one set of cases every backend must pass, run
+//! against any [`EventSink`] + [`EventSource`] (opendal's behaviour tests,
+//! Watermill's `pubsub/tests`).
+//!
+//! A backend's `tests/conformance.rs` implements [`Harness`] and calls
+//! [`conformance_tests!`](crate::conformance_tests), which makes one test per
+//! case; a case can also be run on its own:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use flow_events_memory::MemoryBroker;
+//! use flow_events_testkit::SessionClient;
+//! use flow_events_testkit::conformance::{self, Harness};
+//!
+//! struct Memory(MemoryBroker);
+//!
+//! #[async_trait]
+//! impl Harness for Memory {
+//!     type Client = SessionClient;
+//!     async fn client(&self) -> SessionClient {
+//!         SessionClient::connect(&self.0.backend()).await.expect("connected")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::publish_then_receive(&Memory(MemoryBroker::new())).await;
+//! # }
+//! // In tests/conformance.rs: flow_events_testkit::conformance_tests!(Memory(MemoryBroker::new()));
+//! ```
+//!
+//! Every case uses its own event-type prefix and subscription names, so cases
+//! can run at once against one shared broker. Waits are bounded by
+//! [`Harness::timeout`]; "nothing more arrives" is proven by publishing a
+//! marker afterwards and checking what comes before it, never by sleeping.
+//! A case fails by panicking with what went wrong.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flow_events_core::{EventSink, EventSource};
+
+mod cases;
+mod support;
+
+pub use cases::{
+    closed_subscription_stops_receiving, competing_consumers, concurrent_publishers, fan_out,
+    in_order_delivery, large_payload, publish_then_receive, publish_without_subscribers,
+    reject_does_not_redeliver, retry_redelivers, subscription_keeps_events_while_closed,
+    topic_patterns, unicode_payload,
+};
+
+/// What the suite needs from a backend under test.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// A client connected to the broker under test.
+    type Client: EventSink + EventSource + Send + Sync + 'static;
+
+    /// A new client, connected (for a resilient client: wait until connected).
+    /// Cases that need two consumers ask for two clients.
+    async fn client(&self) -> Self::Client;
+
+    /// Called at the end of each case with the subscription names it used
+    /// (a real broker deletes their queues). Default: nothing.
+    async fn cleanup(&self, subscriptions: &[String]) {
+        let _ = subscriptions;
+    }
+
+    /// The longest wait for something that must happen. Default: 30 s, as a
+    /// real broker on a small machine can be slow.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
