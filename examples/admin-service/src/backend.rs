@@ -38,7 +38,7 @@ pub(crate) fn select(config: &Config, service: &str) -> anyhow::Result<Selected>
 fn amqp(config: &Config, service: &str, redacted: &str) -> anyhow::Result<Selected> {
     use flow_events_amqp::{AmqpBackend, AmqpOptions};
     let options = AmqpOptions::new().with_app_id(service);
-    let backend = AmqpBackend::new(config, options)?;
+    let backend = AmqpBackend::new(config, options);
     Ok(Selected {
         backend: Arc::new(backend),
         name: "amqp",
