@@ -102,7 +102,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             .await
     });
     tracing::info!(
-        port, state = %events.state(),
+        port,
         "{service_name} listening on http://{addr} (health: /health, events: POST /events, metrics: /metrics)"
     );
 

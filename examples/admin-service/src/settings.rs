@@ -13,13 +13,15 @@ pub(crate) const ENV_SERVICE_NAME: &str = "SERVICE_NAME";
 pub(crate) const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 /// `SHUTDOWN_GRACE`: seconds to finish requests and drain pending events on shutdown (default 10).
 pub(crate) const ENV_SHUTDOWN_GRACE: &str = "SHUTDOWN_GRACE";
-/// `RUST_LOG`: the log filter (default `info`).
+/// `RUST_LOG`: the log filter (default `info,lapin=off`).
 pub(crate) const ENV_RUST_LOG: &str = "RUST_LOG";
 
 pub(crate) const DEFAULT_PORT: u16 = 8012;
 pub(crate) const DEFAULT_SERVICE_NAME: &str = "Admin Service";
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_LOG_FILTER: &str = "info";
+/// lapin reports connection failures at ERROR level that the resilience layer
+/// already reports (once, with the reason) and handles: off unless asked for.
+pub(crate) const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +140,7 @@ mod tests {
         assert_eq!(s.port, 8012);
         assert_eq!(s.service_name, "Admin Service");
         assert_eq!(s.log_format, LogFormat::Human);
-        assert_eq!(s.log_filter, "info");
+        assert_eq!(s.log_filter, "info,lapin=off");
         assert_eq!(s.shutdown_grace, Duration::from_secs(10));
         assert_eq!(s.config, Config::default());
     }
