@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flow_events_core::{ConnectionMonitor, ENV_REQUIRED, Resilient};
+use flow_events_core::{ConnectionMonitor, ENV_REQUIRED, Resilient, StartError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -82,9 +82,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_config(config)
         .start();
     let events = tokio::select! {
-        started = start => started.context(
-            "failed to start the event publisher; set RABBITMQ_REQUIRED=false to start without RabbitMQ",
-        )?,
+        started = start => match started {
+            Ok(events) => events,
+            Err(e @ StartError::BrokerUnavailable { .. }) => anyhow::bail!(
+                "failed to start: {e} (set {ENV_REQUIRED}=false to start without RabbitMQ)"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("failed to start")),
+        },
         signal = &mut signal => {
             tracing::info!("received {signal} while starting; exiting");
             return Ok(());

@@ -704,7 +704,11 @@ async fn required_mode_without_broker_exits_with_a_clear_message() {
         stderr.contains("RabbitMQ is required but unavailable after 2 attempts"),
         "{stderr}"
     );
-    assert!(stderr.contains("RABBITMQ_REQUIRED=false"), "{stderr}");
+    assert!(
+        stderr.contains("(set RABBITMQ_REQUIRED=false to start without RabbitMQ)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("guest:guest"), "{stderr}");
 }
 
