@@ -32,6 +32,15 @@ pub const ENV_MAX_IN_FLIGHT: &str = "RABBITMQ_MAX_IN_FLIGHT";
 /// `FLOW_EVENTS_MAX_EVENT_BYTES`: largest encoded event accepted (default 8 MiB).
 pub const ENV_MAX_EVENT_BYTES: &str = "FLOW_EVENTS_MAX_EVENT_BYTES";
 
+/// `FLOW_EVENTS_MAX_PENDING_BYTES`: bound of the pending buffer in encoded bytes (default: none).
+pub const ENV_MAX_PENDING_BYTES: &str = "FLOW_EVENTS_MAX_PENDING_BYTES";
+/// `FLOW_EVENTS_MAX_PENDING_AGE`: pending events older than this many seconds expire,
+/// counted and logged (default: never).
+pub const ENV_MAX_PENDING_AGE: &str = "FLOW_EVENTS_MAX_PENDING_AGE";
+/// `FLOW_EVENTS_OUTBOX_PATH`: file of the durable outbox (default: none, events
+/// pending in memory only).
+pub const ENV_OUTBOX_PATH: &str = "FLOW_EVENTS_OUTBOX_PATH";
+
 /// What to do with an event when the pending buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,6 +107,9 @@ pub struct Config {
     publish_timeout: Duration,
     max_in_flight: usize,
     max_event_bytes: usize,
+    max_pending_bytes: Option<usize>,
+    max_pending_age: Option<Duration>,
+    outbox_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -114,6 +126,9 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
             max_event_bytes: 8 * 1024 * 1024,
+            max_pending_bytes: None,
+            max_pending_age: None,
+            outbox_path: None,
         }
     }
 }
@@ -172,6 +187,15 @@ impl Config {
         if let Some(v) = get(ENV_MAX_EVENT_BYTES) {
             b = b.with_max_event_bytes(parse_num(ENV_MAX_EVENT_BYTES, &v)?);
         }
+        if let Some(v) = get(ENV_MAX_PENDING_BYTES) {
+            b = b.with_max_pending_bytes(Some(parse_num(ENV_MAX_PENDING_BYTES, &v)?));
+        }
+        if let Some(v) = get(ENV_MAX_PENDING_AGE) {
+            b = b.with_max_pending_age(Some(parse_secs(ENV_MAX_PENDING_AGE, &v)?));
+        }
+        if let Some(v) = get(ENV_OUTBOX_PATH) {
+            b = b.with_outbox_path(Some(v.trim().into()));
+        }
         b.build_named(true)
     }
 
@@ -218,6 +242,18 @@ impl Config {
     /// The largest encoded event accepted, in bytes.
     pub fn max_event_bytes(&self) -> usize {
         self.max_event_bytes
+    }
+    /// The pending buffer's bound in encoded bytes, if any.
+    pub fn max_pending_bytes(&self) -> Option<usize> {
+        self.max_pending_bytes
+    }
+    /// The age after which a pending event expires, if any.
+    pub fn max_pending_age(&self) -> Option<Duration> {
+        self.max_pending_age
+    }
+    /// The durable outbox file, if any.
+    pub fn outbox_path(&self) -> Option<&std::path::Path> {
+        self.outbox_path.as_deref()
     }
 }
 
@@ -284,6 +320,24 @@ impl ConfigBuilder {
         self
     }
 
+    /// The pending buffer's bound in encoded bytes, at least 1. Default: none.
+    pub fn with_max_pending_bytes(mut self, n: Option<usize>) -> Self {
+        self.config.max_pending_bytes = n;
+        self
+    }
+    /// Pending events older than this expire, counted and logged; above zero.
+    /// Default: never.
+    pub fn with_max_pending_age(mut self, d: Option<Duration>) -> Self {
+        self.config.max_pending_age = d;
+        self
+    }
+    /// The durable outbox file (used by services that build a durable store).
+    /// Default: none.
+    pub fn with_outbox_path(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.config.outbox_path = path;
+        self
+    }
+
     /// Checks the settings and builds the config.
     pub fn build(self) -> Result<Config, ConfigError> {
         self.build_named(false)
@@ -337,6 +391,20 @@ impl ConfigBuilder {
                 name(ENV_MAX_EVENT_BYTES, "max_event_bytes"),
                 "0",
                 "must be at least 1",
+            ));
+        }
+        if c.max_pending_bytes == Some(0) {
+            return Err(ConfigError::new(
+                name(ENV_MAX_PENDING_BYTES, "max_pending_bytes"),
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if c.max_pending_age.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                name(ENV_MAX_PENDING_AGE, "max_pending_age"),
+                "0",
+                "must be above zero",
             ));
         }
         if c.exchange.is_empty()
@@ -447,6 +515,9 @@ mod tests {
             (ENV_PUBLISH_TIMEOUT, "3"),
             (ENV_MAX_IN_FLIGHT, "64"),
             (ENV_MAX_EVENT_BYTES, "1024"),
+            (ENV_MAX_PENDING_BYTES, "4096"),
+            (ENV_MAX_PENDING_AGE, "1.5"),
+            (ENV_OUTBOX_PATH, "/var/lib/svc/outbox.redb"),
         ])
         .unwrap();
         assert_eq!(c.url().unwrap().expose(), "amqp://u:p@h:5672/");
@@ -460,6 +531,12 @@ mod tests {
         assert_eq!(c.publish_timeout(), Duration::from_secs(3));
         assert_eq!(c.max_in_flight(), 64);
         assert_eq!(c.max_event_bytes(), 1024);
+        assert_eq!(c.max_pending_bytes(), Some(4096));
+        assert_eq!(c.max_pending_age(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            c.outbox_path(),
+            Some(std::path::Path::new("/var/lib/svc/outbox.redb"))
+        );
     }
 
     #[test]
@@ -481,6 +558,10 @@ mod tests {
             (ENV_PUBLISH_TIMEOUT, "0"),
             (ENV_MAX_IN_FLIGHT, "0"),
             (ENV_MAX_EVENT_BYTES, "big"),
+            (ENV_MAX_PENDING_BYTES, "0"),
+            (ENV_MAX_PENDING_BYTES, "lots"),
+            (ENV_MAX_PENDING_AGE, "0"),
+            (ENV_MAX_PENDING_AGE, "-3"),
             (ENV_URL, "localhost:5672"),
         ];
         for (var, value) in cases {

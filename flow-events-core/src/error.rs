@@ -148,6 +148,11 @@ pub enum PublishErrorKind {
     Refused,
     /// No connection and no buffer to fall back on.
     NotConnected,
+    /// The durable store could not keep the event (disk full, write error).
+    StoreFailed {
+        /// What the store said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for PublishErrorKind {
@@ -162,6 +167,7 @@ impl fmt::Display for PublishErrorKind {
             Self::ShuttingDown => f.write_str("shutting down"),
             Self::Refused => f.write_str("refused by the broker"),
             Self::NotConnected => f.write_str("not connected"),
+            Self::StoreFailed { reason } => write!(f, "could not store the event: {reason}"),
         }
     }
 }
@@ -287,6 +293,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The pending store could not be opened or read (locked by another process, say).
+    #[error("pending events store unavailable: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]

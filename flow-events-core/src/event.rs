@@ -292,6 +292,24 @@ impl Event {
         self.data
     }
 
+    /// Checks that the event's JSON encoding is at most `limit` bytes; `Err`
+    /// gives its size. Cheap for events well under the limit: an upper bound is
+    /// computed first, and the exact size only when the bound is above the limit.
+    pub fn check_size(&self, limit: usize) -> Result<(), usize> {
+        // Envelope: keys, punctuation, id, timestamp, with room to spare.
+        let mut bound = 128 + quoted_bound(self.event_type.as_str()) + value_bound(&self.data);
+        for (k, v) in &self.headers {
+            bound += quoted_bound(k) + quoted_bound(v) + 2;
+        }
+        if bound <= limit {
+            return Ok(());
+        }
+        match self.encoded_len() {
+            n if n <= limit => Ok(()),
+            n => Err(n),
+        }
+    }
+
     /// The size of the event's JSON encoding in bytes.
     ///
     /// Used to enforce a maximum event size. Serialising a `serde_json::Value` to a
@@ -301,6 +319,28 @@ impl Event {
         // Writing to a counter never fails and a Value always serialises.
         let _ = serde_json::to_writer(&mut counter, self);
         counter.0
+    }
+}
+
+/// At most the length of `s` as a JSON string (every byte escaped as `\u00XX`).
+fn quoted_bound(s: &str) -> usize {
+    2 + 6 * s.len()
+}
+
+/// At most the length of `v`'s JSON encoding.
+fn value_bound(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => quoted_bound(s),
+        Value::Array(items) => 2 + items.iter().map(|i| value_bound(i) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| quoted_bound(k) + 2 + value_bound(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -375,6 +415,22 @@ mod tests {
             event.encoded_len(),
             serde_json::to_vec(&event).unwrap().len()
         );
+    }
+
+    #[test]
+    fn check_size_agrees_with_the_encoding() {
+        let samples = [
+            serde_json::json!(null),
+            serde_json::json!({"a": [1, 2.5, -3e300, true, null], "ü\"\n": "\u{1}x\"y"}),
+            serde_json::json!("x".repeat(1000)),
+        ];
+        for data in samples {
+            let e = Event::try_new("a.b", data).unwrap().with_header("k", "v\"");
+            let exact = e.encoded_len();
+            assert_eq!(e.check_size(exact), Ok(()));
+            assert_eq!(e.check_size(exact - 1), Err(exact));
+            assert_eq!(e.check_size(usize::MAX), Ok(()));
+        }
     }
 
     #[test]

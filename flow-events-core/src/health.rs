@@ -50,6 +50,10 @@ pub struct DependencyHealth {
     pub oldest_pending_age_seconds: Option<f64>,
     /// Events dropped by the overflow policy.
     pub dropped_events: u64,
+    /// Events expired in the buffer.
+    pub expired_events: u64,
+    /// Records of the durable store that could not be read at start-up.
+    pub unreadable_events: u64,
     /// The last error, redacted.
     pub last_error: Option<String>,
     /// Consecutive failed connection attempts.
@@ -68,6 +72,8 @@ impl From<&ConnectionStatus> for DependencyHealth {
             blocked: s.blocked,
             oldest_pending_age_seconds: s.oldest_pending_age.map(|d| d.as_secs_f64()),
             dropped_events: s.dropped_events,
+            expired_events: s.expired_events,
+            unreadable_events: s.unreadable_events,
             last_error: s.last_error.clone(),
             reconnect_attempts: s.reconnect_attempts,
             last_connected: s.last_connected.map(|t| t.to_rfc3339()),
@@ -118,9 +124,22 @@ impl HealthReport {
                 status.dropped_events
             ));
         }
+        if status.expired_events > 0 {
+            issues.push(format!(
+                "{} events expired before the broker could take them",
+                status.expired_events
+            ));
+        }
+        if status.unreadable_events > 0 {
+            issues.push(format!(
+                "{} stored events could not be read at start-up",
+                status.unreadable_events
+            ));
+        }
+        let lost = status.dropped_events + status.expired_events + status.unreadable_events;
         let health = if !status.connected && required {
             HealthStatus::Unhealthy
-        } else if !status.connected || status.blocked || status.dropped_events > 0 {
+        } else if !status.connected || status.blocked || lost > 0 {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy

@@ -16,6 +16,7 @@ mod pattern;
 pub mod resilient;
 mod sink;
 mod source;
+mod store;
 mod subscription;
 mod url;
 
@@ -24,8 +25,9 @@ pub use backend::{
 };
 pub use config::{
     Config, ConfigBuilder, ENV_EXCHANGE, ENV_MAX_EVENT_BYTES, ENV_MAX_IN_FLIGHT,
-    ENV_MAX_PENDING_EVENTS, ENV_MAX_RETRIES, ENV_MAX_RETRY_DELAY, ENV_OVERFLOW_POLICY,
-    ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY, ENV_URL, OverflowPolicy,
+    ENV_MAX_PENDING_AGE, ENV_MAX_PENDING_BYTES, ENV_MAX_PENDING_EVENTS, ENV_MAX_RETRIES,
+    ENV_MAX_RETRY_DELAY, ENV_OUTBOX_PATH, ENV_OVERFLOW_POLICY, ENV_PUBLISH_TIMEOUT, ENV_REQUIRED,
+    ENV_RETRY_DELAY, ENV_URL, OverflowPolicy,
 };
 pub use error::{
     BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
@@ -41,5 +43,6 @@ pub use sink::{EventSink, PublishOutcome};
 pub use source::{
     Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,
 };
+pub use store::{MemoryStore, PendingStore, Recovered, StoreError, StoreErrorKind, StoredEvent};
 pub use subscription::{QueueKind, Subscription};
 pub use url::{BrokerUrl, redact_url};

@@ -71,6 +71,12 @@ pub struct ConnectionStatus {
     pub oldest_pending_age: Option<Duration>,
     /// Events dropped by the overflow policy since start.
     pub dropped_events: u64,
+    /// Events that expired in the buffer (older than the age bound) since start.
+    pub expired_events: u64,
+    /// Records of the durable store that could not be read at start-up.
+    pub unreadable_events: u64,
+    /// The durable store, if any (`memory` or a path).
+    pub store: Option<String>,
     /// The last connection or publish error, redacted.
     pub last_error: Option<String>,
     /// Consecutive failed connection attempts (0 while connected).
@@ -113,6 +119,9 @@ impl ConnectionStatus {
             pending_events: 0,
             oldest_pending_age: None,
             dropped_events: 0,
+            expired_events: 0,
+            unreadable_events: 0,
+            store: None,
             last_error: None,
             reconnect_attempts: 0,
             reconnects: 0,

@@ -51,7 +51,10 @@ impl Delivery {
     pub fn redelivered(&self) -> bool {
         self.redelivered
     }
-    /// The delivery attempt, from 1.
+    /// The delivery attempt, from 1. Every delivery counts, whatever caused it:
+    /// a handler's `Retry`, or a redelivery after a lost connection (as a
+    /// quorum queue's delivery count does), so an event that keeps crashing its
+    /// consumer also ends in the dead-letter queue.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

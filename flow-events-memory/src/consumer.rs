@@ -79,7 +79,7 @@ impl Drop for ConsumerStream {
 }
 
 /// Settles one delivery on the session it came from. Dropped unsettled, it
-/// puts the delivery back (flagged as redelivered, same attempt).
+/// puts the delivery back (flagged as redelivered, as the next attempt).
 #[derive(Debug)]
 struct MemoryAcker {
     session: Arc<SessionGuard>,

@@ -46,10 +46,12 @@ struct Message {
 }
 
 impl Message {
-    /// The message put back after a delivery that was not settled (session
-    /// lost, consumer gone): flagged, same attempt.
+    /// The message put back after a delivery that did not succeed (retried,
+    /// or never settled: session lost, consumer gone, acker dropped). Every
+    /// delivery counts as an attempt, as a quorum queue's delivery count does.
     fn returned(mut self) -> Self {
         self.redelivered = true;
+        self.attempt = self.attempt.saturating_add(1);
         self
     }
 }
@@ -325,11 +327,7 @@ impl State {
         let message = out.message;
         match decision {
             Decision::Ack => {}
-            Decision::Retry => q.ready.push_front(Message {
-                redelivered: true,
-                attempt: message.attempt.saturating_add(1),
-                ..message
-            }),
+            Decision::Retry => q.ready.push_front(message.returned()),
             Decision::Reject => q.dead.push(message.event),
         }
         q.dispatch(&mut self.ids);

@@ -351,7 +351,7 @@ async fn a_delivery_dropped_unsettled_goes_back() {
 
     let d = next(&mut stream).await;
     assert!(d.delivery.redelivered());
-    assert_eq!(d.delivery.attempt(), 1);
+    assert_eq!(d.delivery.attempt(), 2);
     d.acker.settle(Decision::Ack).await.unwrap();
     assert_eq!(broker.unacked_len("billing"), 0);
 }
@@ -410,7 +410,7 @@ async fn closing_a_session_ends_its_streams_and_requeues_its_deliveries() {
     assert!(session.subscribe(&sub("billing", "#")).await.is_err());
     assert_eq!(broker.session_count(), 0);
 
-    // All three went back, in order, flagged as redelivered, same attempt.
+    // All three went back, in order, flagged as redelivered, as attempt 2.
     assert_eq!(broker.queue_len("billing"), 3);
     let other = connect(&broker).await;
     let mut stream = other.subscribe(&sub("billing", "#")).await.unwrap();
@@ -425,7 +425,7 @@ async fn closing_a_session_ends_its_streams_and_requeues_its_deliveries() {
             )
         })
         .collect();
-    assert_eq!(seen, [(0, true, 1), (1, true, 1), (2, true, 1)]);
+    assert_eq!(seen, [(0, true, 2), (1, true, 2), (2, true, 2)]);
     ack_all(got).await;
 }
 
@@ -474,7 +474,7 @@ async fn taking_the_broker_down_loses_every_session() {
     let mut stream = session.subscribe(&sub("billing", "#")).await.unwrap();
     let d = next(&mut stream).await;
     assert!(d.delivery.redelivered());
-    assert_eq!(d.delivery.attempt(), 1);
+    assert_eq!(d.delivery.attempt(), 2);
     d.acker.settle(Decision::Ack).await.unwrap();
     // Flagged too: the broker had sent it to the lost consumer, unread.
     let mut stream = session.subscribe(&sub("audit", "#")).await.unwrap();

@@ -204,13 +204,17 @@ impl FaultySession {
 impl Session for FaultySession {
     async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
         if self.killed() {
-            return Err(BackendError::connection("connection dropped (fault injection)"));
+            return Err(BackendError::connection(
+                "connection dropped (fault injection)",
+            ));
         }
         if take_one(&self.faults.fail_publishes) {
             return Err(BackendError::connection("publish failed (fault injection)"));
         }
         if take_one(&self.faults.refuse_publishes) {
-            return Err(BackendError::event_refused("event refused (fault injection)"));
+            return Err(BackendError::event_refused(
+                "event refused (fault injection)",
+            ));
         }
         let confirm = self.inner.send(event).await?;
         let nack = take_one(&self.faults.nack_publishes);
@@ -239,7 +243,9 @@ impl Session for FaultySession {
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError> {
         if self.killed() {
-            return Err(BackendError::connection("connection dropped (fault injection)"));
+            return Err(BackendError::connection(
+                "connection dropped (fault injection)",
+            ));
         }
         let stream = self.inner.subscribe(subscription).await?;
         Ok(stream.take_until(self.wait_killed()).boxed())

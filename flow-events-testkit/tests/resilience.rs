@@ -1,6 +1,10 @@
 //! The resilience decorator over the memory backend, with faults injected and
 //! tokio's paused clock: no test here waits on the wall clock.
 
+// The helpers below unwrap like the tests do; clippy's test allowance covers
+// only `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +64,11 @@ async fn consumer(
     broker: &MemoryBroker,
     name: &str,
     pattern: &str,
-) -> (Resilient, SubscriptionHandle, mpsc::UnboundedReceiver<Delivery>) {
+) -> (
+    Resilient,
+    SubscriptionHandle,
+    mpsc::UnboundedReceiver<Delivery>,
+) {
     let r = Resilient::builder(broker.backend())
         .with_config(config().build().unwrap())
         .start()
@@ -134,14 +142,21 @@ async fn backoff_stays_within_bounds_and_states_follow_the_outage() {
     // Probes while failed pass through connecting; the outage's story is:
     assert_eq!(distinct.first(), Some(&Disconnected));
     assert_eq!(&distinct[1..3], &[Connecting, Failed], "{states:?}");
-    assert_eq!(&distinct[distinct.len() - 2..], &[Connecting, Connected], "{states:?}");
+    assert_eq!(
+        &distinct[distinct.len() - 2..],
+        &[Connecting, Connected],
+        "{states:?}"
+    );
 
     let attempts = faults.connect_attempts();
     for (i, pair) in attempts.windows(2).enumerate() {
         let failures = i as u32 + 1;
         let ceiling = cap.min(base * 2u32.pow(failures - 1));
         let gap = pair[1] - pair[0] - Duration::from_millis(1);
-        assert!(gap <= ceiling, "delay after failure {failures}: {gap:?} > {ceiling:?}");
+        assert!(
+            gap <= ceiling,
+            "delay after failure {failures}: {gap:?} > {ceiling:?}"
+        );
     }
     let status = r.status();
     assert_eq!(status.reconnect_attempts, 0);
@@ -161,7 +176,11 @@ async fn start_down_buffers_1000_then_delivers_all_in_order() {
         .start()
         .await
         .unwrap();
-    assert_eq!(started.elapsed(), Duration::ZERO, "optional start-up must not wait");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "optional start-up must not wait"
+    );
     let mut ids = Vec::new();
     for n in 0..1000 {
         let e = event("order.created", n);
@@ -214,7 +233,10 @@ async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
     faults.drop_connection();
     for t in tasks {
         let outcome = t.await.unwrap().unwrap();
-        assert!(matches!(outcome, PublishOutcome::Buffered { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, PublishOutcome::Buffered { .. }),
+            "{outcome:?}"
+        );
     }
     // A backlog drained with confirms in flight, dropped again mid-drain.
     for n in 0..300 {
@@ -231,16 +253,29 @@ async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
     let mut seen = HashSet::new();
     let mut deliveries = 0;
     while !ids.is_subset(&seen) {
-        let d = timeout(LONG, rx.recv()).await.expect("every event arrives").unwrap();
+        let d = timeout(LONG, rx.recv())
+            .await
+            .expect("every event arrives")
+            .unwrap();
         deliveries += 1;
         seen.insert(d.event().id());
     }
     eventually("buffer empty", || r.status().pending_events == 0).await;
     assert!(deliveries >= 500);
-    println!("500 events, {deliveries} deliveries ({} duplicates)", deliveries - 500);
+    println!(
+        "500 events, {deliveries} deliveries ({} duplicates)",
+        deliveries - 500
+    );
 }
 
-async fn overflow(policy: OverflowPolicy) -> (Resilient, Vec<Result<PublishOutcome, flow_events_core::PublishError>>, Vec<Event>, Vec<Event>) {
+async fn overflow(
+    policy: OverflowPolicy,
+) -> (
+    Resilient,
+    Vec<Result<PublishOutcome, flow_events_core::PublishError>>,
+    Vec<Event>,
+    Vec<Event>,
+) {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "overflow", "o.#").await;
     let (r, faults) = start(
@@ -305,11 +340,20 @@ async fn required_mode_fails_after_the_configured_retries() {
     let (backend, faults) = Faulty::wrap(broker.backend());
     faults.go_down();
     let result = Resilient::builder(backend)
-        .with_config(config().with_required(true).with_max_retries(4).build().unwrap())
+        .with_config(
+            config()
+                .with_required(true)
+                .with_max_retries(4)
+                .build()
+                .unwrap(),
+        )
         .start()
         .await;
     match result {
-        Err(StartError::BrokerUnavailable { attempts, last_error }) => {
+        Err(StartError::BrokerUnavailable {
+            attempts,
+            last_error,
+        }) => {
             assert_eq!(attempts, 4);
             assert!(last_error.contains("connection refused"), "{last_error}");
         }
@@ -492,12 +536,18 @@ async fn nacked_and_failed_publishes_are_buffered_then_delivered() {
     wait_state(&r, ConnectionState::Connected).await;
     faults.fail_next_publishes(1);
     let a = event("n.a", 1);
-    assert!(matches!(r.publish(a.clone()).await.unwrap(), PublishOutcome::Buffered { .. }));
+    assert!(matches!(
+        r.publish(a.clone()).await.unwrap(),
+        PublishOutcome::Buffered { .. }
+    ));
     let got = receive(&mut rx, 1).await;
     assert_eq!(got[0].id(), a.id());
     faults.nack_next_publishes(1);
     let b = event("n.b", 2);
-    assert!(matches!(r.publish(b.clone()).await.unwrap(), PublishOutcome::Buffered { .. }));
+    assert!(matches!(
+        r.publish(b.clone()).await.unwrap(),
+        PublishOutcome::Buffered { .. }
+    ));
     // The nacked copy reached the broker; the republished one follows.
     let got = receive(&mut rx, 2).await;
     assert!(got.iter().all(|e| e.id() == b.id()));
@@ -521,10 +571,17 @@ async fn refused_event_is_handed_back_not_buffered() {
 #[tokio::test(start_paused = true)]
 async fn oversized_event_is_refused_with_the_event() {
     let broker = MemoryBroker::new();
-    let (r, _faults) = start(&broker, config().with_max_event_bytes(1024).build().unwrap()).await;
+    let (r, _faults) = start(
+        &broker,
+        config().with_max_event_bytes(1024).build().unwrap(),
+    )
+    .await;
     let e = Event::try_new("big.e", serde_json::json!({"blob": "x".repeat(2000)})).unwrap();
     let err = r.publish(e.clone()).await.unwrap_err();
-    assert!(matches!(err.kind(), PublishErrorKind::TooLarge { limit: 1024, .. }));
+    assert!(matches!(
+        err.kind(),
+        PublishErrorKind::TooLarge { limit: 1024, .. }
+    ));
     assert_eq!(err.into_event(), e);
     assert_eq!(r.status().pending_events, 0);
 }
@@ -539,7 +596,10 @@ async fn blocked_broker_buffers_without_hanging_then_drains() {
     eventually("blocked", || r.status().blocked).await;
     let before = Instant::now();
     for n in 0..10 {
-        assert!(matches!(r.publish(event("b.e", n)).await.unwrap(), PublishOutcome::Buffered { .. }));
+        assert!(matches!(
+            r.publish(event("b.e", n)).await.unwrap(),
+            PublishOutcome::Buffered { .. }
+        ));
     }
     assert_eq!(before.elapsed(), Duration::ZERO);
     assert_eq!(r.health("svc").status, HealthStatus::Degraded);
@@ -557,7 +617,11 @@ async fn cancelled_publish_keeps_the_event() {
     faults.delay_confirms(Duration::from_secs(5));
     let e = event("c.e", 1);
     // The caller gives up before the confirm.
-    assert!(timeout(Duration::from_secs(1), r.publish(e.clone())).await.is_err());
+    assert!(
+        timeout(Duration::from_secs(1), r.publish(e.clone()))
+            .await
+            .is_err()
+    );
     faults.delay_confirms(Duration::ZERO);
     // At least once: the event arrives (the copy sent, and the one kept).
     assert_eq!(receive(&mut rx, 1).await[0].id(), e.id());
@@ -607,7 +671,9 @@ struct SecretBackend;
 
 #[async_trait::async_trait]
 impl flow_events_core::Backend for SecretBackend {
-    async fn connect(&self) -> Result<Arc<dyn flow_events_core::Session>, flow_events_core::BackendError> {
+    async fn connect(
+        &self,
+    ) -> Result<Arc<dyn flow_events_core::Session>, flow_events_core::BackendError> {
         Err(flow_events_core::BackendError::connection(
             "could not reach amqp://guest:hunter2@rabbitmq:5672/",
         ))

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -17,11 +18,12 @@ use crate::health::HealthReport;
 use crate::monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
 use crate::sink::{EventSink, PublishOutcome};
 use crate::source::{EventSource, Handler, SubscriptionHandle};
+use crate::store::PendingStore;
 use crate::subscription::Subscription;
 
 use super::buffer::Pending;
 use super::consumer::{DedupWindow, Ended, consume};
-use super::shared::Shared;
+use super::shared::{Inner, Shared};
 use super::supervisor;
 
 /// The resilience decorator over any [`Backend`]: publishes while connected,
@@ -58,15 +60,25 @@ impl Drop for Owner {
 }
 
 /// Builds a [`Resilient`].
-#[derive(Debug)]
 pub struct ResilientBuilder {
     backend: Arc<dyn Backend>,
     config: Config,
+    store: Option<Arc<dyn PendingStore>>,
 }
 
 impl std::fmt::Debug for dyn Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("Backend").field(&self.info()).finish()
+    }
+}
+
+impl std::fmt::Debug for ResilientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilientBuilder")
+            .field("backend", &self.backend.info())
+            .field("config", &self.config)
+            .field("store", &self.store.as_ref().map(|s| s.describe()))
+            .finish()
     }
 }
 
@@ -78,13 +90,27 @@ impl ResilientBuilder {
         self
     }
 
+    /// Keeps pending events in `store` as well as in memory: with a durable
+    /// store, `publish` answers `Buffered` once the event is stored, and what a
+    /// previous run left is published first, in order. Default: none.
+    pub fn with_store(self, store: impl PendingStore) -> Self {
+        self.with_store_arc(Arc::new(store))
+    }
+
+    /// Same as [`ResilientBuilder::with_store`] for a store behind an `Arc`.
+    pub fn with_store_arc(mut self, store: Arc<dyn PendingStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Starts the supervisor. In optional mode this returns at once, whether or
     /// not the broker is there. In required mode it waits for the first
     /// connection and fails once the configured retries are spent.
     ///
     /// Must be called within a tokio runtime.
     pub async fn start(self) -> Result<Resilient, StartError> {
-        let shared = Arc::new(Shared::new(self.backend, self.config));
+        let shared = Arc::new(Shared::new(self.backend, self.config, self.store));
+        recover(&shared).await?;
         let mut state = shared.state_tx.subscribe();
         let task = tokio::spawn(supervisor::run(shared.clone()));
         let resilient = Resilient {
@@ -124,12 +150,61 @@ impl ResilientBuilder {
     }
 }
 
+/// Loads what the store kept from the last run into the buffer, in order.
+async fn recover(shared: &Shared) -> Result<(), StartError> {
+    let Some(store) = &shared.store else {
+        return Ok(());
+    };
+    let recovered = store.recover().await.map_err(|e| {
+        tracing::error!(store = %store.describe(), error = %e, "cannot open the pending events store: {e}");
+        StartError::Store(e)
+    })?;
+    if let Some(problem) = &recovered.problem {
+        tracing::error!(
+            store = %store.describe(), unreadable = recovered.unreadable,
+            "{} stored events could not be read and are lost: {problem}", recovered.unreadable
+        );
+    }
+    shared
+        .counters
+        .unreadable
+        .store(recovered.unreadable, Ordering::Relaxed);
+    let count = recovered.events.len();
+    let now = Instant::now();
+    let wall = chrono::Utc::now();
+    let mut inner = shared.lock();
+    let counts_bytes = inner.buffer.counts_bytes();
+    for stored in recovered.events {
+        let age = (wall - stored.stored_at).to_std().unwrap_or_default();
+        let size = if counts_bytes {
+            stored.event.encoded_len()
+        } else {
+            0
+        };
+        inner.buffer.recover(Pending {
+            seq: stored.seq,
+            since: now.checked_sub(age).unwrap_or(now),
+            event: stored.event,
+            size,
+            ready: true,
+        });
+    }
+    if count > 0 {
+        tracing::info!(
+            store = %store.describe(), pending = count,
+            "recovered {count} pending events from the last run; they are published first"
+        );
+    }
+    Ok(())
+}
+
 /// What [`Resilient::shutdown`] left undelivered.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Events still pending when the grace period ended, in publish order.
-    /// They were not delivered; persist or log them.
+    /// They were not delivered. With a durable store they are still in it and
+    /// go out first on the next start; without one, persist or log them.
     pub remaining: Vec<Event>,
 }
 
@@ -139,6 +214,7 @@ impl Resilient {
         ResilientBuilder {
             backend: Arc::new(backend),
             config: Config::default(),
+            store: None,
         }
     }
 
@@ -147,6 +223,7 @@ impl Resilient {
         ResilientBuilder {
             backend,
             config: Config::default(),
+            store: None,
         }
     }
 
@@ -179,9 +256,22 @@ impl Resilient {
             }
         }
         self.stop_supervisor().await;
-        let remaining = self.shared.lock().buffer.drain_all();
+        let remaining: Vec<Event> = self
+            .shared
+            .lock()
+            .buffer
+            .drain_all()
+            .into_iter()
+            .map(|p| p.event)
+            .collect();
         if remaining.is_empty() {
             tracing::info!("shut down with no pending events");
+        } else if let Some(store) = &self.shared.store {
+            tracing::warn!(
+                remaining = remaining.len(), store = %store.describe(),
+                "shut down with {} pending events not delivered; they stay in the store for the next start",
+                remaining.len()
+            );
         } else {
             tracing::warn!(
                 remaining = remaining.len(),
@@ -210,41 +300,100 @@ impl Resilient {
         PublishError::new(kind, event)
     }
 
-    /// Buffers an event whose direct publish failed; hands it back if the reject
-    /// policy refuses it.
-    fn buffer_after_failure(
+    /// Admits an event into the buffer (the lock held). On success, gives the
+    /// pending count and, with a store, a copy to store.
+    fn admit(
         &self,
-        pending: Pending,
-        error: BackendError,
-    ) -> Result<PublishOutcome, PublishError> {
-        let result = {
-            let mut inner = self.shared.lock();
-            inner.last_error = Some(error.to_string());
-            self.shared.buffer(&mut inner, pending)
+        inner: &mut Inner,
+        seq: u64,
+        event: Event,
+        since: Instant,
+    ) -> Result<(usize, Option<Event>), Event> {
+        let size = if inner.buffer.counts_bytes() {
+            event.encoded_len()
+        } else {
+            0
         };
-        match result {
-            Ok(n) => {
-                self.shared
-                    .counters
-                    .published
-                    .fetch_add(1, Ordering::Relaxed);
-                self.shared.wake_drain.notify_one();
-                Ok(PublishOutcome::Buffered { pending: n })
-            }
-            Err(event) => {
-                let capacity = self.shared.config.max_pending_events();
-                Err(self
-                    .refuse(PublishErrorKind::BufferFull { capacity }, event)
-                    .with_source(error))
-            }
-        }
+        let copy = self.shared.store.as_ref().map(|_| event.clone());
+        let pending = Pending {
+            seq,
+            event,
+            since,
+            size,
+            ready: copy.is_none(),
+        };
+        let n = self.shared.buffer(inner, pending)?;
+        // Under drop-newest the event may not be there: nothing to store then.
+        let copy = copy.filter(|_| inner.buffer.contains(seq));
+        Ok((n, copy))
     }
+
+    /// Completes a buffering: stores the copy (when there is a store), then lets
+    /// the drain take it. A failed store hands the event back.
+    async fn buffered(
+        &self,
+        seq: u64,
+        admitted: Result<(usize, Option<Event>), Event>,
+        cause: Option<BackendError>,
+    ) -> Result<PublishOutcome, PublishError> {
+        let shared = &*self.shared;
+        let (n, copy) = match admitted {
+            Ok(ok) => ok,
+            Err(event) => {
+                let capacity = shared.config.max_pending_events();
+                let err = self.refuse(PublishErrorKind::BufferFull { capacity }, event);
+                return Err(match cause {
+                    Some(cause) => err.with_source(cause),
+                    None => err,
+                });
+            }
+        };
+        if let (Some(store), Some(copy)) = (&shared.store, copy) {
+            if let Err(e) = store.append(seq, &copy).await {
+                let removed = shared.lock().buffer.remove(seq);
+                if removed.is_none() {
+                    // Dropped meanwhile by drop-oldest or expiry: logged there.
+                    tracing::debug!(seq, "event left the buffer before its store failed");
+                }
+                tracing::error!(
+                    id = %copy.id(), event_type = %copy.event_type(), error = %e,
+                    "could not store event {}: {e}; handing it back", copy.event_type()
+                );
+                return Err(self.refuse(
+                    PublishErrorKind::StoreFailed {
+                        reason: e.to_string(),
+                    },
+                    copy,
+                ));
+            }
+            shared.lock().buffer.mark_ready(seq);
+        }
+        shared.counters.published.fetch_add(1, Ordering::Relaxed);
+        shared.wake_drain.notify_one();
+        Ok(PublishOutcome::Buffered { pending: n })
+    }
+}
+
+/// Awaits `fut` for at most `limit`. A future that is ready at once (the memory
+/// backend, a confirm that has arrived) skips the timer.
+async fn bounded<F>(limit: Duration, fut: F) -> Result<(), BackendError>
+where
+    F: std::future::Future<Output = Result<(), BackendError>>,
+{
+    let mut fut = std::pin::pin!(fut);
+    if let Some(result) = (&mut fut).now_or_never() {
+        return result;
+    }
+    timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(BackendError::timeout("publish", limit)))
 }
 
 /// Holds an event being published directly. If the caller's future is dropped
 /// before the confirm, the event goes to the buffer instead of being lost.
 struct InFlight<'a> {
     shared: &'a Shared,
+    owner: &'a Arc<Shared>,
     seq: u64,
     since: Instant,
     event: Option<Event>,
@@ -256,28 +405,62 @@ impl InFlight<'_> {
             seq: self.seq,
             event,
             since: self.since,
+            size: 0,
+            ready: true,
         })
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if let Some(pending) = self.take() {
-            let mut inner = self.shared.lock();
-            match self.shared.buffer(&mut inner, pending) {
-                Ok(_) => {
-                    drop(inner);
-                    self.shared.wake_drain.notify_one();
-                }
-                Err(event) => {
-                    self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        id = %event.id(), event_type = %event.event_type(),
-                        "publish cancelled and the buffer is full, dropping event {}",
-                        event.event_type()
+        let Some(mut pending) = self.take() else {
+            return;
+        };
+        let shared = self.shared;
+        let seq = pending.seq;
+        let mut inner = shared.lock();
+        if inner.buffer.counts_bytes() {
+            pending.size = pending.event.encoded_len();
+        }
+        // The caller has gone: no one to hand an error to. Store the event if
+        // there is a store, in the background; keep it in memory whatever happens.
+        let stored = match (&shared.store, tokio::runtime::Handle::try_current()) {
+            (Some(store), Ok(rt)) => {
+                pending.ready = false;
+                Some((store.clone(), pending.event.clone(), rt))
+            }
+            _ => None,
+        };
+        match shared.buffer(&mut inner, pending) {
+            Ok(_) => {
+                drop(inner);
+                shared.wake_drain.notify_one();
+            }
+            Err(event) => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    id = %event.id(), event_type = %event.event_type(),
+                    "publish cancelled and the buffer is full, dropping event {}",
+                    event.event_type()
+                );
+                return;
+            }
+        }
+        if let Some((store, copy, rt)) = stored {
+            let weak = Arc::downgrade(self.owner);
+            rt.spawn(async move {
+                if let Err(e) = store.append(seq, &copy).await {
+                    tracing::error!(
+                        id = %copy.id(), error = %e,
+                        "could not store event {} of a cancelled publish; it is kept in memory only",
+                        copy.event_type()
                     );
                 }
-            }
+                if let Some(shared) = weak.upgrade() {
+                    shared.lock().buffer.mark_ready(seq);
+                    shared.wake_drain.notify_one();
+                }
+            });
         }
     }
 }
@@ -287,39 +470,29 @@ impl EventSink for Resilient {
     async fn publish(&self, event: Event) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         let limit = shared.config.max_event_bytes();
-        let size = event.encoded_len();
-        if size > limit {
+        if let Err(size) = event.check_size(limit) {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
         if shared.closing.load(Ordering::Relaxed) {
             return Err(self.refuse(PublishErrorKind::ShuttingDown, event));
         }
         let since = Instant::now();
-        let (seq, session): (u64, Arc<dyn Session>) = {
+        let route = {
             let mut inner = shared.lock();
             let seq = inner.buffer.next_seq();
             match inner.direct_session() {
-                Some(session) => (seq, session.clone()),
-                None => {
-                    let result = shared.buffer(&mut inner, Pending { seq, event, since });
-                    drop(inner);
-                    return match result {
-                        Ok(pending) => {
-                            shared.counters.published.fetch_add(1, Ordering::Relaxed);
-                            shared.wake_drain.notify_one();
-                            Ok(PublishOutcome::Buffered { pending })
-                        }
-                        Err(event) => {
-                            let capacity = shared.config.max_pending_events();
-                            Err(self.refuse(PublishErrorKind::BufferFull { capacity }, event))
-                        }
-                    };
-                }
+                Some(session) => Ok((seq, session.clone(), event)),
+                None => Err((seq, self.admit(&mut inner, seq, event, since))),
             }
+        };
+        let (seq, session, event): (u64, Arc<dyn Session>, Event) = match route {
+            Ok(direct) => direct,
+            Err((seq, admitted)) => return self.buffered(seq, admitted, None).await,
         };
 
         let mut guard = InFlight {
             shared,
+            owner: &self.shared,
             seq,
             since,
             event: Some(event),
@@ -330,9 +503,7 @@ impl EventSink for Resilient {
                 .event
                 .as_ref()
                 .expect("the guard holds the event until taken");
-            timeout(publish_timeout, async { session.send(event).await?.await })
-                .await
-                .unwrap_or_else(|_| Err(BackendError::timeout("publish", publish_timeout)))
+            bounded(publish_timeout, async { session.send(event).await?.await }).await
         };
         let pending = guard.take().expect("the guard holds the event until taken");
         match result {
@@ -349,7 +520,12 @@ impl EventSink for Resilient {
             }
             Err(e) => {
                 tracing::debug!(id = %pending.event.id(), error = %e, "publish failed, buffering the event");
-                self.buffer_after_failure(pending, e)
+                let admitted = {
+                    let mut inner = shared.lock();
+                    inner.last_error = Some(e.to_string());
+                    self.admit(&mut inner, pending.seq, pending.event, pending.since)
+                };
+                self.buffered(pending.seq, admitted, Some(e)).await
             }
         }
     }

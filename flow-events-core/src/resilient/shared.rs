@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::monitor::{ConnectionState, ConnectionStatus};
 
-use super::buffer::{Admit, Pending, PendingBuffer};
+use super::buffer::{Admit, Bounds, Pending, PendingBuffer};
+use crate::store::PendingStore;
 
 /// The current session and its generation (0: none yet).
 #[derive(Clone, Default)]
@@ -51,6 +52,8 @@ pub(crate) struct Counters {
     pub(crate) buffered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) unreadable: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
 
@@ -58,6 +61,7 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) info: BackendInfo,
     pub(crate) config: Config,
+    pub(crate) store: Option<Arc<dyn PendingStore>>,
     pub(crate) inner: Mutex<Inner>,
     pub(crate) state_tx: watch::Sender<ConnectionState>,
     pub(crate) current_tx: watch::Sender<Current>,
@@ -80,13 +84,24 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(backend: Arc<dyn Backend>, config: Config) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        store: Option<Arc<dyn PendingStore>>,
+    ) -> Self {
         let info = backend.info();
+        let bounds = Bounds {
+            events: config.max_pending_events(),
+            bytes: config.max_pending_bytes(),
+            age: config.max_pending_age(),
+            policy: config.overflow_policy(),
+        };
         Self {
             backend,
             info,
+            store,
             inner: Mutex::new(Inner {
-                buffer: PendingBuffer::new(config.max_pending_events(), config.overflow_policy()),
+                buffer: PendingBuffer::new(bounds),
                 session: None,
                 blocked: false,
                 state: ConnectionState::Disconnected,
@@ -126,19 +141,19 @@ impl Shared {
     /// Buffers an event, applying the overflow policy. `Err` hands the event back
     /// (reject policy); a drop is logged and counted here.
     pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<usize, Event> {
+        self.expire(inner);
         match inner.buffer.admit(pending) {
-            Admit::Added(n) => {
+            Admit::Added(n, dropped) => {
                 self.counters.buffered.fetch_add(1, Ordering::Relaxed);
-                Ok(n)
-            }
-            Admit::AddedDroppingOldest(n, oldest) => {
-                self.counters.buffered.fetch_add(1, Ordering::Relaxed);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    event_type = %oldest.event.event_type(), id = %oldest.event.id(),
-                    "pending events buffer full, dropping oldest event {}",
-                    oldest.event.event_type()
-                );
+                for oldest in dropped {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.forget(oldest.seq);
+                    tracing::warn!(
+                        event_type = %oldest.event.event_type(), id = %oldest.event.id(),
+                        "pending events buffer full, dropping oldest event {}",
+                        oldest.event.event_type()
+                    );
+                }
                 Ok(n)
             }
             Admit::DroppedNewest(newest) => {
@@ -154,6 +169,26 @@ impl Shared {
         }
     }
 
+    /// Takes out, counts and logs the events older than the age bound.
+    pub(crate) fn expire(&self, inner: &mut Inner) {
+        for old in inner.buffer.expire(tokio::time::Instant::now()) {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            self.forget(old.seq);
+            tracing::warn!(
+                event_type = %old.event.event_type(), id = %old.event.id(),
+                "pending event {} expired after {:?} without reaching the broker, dropping it",
+                old.event.event_type(), old.since.elapsed()
+            );
+        }
+    }
+
+    /// The event `seq` left the buffer (confirmed or dropped): the store forgets it.
+    pub(crate) fn forget(&self, seq: u64) {
+        if let Some(store) = &self.store {
+            store.remove(seq);
+        }
+    }
+
     pub(crate) fn status(&self) -> ConnectionStatus {
         let inner = self.lock();
         let c = &self.counters;
@@ -162,6 +197,9 @@ impl Shared {
         s.pending_events = inner.buffer.len();
         s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());
         s.dropped_events = c.dropped.load(Ordering::Relaxed);
+        s.expired_events = c.expired.load(Ordering::Relaxed);
+        s.unreadable_events = c.unreadable.load(Ordering::Relaxed);
+        s.store = self.store.as_ref().map(|st| st.describe());
         s.last_error = inner.last_error.clone();
         s.reconnect_attempts = inner.reconnect_attempts;
         s.reconnects = c.reconnects.load(Ordering::Relaxed);

@@ -35,6 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         {
             let mut inner = shared.lock();
+            shared.expire(&mut inner);
             shared.set_state(&mut inner, ConnectionState::Connecting);
         }
         let attempt = tokio::select! {
@@ -160,7 +161,12 @@ async fn connected(shared: &Shared, session: &Arc<dyn Session>) -> Option<Backen
     let lost = loop {
         // Fill the window from the buffer, oldest first.
         while in_flight.len() < window && paused_until.is_none() && !shared.lock().blocked {
-            let Some(pending) = shared.lock().buffer.take() else {
+            let taken = {
+                let mut inner = shared.lock();
+                shared.expire(&mut inner);
+                inner.buffer.take()
+            };
+            let Some(pending) = taken else {
                 break;
             };
             if !draining_logged {
@@ -201,9 +207,10 @@ async fn connected(shared: &Shared, session: &Arc<dyn Session>) -> Option<Backen
                 match result {
                     Ok(Ok(())) => {
                         shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                        shared.forget(pending.seq);
                         let idle = {
                             let mut inner = shared.lock();
-                            inner.buffer.settle();
+                            inner.buffer.settle(pending.size);
                             inner.buffer.is_idle()
                         };
                         if idle {
@@ -283,10 +290,11 @@ fn drop_refused(shared: &Shared, pending: Pending, error: &BackendError) {
         id = %pending.event.id(), event_type = %pending.event.event_type(), error = %error,
         "broker refused buffered event {}, dropping it: {error}", pending.event.event_type()
     );
+    shared.forget(pending.seq);
     let idle = {
         let mut inner = shared.lock();
         inner.last_error = Some(error.to_string());
-        inner.buffer.settle();
+        inner.buffer.settle(pending.size);
         inner.buffer.is_idle()
     };
     if idle {
