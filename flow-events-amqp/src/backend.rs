@@ -12,6 +12,8 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties};
 
+use crate::transport::{self, OpenError};
+
 use crate::address::Address;
 use crate::errors;
 use crate::options::AmqpOptions;
@@ -130,18 +132,11 @@ impl AmqpBackend {
                 None
             },
         };
-        let runtime = lapin::runtime::default_runtime()
-            .map_err(|e| errors::classify(&e, "starting the AMQP client", &address.scrub))?;
         let what = format!("connecting to {}", address.redacted);
-        match tokio::time::timeout(
-            limit,
-            Connection::connect_uri_with_config(address.uri.clone(), properties, tls, runtime),
-        )
-        .await
-        {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(errors::classify(&e, &what, &address.scrub)),
-            Err(_) => Err(errors::timeout(&what, limit)),
+        match transport::open(address.uri.clone(), properties, tls, limit).await {
+            Ok(conn) => Ok(conn),
+            Err(OpenError::Lapin(e)) => Err(errors::classify(&e, &what, &address.scrub)),
+            Err(OpenError::TimedOut) => Err(errors::timeout(&what, limit)),
         }
     }
 

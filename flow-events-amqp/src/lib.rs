@@ -9,6 +9,7 @@ mod publish;
 mod session;
 mod state;
 mod topology;
+mod transport;
 mod wire;
 
 pub use backend::AmqpBackend;

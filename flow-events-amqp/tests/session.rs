@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{Fixture, WAIT, next_raw, raw, unique};
 use flow_events_core::{
-    BackendErrorKind, Decision, DeliveryStream, Event, IncomingDelivery, QueueKind,
-    Subscription, TopicPattern,
+    BackendErrorKind, Decision, DeliveryStream, Event, IncomingDelivery, QueueKind, Subscription,
+    TopicPattern,
 };
 use futures_util::StreamExt;
 use lapin::BasicProperties;
@@ -54,7 +54,12 @@ async fn publish_is_confirmed_with_many_in_flight() {
     let queue = fx.raw_queue(&ch, "#").await;
     let mut confirmations = Vec::new();
     for n in 0..200 {
-        confirmations.push(session.send(&event("order.created", n)).await.expect("send"));
+        confirmations.push(
+            session
+                .send(&event("order.created", n))
+                .await
+                .expect("send"),
+        );
     }
     for c in futures_util::future::join_all(confirmations).await {
         c.expect("confirmed");
@@ -75,7 +80,12 @@ async fn consume_and_ack() {
         .await
         .expect("subscribe");
     let sent = event("order.created", 1).with_header("traceparent", "00-abc");
-    session.send(&sent).await.expect("send").await.expect("confirm");
+    session
+        .send(&sent)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
     session
         .send(&event("user.created", 2))
         .await
@@ -88,7 +98,10 @@ async fn consume_and_ack() {
     assert!(!incoming.delivery.redelivered());
     incoming.acker.settle(Decision::Ack).await.expect("ack");
     session.close().await;
-    assert!(stream.next().await.is_none(), "the stream ends with the session");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends with the session"
+    );
     // Acked, and `user.created` never matched: nothing is left.
     let (_conn, ch) = raw().await;
     assert_eq!(ready(&ch, &name).await, 0);
@@ -105,7 +118,12 @@ async fn retry_then_ack(kind: QueueKind) {
         .await
         .expect("subscribe");
     let sent = event("order.created", 1);
-    session.send(&sent).await.expect("send").await.expect("confirm");
+    session
+        .send(&sent)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
     let first = next(&mut stream).await;
     assert_eq!(first.delivery.attempt(), 1);
     assert!(!first.delivery.redelivered());
@@ -144,7 +162,12 @@ async fn reject_goes_to_the_dead_letter_queue() {
         .await
         .expect("subscribe");
     let sent = event("order.failed", 1);
-    session.send(&sent).await.expect("send").await.expect("confirm");
+    session
+        .send(&sent)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
     next(&mut stream)
         .await
         .acker
@@ -170,8 +193,18 @@ async fn retry_after_the_last_attempt_dead_letters() {
         .await
         .expect("subscribe");
     let sent = event("order.failed", 1);
-    session.send(&sent).await.expect("send").await.expect("confirm");
-    next(&mut stream).await.acker.settle(Decision::Retry).await.expect("retry 1");
+    session
+        .send(&sent)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
+    next(&mut stream)
+        .await
+        .acker
+        .settle(Decision::Retry)
+        .await
+        .expect("retry 1");
     let second = next(&mut stream).await;
     assert_eq!(second.delivery.attempt(), 2);
     second.acker.settle(Decision::Retry).await.expect("retry 2");
@@ -196,6 +229,10 @@ async fn invalid_body_is_dead_lettered_and_consuming_goes_on() {
         .await
         .expect("subscribe");
     let (_conn, ch) = raw().await;
+    // Confirmed, so that it is in the queue before the valid event.
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
     ch.basic_publish(
         fx.exchange.as_str().into(),
         "order.created".into(),
@@ -204,9 +241,16 @@ async fn invalid_body_is_dead_lettered_and_consuming_goes_on() {
         BasicProperties::default(),
     )
     .await
-    .expect("raw publish");
+    .expect("raw publish")
+    .await
+    .expect("raw confirm");
     let valid = event("order.created", 2);
-    session.send(&valid).await.expect("send").await.expect("confirm");
+    session
+        .send(&valid)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
     let incoming = next(&mut stream).await;
     assert_eq!(incoming.delivery.event(), &valid);
     incoming.acker.settle(Decision::Ack).await.expect("ack");
@@ -246,8 +290,8 @@ async fn oversized_event_is_refused_before_sending() {
     require_broker!("oversized_event_is_refused_before_sending");
     let fx = Fixture::with("oversized", |c| c.with_max_event_bytes(1024), |o| o);
     let session = fx.session().await;
-    let big = Event::try_new("blob.stored", serde_json::json!({ "b": "x".repeat(2000) }))
-        .expect("event");
+    let big =
+        Event::try_new("blob.stored", serde_json::json!({ "b": "x".repeat(2000) })).expect("event");
     let err = match session.send(&big).await {
         Ok(_) => panic!("an oversized event was sent"),
         Err(e) => e,
@@ -264,17 +308,31 @@ async fn wire_format() {
     let session = fx.session().await;
     let (_conn, ch) = raw().await;
     let queue = fx.raw_queue(&ch, "invoice.*").await;
-    let sent = Event::try_new("invoice.paid", serde_json::json!({"invoice": 7, "total": "12.50"}))
-        .expect("event")
-        .with_header("traceparent", "00-abc-01");
-    session.send(&sent).await.expect("send").await.expect("confirm");
+    let sent = Event::try_new(
+        "invoice.paid",
+        serde_json::json!({"invoice": 7, "total": "12.50"}),
+    )
+    .expect("event")
+    .with_header("traceparent", "00-abc-01");
+    session
+        .send(&sent)
+        .await
+        .expect("send")
+        .await
+        .expect("confirm");
     let msg = next_raw(&ch, &queue).await;
     assert_eq!(msg.exchange.as_str(), fx.exchange);
     assert_eq!(msg.routing_key.as_str(), "invoice.paid");
     let p = &msg.properties;
-    assert_eq!(p.message_id().as_ref().unwrap().as_str(), sent.id().to_string());
+    assert_eq!(
+        p.message_id().as_ref().unwrap().as_str(),
+        sent.id().to_string()
+    );
     assert_eq!(p.kind().as_ref().unwrap().as_str(), "invoice.paid");
-    assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(
+        p.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
     assert_eq!(*p.delivery_mode(), Some(2));
     assert_eq!(*p.timestamp(), Some(sent.timestamp().timestamp() as u64));
     assert_eq!(p.app_id().as_ref().unwrap().as_str(), "billing");
@@ -285,7 +343,10 @@ async fn wire_format() {
     let body: serde_json::Value = serde_json::from_slice(&msg.data).expect("JSON body");
     assert_eq!(body["id"], sent.id().to_string());
     assert_eq!(body["type"], "invoice.paid");
-    assert_eq!(body["data"], serde_json::json!({"invoice": 7, "total": "12.50"}));
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"invoice": 7, "total": "12.50"})
+    );
     assert_eq!(body["headers"]["traceparent"], "00-abc-01");
     let ts = body["timestamp"].as_str().expect("timestamp string");
     assert_eq!(
@@ -314,10 +375,18 @@ async fn close_resolves_every_waiter_and_ends_streams() {
         .collect();
     session.close().await;
     for w in waiters {
-        let reason = tokio::time::timeout(WAIT, w).await.expect("closed in time").expect("task");
+        let reason = tokio::time::timeout(WAIT, w)
+            .await
+            .expect("closed in time")
+            .expect("task");
         assert_eq!(reason.kind(), BackendErrorKind::Closed);
     }
-    assert!(tokio::time::timeout(WAIT, stream.next()).await.expect("ends").is_none());
+    assert!(
+        tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("ends")
+            .is_none()
+    );
     let err = match session.send(&event("order.created", 1)).await {
         Ok(_) => panic!("sent on a closed session"),
         Err(e) => e,
@@ -362,6 +431,10 @@ async fn queue_redeclared_with_other_kind_is_a_configuration_error() {
         .expect("send")
         .await
         .expect("confirm");
-    assert!(tokio::time::timeout(Duration::from_millis(50), session.closed()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), session.closed())
+            .await
+            .is_err()
+    );
     session.close().await;
 }
