@@ -40,6 +40,12 @@ impl Address {
         if uri.authority.host.is_empty() {
             return Err(invalid("no host"));
         }
+        // `amqp://host:5672/` names the empty vhost by the AMQP URI spec, but
+        // pika and aio-pika (and the original design's URLs) mean the default
+        // vhost `/` by it, and no broker has an empty vhost: take it as `/`.
+        if uri.vhost.is_empty() {
+            uri.vhost = "/".to_owned();
+        }
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(heartbeat_secs);
         }
@@ -76,6 +82,17 @@ mod tests {
         assert_eq!(a.redacted, "amqp://u:***@rabbit:5673/%2f");
         assert!(!a.is_tls());
         assert_eq!(a.scrub.clean("pw secret"), "pw ***");
+    }
+
+    #[test]
+    fn a_trailing_slash_means_the_default_vhost() {
+        for url in [
+            "amqp://guest:guest@rabbitmq:5672/",
+            "amqp://guest:guest@rabbitmq:5672",
+        ] {
+            assert_eq!(parse(url).unwrap().uri.vhost, "/", "{url}");
+        }
+        assert_eq!(parse("amqp://u:p@h/prod").unwrap().uri.vhost, "prod");
     }
 
     #[test]

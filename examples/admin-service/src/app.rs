@@ -181,19 +181,34 @@ async fn publish(
 
     match result {
         Ok(outcome) => {
-            let (measured, body) = match outcome {
+            let (measured, status, body) = match outcome {
                 PublishOutcome::Buffered { pending } => (
                     PublishResult::Buffered,
+                    StatusCode::ACCEPTED,
                     json!({"id": id, "outcome": outcome.as_str(), "pending_events": pending}),
+                ),
+                // The drop-newest policy dropped it (logged and counted by the
+                // library): the client must know the event was not kept.
+                PublishOutcome::Dropped { pending } => (
+                    PublishResult::Dropped,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({
+                        "id": id,
+                        "outcome": outcome.as_str(),
+                        "pending_events": pending,
+                        "code": "dropped",
+                        "error": "pending events buffer full, the event was dropped (RABBITMQ_OVERFLOW_POLICY=drop-newest)",
+                    }),
                 ),
                 _ => (
                     PublishResult::Confirmed,
+                    StatusCode::ACCEPTED,
                     json!({"id": id, "outcome": outcome.as_str()}),
                 ),
             };
             state.inner.metrics.observe_publish(measured, took);
-            tracing::debug!(%id, %event_type, outcome = outcome.as_str(), "event accepted");
-            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+            tracing::debug!(%id, %event_type, outcome = outcome.as_str(), "publish answered");
+            Ok((status, Json(body)).into_response())
         }
         Err(error) => {
             state

@@ -29,6 +29,7 @@ struct PublishLabels {
 pub(crate) enum PublishResult {
     Confirmed,
     Buffered,
+    Dropped,
     Refused,
 }
 
@@ -37,6 +38,7 @@ impl PublishResult {
         match self {
             Self::Confirmed => "confirmed",
             Self::Buffered => "buffered",
+            Self::Dropped => "dropped",
             Self::Refused => "refused",
         }
     }
@@ -73,6 +75,7 @@ impl Metrics {
         for result in [
             PublishResult::Confirmed,
             PublishResult::Buffered,
+            PublishResult::Dropped,
             PublishResult::Refused,
         ] {
             // Create each series up front so it is exported (at zero) from the start.

@@ -652,10 +652,13 @@ async fn full_buffer_with_drop_policy_logs_the_drop() {
     let url = unreachable_url();
     let service =
         Service::start(&[("RABBITMQ_URL", &url), ("RABBITMQ_MAX_PENDING_EVENTS", "1")]).await;
-    for _ in 0..2 {
-        let r = service.post_json(r#"{"type": "order.created"}"#).await;
-        assert_eq!(r.status, 202, "{}", r.body);
-    }
+    let r = service.post_json(r#"{"type": "order.created"}"#).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["outcome"], "buffered", "{}", r.body);
+    // The buffer holds one: the second is dropped, and the client is told so.
+    let r = service.post_json(r#"{"type": "order.created"}"#).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["outcome"], "dropped", "{}", r.body);
     assert_eq!(service.metric("flow_events_dropped_total").await, 1.0);
     let health = service.health().await;
     assert_eq!(health["dependencies"]["rabbitmq"]["dropped_events"], 1);
