@@ -1,0 +1,75 @@
+//! Building the resilient sink under test.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_core::{Config, ConnectionMonitor, ConnectionState, Resilient};
+
+/// Settings of a sink under test.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinkSettings {
+    pub(crate) retry_delay: Duration,
+    pub(crate) max_retry_delay: Duration,
+    pub(crate) max_pending_events: usize,
+}
+
+/// `Resilient` over `AmqpBackend` publishing to `exchange` at `url`; returns
+/// at once (optional mode), connected or not.
+pub(crate) async fn start(
+    url: &str,
+    exchange: &str,
+    settings: SinkSettings,
+) -> anyhow::Result<Resilient> {
+    let config = Config::builder()
+        .with_url(url)
+        .with_exchange(exchange)
+        .with_retry_delay(settings.retry_delay)
+        .with_max_retry_delay(settings.max_retry_delay)
+        .with_max_pending_events(settings.max_pending_events)
+        .build()
+        .context("sink settings")?;
+    let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("flow-events-bench"));
+    Resilient::builder(backend)
+        .with_config(config)
+        .start()
+        .await
+        .context("starting the resilient sink")
+}
+
+/// Waits until `sink` is connected, at most `limit`.
+pub(crate) async fn connected(sink: &Resilient, limit: Duration) -> anyhow::Result<()> {
+    let mut state = sink.watch_state();
+    tokio::time::timeout(limit, state.wait_for(|s| *s == ConnectionState::Connected))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "not connected after {limit:?}: {}",
+                sink.status().last_error.unwrap_or_default()
+            )
+        })?
+        .context("the sink stopped")?;
+    Ok(())
+}
+
+/// Waits until nothing is pending, polling every `every`, at most `limit`;
+/// gives the instant the buffer was seen empty.
+pub(crate) async fn drained(
+    sink: &Resilient,
+    every: Duration,
+    limit: Duration,
+) -> anyhow::Result<std::time::Instant> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if sink.status().pending_events == 0 {
+            return Ok(std::time::Instant::now());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{} events still pending after {limit:?}",
+                sink.status().pending_events
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}

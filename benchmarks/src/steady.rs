@@ -1,0 +1,268 @@
+//! Steady publishing: a fixed number of publishes, `in_flight` callers each
+//! waiting for its own confirm, through the resilient sink, raw lapin or
+//! aio-pika (a Python process).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flow_events_core::{Event, EventSink, PublishOutcome, Resilient};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use serde::{Deserialize, Serialize};
+
+use crate::payload::{EVENT_TYPE, Payload};
+use crate::stats::Latency;
+
+/// The clients compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Client {
+    /// lapin alone: a confirm-mode channel.
+    Lapin,
+    /// `Resilient` over `AmqpBackend`.
+    Resilient,
+    /// aio-pika with `connect_robust` and publisher confirms.
+    AioPika,
+}
+
+impl Client {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Lapin => "raw lapin",
+            Self::Resilient => "flow-events",
+            Self::AioPika => "aio-pika",
+        }
+    }
+}
+
+/// One measurement: `count` publishes, all awaited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Run {
+    pub(crate) count: usize,
+    /// Publishes not confirmed (errors, or buffered instead of confirmed).
+    pub(crate) failed: usize,
+    pub(crate) seconds: f64,
+    /// Confirmed messages per second.
+    pub(crate) rate: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+}
+
+impl Run {
+    fn new(count: usize, failed: usize, elapsed: Duration, latency: Latency) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            count,
+            failed,
+            seconds,
+            rate: (count - failed) as f64 / seconds,
+            p50_us: latency.p50_us,
+            p99_us: latency.p99_us,
+            max_us: latency.max_us,
+        }
+    }
+}
+
+/// Publishes `count` items with `in_flight` tasks, each awaiting its publish
+/// before the next. `prepare` makes an item outside the timed part; `send`
+/// publishes it and says whether the broker confirmed it.
+pub(crate) async fn drive<T, P, S, F>(count: usize, in_flight: usize, prepare: P, send: S) -> Run
+where
+    T: Send + 'static,
+    P: Fn() -> T + Send + Sync + 'static,
+    S: Fn(T) -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let remaining = Arc::new(AtomicUsize::new(count));
+    let prepare = Arc::new(prepare);
+    let send = Arc::new(send);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..in_flight.max(1))
+        .map(|_| {
+            let remaining = remaining.clone();
+            let prepare = prepare.clone();
+            let send = send.clone();
+            tokio::spawn(async move {
+                let mut nanos = Vec::with_capacity(count / in_flight.max(1) + 1);
+                let mut failed = 0usize;
+                while remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let item = prepare();
+                    let t = Instant::now();
+                    let ok = send(item).await;
+                    nanos.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    failed += usize::from(!ok);
+                }
+                (nanos, failed)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(count);
+    let mut failed = 0;
+    for task in tasks {
+        if let Ok((nanos, f)) = task.await {
+            all.extend(nanos);
+            failed += f;
+        }
+    }
+    let elapsed = start.elapsed();
+    Run::new(count, failed, elapsed, Latency::from_nanos(all))
+}
+
+/// Publishes through the resilient sink; a publish counts when confirmed.
+pub(crate) async fn resilient(
+    sink: &Resilient,
+    payload: &Payload,
+    count: usize,
+    in_flight: usize,
+) -> Run {
+    let sink = sink.clone();
+    let payload = payload.clone();
+    drive(
+        count,
+        in_flight,
+        move || payload.event(),
+        move |event: Event| {
+            let sink = sink.clone();
+            async move { matches!(sink.publish(event).await, Ok(PublishOutcome::Confirmed)) }
+        },
+    )
+    .await
+}
+
+/// A raw lapin publisher: one connection, one channel in confirm mode.
+#[derive(Debug)]
+pub(crate) struct LapinPublisher {
+    conn: Connection,
+    channel: Channel,
+    exchange: ShortString,
+}
+
+impl LapinPublisher {
+    pub(crate) async fn connect(url: &str, exchange: &str) -> anyhow::Result<Self> {
+        let conn = Connection::connect(
+            url,
+            ConnectionProperties::default().with_connection_name("flow-events-bench lapin".into()),
+        )
+        .await
+        .context("connecting raw lapin")?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            conn,
+            channel,
+            exchange: ShortString::from(exchange),
+        })
+    }
+
+    pub(crate) async fn run(&self, payload: &Payload, count: usize, in_flight: usize) -> Run {
+        let channel = self.channel.clone();
+        let exchange = self.exchange.clone();
+        let body: Arc<[u8]> = payload.body().into();
+        drive(
+            count,
+            in_flight,
+            Payload::raw_properties,
+            move |properties| {
+                let channel = channel.clone();
+                let exchange = exchange.clone();
+                let body = body.clone();
+                async move {
+                    let published = channel
+                        .basic_publish(
+                            exchange,
+                            ShortString::from(EVENT_TYPE),
+                            BasicPublishOptions::default(),
+                            &body,
+                            properties,
+                        )
+                        .await;
+                    match published {
+                        Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(_))),
+                        Err(_) => false,
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+}
+
+/// What the Python script prints (one JSON line).
+#[derive(Debug, Deserialize)]
+struct PythonRun {
+    count: usize,
+    failed: usize,
+    seconds: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    aio_pika: String,
+}
+
+/// Runs the aio-pika script once; gives the run and the aio-pika version.
+pub(crate) async fn aio_pika(
+    python: &Path,
+    script: &Path,
+    url: &str,
+    exchange: &str,
+    count: usize,
+    in_flight: usize,
+) -> anyhow::Result<(Run, String)> {
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args([
+            "--url",
+            url,
+            "--exchange",
+            exchange,
+            "--routing-key",
+            EVENT_TYPE,
+        ])
+        .args(["--count", &count.to_string()])
+        .args(["--in-flight", &in_flight.to_string()])
+        .args(["--body-bytes", &crate::payload::BODY_BYTES.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("the aio-pika script printed no result")?;
+    let r: PythonRun = serde_json::from_str(line).context("reading the aio-pika result")?;
+    let run = Run {
+        count: r.count,
+        failed: r.failed,
+        seconds: r.seconds,
+        rate: (r.count - r.failed) as f64 / r.seconds,
+        p50_us: r.p50_us,
+        p99_us: r.p99_us,
+        max_us: r.max_us,
+    };
+    Ok((run, r.aio_pika))
+}
