@@ -7,8 +7,16 @@
 //! one task follows every confirm of the channel, in the order lapin completes
 //! them, and decides by the returned message's `message_id` (the event id)
 //! which publish was returned.
+//!
+//! The router also waits for each publish to be written: a send hands lapin's
+//! publish future over as soon as lapin has queued the frames, so that the
+//! confirms are followed in publish order whoever awaits them, and in
+//! whatever order.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
@@ -28,12 +36,28 @@ pub(crate) enum Outcome {
     Nacked,
 }
 
+/// Why a publish got no answer from the broker.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Writing the publish failed.
+    Write(lapin::Error),
+    /// Writing the publish took longer than the limit.
+    WriteTimeout(Duration),
+    /// Waiting for the confirm failed.
+    Confirm(lapin::Error),
+}
+
 /// The answer for one publish.
-pub(crate) type Answer = Result<Outcome, lapin::Error>;
+pub(crate) type Answer = Result<Outcome, Failure>;
+
+/// lapin's publish future: resolves once the frames are written, with the
+/// confirm to await.
+pub(crate) type Written = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
 
 struct Job {
     id: String,
-    confirm: PublisherConfirm,
+    written: Written,
+    write_limit: Duration,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -104,15 +128,23 @@ impl ConfirmRouter {
         Self { jobs, stop }
     }
 
-    /// Follows `confirm` of the publish of message `id`; the receiver gets the
-    /// answer (and closes without one if the router stops first).
+    /// Follows the publish of message `id`: waits (at most `write_limit`)
+    /// for `written`, then for its confirm. Call in publish order. The
+    /// receiver gets the answer (and closes without one if the router stops
+    /// first).
     pub(crate) fn follow(
         &self,
         id: String,
-        confirm: PublisherConfirm,
+        written: Written,
+        write_limit: Duration,
     ) -> oneshot::Receiver<Answer> {
         let (reply, rx) = oneshot::channel();
-        let _ = self.jobs.send(Job { id, confirm, reply });
+        let _ = self.jobs.send(Job {
+            id,
+            written,
+            write_limit,
+            reply,
+        });
         rx
     }
 }
@@ -120,13 +152,22 @@ impl ConfirmRouter {
 type Done = (
     String,
     oneshot::Sender<Answer>,
-    lapin::Result<lapin::Confirmation>,
+    Result<lapin::Confirmation, Failure>,
 );
+
+/// Waits for the publish of `job` to be written, then for its confirm.
+async fn follow(job: Job) -> Done {
+    let result = match tokio::time::timeout(job.write_limit, job.written).await {
+        Ok(Ok(confirm)) => confirm.await.map_err(Failure::Confirm),
+        Ok(Err(e)) => Err(Failure::Write(e)),
+        Err(_) => Err(Failure::WriteTimeout(job.write_limit)),
+    };
+    (job.id, job.reply, result)
+}
 
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, stop: CancellationToken) {
     let mut pending = FuturesUnordered::new();
     let mut misplaced = Misplaced::default();
-    let follow = |job: Job| async move { (job.id, job.reply, job.confirm.await) };
     let mut open = true;
     loop {
         let first: Done = tokio::select! {

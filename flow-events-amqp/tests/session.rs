@@ -11,7 +11,7 @@ use flow_events_core::{
 };
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 fn event(event_type: &str, n: i64) -> Event {
@@ -65,6 +65,40 @@ async fn publish_is_confirmed_with_many_in_flight() {
         c.expect("confirmed");
     }
     assert_eq!(ready(&ch, &queue).await, 200);
+    session.close().await;
+}
+
+/// `send` returns once lapin has queued the publish, before it is written:
+/// events sent in a row reach the queue in send order, whatever order their
+/// confirmations are awaited in (the decorator's drain relies on it).
+#[tokio::test(flavor = "multi_thread")]
+async fn sends_keep_their_order_without_waiting_for_writes() {
+    require_broker!("sends_keep_their_order_without_waiting_for_writes");
+    let mut fx = Fixture::new("order");
+    let session = fx.session().await;
+    let (_conn, ch) = raw().await;
+    let queue = fx.raw_queue(&ch, "#").await;
+    let mut confirmations = Vec::new();
+    for n in 0..500 {
+        confirmations.push(
+            session
+                .send(&event("order.created", n))
+                .await
+                .expect("send"),
+        );
+    }
+    for c in confirmations.into_iter().rev() {
+        c.await.expect("confirmed");
+    }
+    for n in 0..500 {
+        let message = ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .unwrap_or_else(|| panic!("message {n} missing"));
+        let got: Event = serde_json::from_slice(&message.delivery.data).expect("an event");
+        assert_eq!(got.data()["n"], n, "out of order");
+    }
     session.close().await;
 }
 
