@@ -109,7 +109,6 @@ pub(crate) async fn round(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let failures_before_up = sink.status().reconnect_attempts;
     let up_at = Instant::now();
     proxy.up();
     sink::connected(&sink, Duration::from_secs(120)).await?;
@@ -123,6 +122,18 @@ pub(crate) async fn round(
         .map(|a| a.at)
         .max()
         .context("no refused attempt")?;
+    // Every refused attempt since the last forwarded one is a consecutive
+    // failure (the proxy logs an attempt before the sink counts it).
+    let last_forwarded = attempts
+        .iter()
+        .filter(|a| a.forwarded && a.at < up_at)
+        .map(|a| a.at)
+        .max();
+    let failures_before_up = attempts
+        .iter()
+        .filter(|a| !a.forwarded && a.at < up_at && last_forwarded.is_none_or(|f| a.at > f))
+        .count();
+    let failures_before_up = u32::try_from(failures_before_up).unwrap_or(u32::MAX);
     let first_after = attempts
         .iter()
         .filter(|a| a.forwarded && a.at >= up_at)
