@@ -12,6 +12,10 @@
 //! publish future over as soon as lapin has queued the frames, so that the
 //! confirms are followed in publish order whoever awaits them, and in
 //! whatever order.
+//!
+//! Without `mandatory` nothing comes back, there is nothing to pair, and the
+//! publish skips the router: its caller waits for the write and the confirm
+//! itself, which saves a task hop per publish.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -155,13 +159,31 @@ type Done = (
     Result<lapin::Confirmation, Failure>,
 );
 
-/// Waits for the publish of `job` to be written, then for its confirm.
-async fn follow(job: Job) -> Done {
-    let result = match tokio::time::timeout(job.write_limit, job.written).await {
+/// Waits for a publish to be written (at most `write_limit`), then for its confirm.
+pub(crate) async fn confirmed(
+    written: Written,
+    write_limit: Duration,
+) -> Result<lapin::Confirmation, Failure> {
+    match tokio::time::timeout(write_limit, written).await {
         Ok(Ok(confirm)) => confirm.await.map_err(Failure::Confirm),
         Ok(Err(e)) => Err(Failure::Write(e)),
-        Err(_) => Err(Failure::WriteTimeout(job.write_limit)),
-    };
+        Err(_) => Err(Failure::WriteTimeout(write_limit)),
+    }
+}
+
+/// The outcome of a publish that cannot come back (no `mandatory`): there
+/// is no returned message to pair.
+pub(crate) fn unpaired(confirmation: lapin::Confirmation) -> Outcome {
+    match confirmation {
+        lapin::Confirmation::Nack(_) => Outcome::Nacked,
+        lapin::Confirmation::Ack(Some(r)) => Outcome::Returned(describe(&r)),
+        lapin::Confirmation::Ack(None) | lapin::Confirmation::NotRequested => Outcome::Acked,
+    }
+}
+
+/// Waits for the publish of `job` to be written, then for its confirm.
+async fn follow(job: Job) -> Done {
+    let result = confirmed(job.written, job.write_limit).await;
     (job.id, job.reply, result)
 }
 

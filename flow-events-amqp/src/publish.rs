@@ -10,7 +10,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 
-use crate::confirms::{Answer, ConfirmRouter, Failure, Outcome, Written};
+use crate::confirms::{self, Answer, ConfirmRouter, Failure, Outcome, Written};
 use crate::errors::{self, Scrub};
 use crate::state::SessionState;
 use crate::topology::within;
@@ -32,6 +32,23 @@ pub(crate) struct Publisher {
     pub(crate) router: ConfirmRouter,
 }
 
+/// Where the answer about a publish comes from.
+enum Awaiting {
+    /// The confirm router (`mandatory` publishes, whose returns it pairs).
+    Router(tokio::sync::oneshot::Receiver<Answer>),
+    /// The publish itself.
+    Direct(Written),
+}
+
+/// The error for a publish that got no answer; `what` names the publish.
+fn failed(failure: Failure, what: &str, scrub: &Scrub) -> BackendError {
+    match failure {
+        Failure::Write(e) => errors::classify(&e, &format!("publishing {what}"), scrub),
+        Failure::WriteTimeout(after) => errors::timeout(&format!("publishing {what}"), after),
+        Failure::Confirm(e) => errors::classify(&e, &format!("publisher confirm of {what}"), scrub),
+    }
+}
+
 /// Waits for the router's answer about one publish, within `limit` (from
 /// the call); `what` names the publish in an error (built only then).
 async fn answer(
@@ -42,23 +59,31 @@ async fn answer(
 ) -> Result<Outcome, BackendError> {
     match tokio::time::timeout(limit, rx).await {
         Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(Failure::Write(e)))) => Err(errors::classify(
-            &e,
-            &format!("publishing {}", what()),
-            scrub,
-        )),
-        Ok(Ok(Err(Failure::WriteTimeout(after)))) => {
-            Err(errors::timeout(&format!("publishing {}", what()), after))
-        }
-        Ok(Ok(Err(Failure::Confirm(e)))) => Err(errors::classify(
-            &e,
-            &format!("publisher confirm of {}", what()),
-            scrub,
-        )),
+        Ok(Ok(Err(failure))) => Err(failed(failure, &what(), scrub)),
         Ok(Err(_)) => Err(BackendError::closed(format!(
             "publisher confirm of {}: the session closed before the broker answered",
             what()
         ))),
+        Err(_) => Err(errors::timeout(
+            &format!("publisher confirm of {}", what()),
+            limit,
+        )),
+    }
+}
+
+/// Waits for a publish that cannot come back (no `mandatory`) to be written
+/// and confirmed, without the router: within `write_limit` for the write and
+/// `limit` in all.
+async fn unrouted_answer(
+    written: Written,
+    write_limit: Duration,
+    limit: Duration,
+    what: impl Fn() -> String,
+    scrub: &Scrub,
+) -> Result<Outcome, BackendError> {
+    match tokio::time::timeout(limit, confirms::confirmed(written, write_limit)).await {
+        Ok(Ok(confirmation)) => Ok(confirms::unpaired(confirmation)),
+        Ok(Err(failure)) => Err(failed(failure, &what(), scrub)),
         Err(_) => Err(errors::timeout(
             &format!("publisher confirm of {}", what()),
             limit,
@@ -140,14 +165,25 @@ impl Publisher {
             }
             Poll::Pending => publish,
         };
-        let rx = self
-            .router
-            .follow(message_id, written, self.operation_timeout);
+        let write_limit = self.operation_timeout;
         let limit = self.confirm_timeout;
         let scrub = self.scrub.clone();
+        // Only a `mandatory` publish can come back: only then does the router
+        // have a return to pair.
+        let awaiting = if self.mandatory {
+            Awaiting::Router(self.router.follow(message_id, written, write_limit))
+        } else {
+            Awaiting::Direct(written)
+        };
         Ok(Box::pin(async move {
             let what = || format!("event {id} ({event_type})");
-            match answer(rx, limit, what, &scrub).await? {
+            let outcome = match awaiting {
+                Awaiting::Router(rx) => answer(rx, limit, what, &scrub).await?,
+                Awaiting::Direct(written) => {
+                    unrouted_answer(written, write_limit, limit, what, &scrub).await?
+                }
+            };
+            match outcome {
                 Outcome::Acked => Ok(()),
                 Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
                     "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
