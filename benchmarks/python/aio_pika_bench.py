@@ -5,7 +5,8 @@ of --body-bytes bytes (an event: id, type, data, timestamp, serialised per
 message, as the original service did) to a durable topic exchange, with
 --in-flight publishers each awaiting its confirm before the next publish.
 
-Prints one JSON line: count, failed, seconds, p50_us, p99_us, max_us, aio_pika.
+Prints one JSON line: count, failed, seconds, p50_us, p99_us, max_us,
+cpu_seconds (of this process while publishing), aio_pika (its version).
 Run by `flow-events-bench --python ...`; see BENCHMARKS.md.
 """
 
@@ -85,9 +86,11 @@ async def main():
                     failed += 1
                 latencies.append(time.perf_counter_ns() - t)
 
+        cpu_start = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(publisher() for _ in range(args.in_flight)))
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
     finally:
         await connection.close()
 
@@ -101,6 +104,7 @@ async def main():
                 "p50_us": percentile(latencies, 0.50) / 1000,
                 "p99_us": percentile(latencies, 0.99) / 1000,
                 "max_us": (latencies[-1] if latencies else 0) / 1000,
+                "cpu_seconds": cpu_seconds,
                 "aio_pika": aio_pika.__version__,
             }
         )

@@ -48,6 +48,10 @@ pub(crate) struct DrainRound {
     pub(crate) reconnect_ms: f64,
     /// `reconnect_ms <= backoff_in_force_ms + 200`.
     pub(crate) reconnect_within_goal: bool,
+    /// Reconnections of the sink in the round: one more than planned means
+    /// something else closed its connection (the round is repeated).
+    pub(crate) reconnects: u64,
+    pub(crate) planned_reconnects: u64,
 }
 
 /// The ceiling of the delay after the `failures`-th consecutive failure
@@ -149,6 +153,7 @@ pub(crate) async fn round(
         );
     }
     let steady_rate = steady_rate.unwrap_or(f64::NAN);
+    let reconnects = sink.status().reconnects;
     sink.shutdown(Duration::from_secs(10)).await;
     drop(proxy);
     topo.purge().await?;
@@ -175,6 +180,8 @@ pub(crate) async fn round(
         connect_ms: ms(connected_at.saturating_duration_since(first_after)),
         reconnect_ms: ms(reconnect),
         reconnect_within_goal: reconnect <= backoff_in_force + Duration::from_millis(200),
+        reconnects,
+        planned_reconnects: u64::from(steady_first),
     })
 }
 

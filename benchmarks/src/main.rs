@@ -28,6 +28,7 @@ use crate::payload::Payload;
 use crate::report::{Report, SteadyLevel};
 use crate::sink::SinkSettings;
 use crate::steady::{Client, LapinPublisher};
+
 use crate::topology::Topology;
 
 /// Benchmarks flow-events against a local RabbitMQ.
@@ -52,6 +53,9 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.json"))]
     out: PathBuf,
+    /// Which clients the steady runs compare (aio-pika needs --python).
+    #[arg(long, value_delimiter = ',', default_values_t = [ClientArg::Lapin, ClientArg::FlowEvents, ClientArg::AioPika])]
+    clients: Vec<ClientArg>,
     /// Which parts to run.
     #[arg(long, value_delimiter = ',', default_values_t = [Part::Memory, Part::Steady, Part::Drain, Part::Outage])]
     only: Vec<Part>,
@@ -85,6 +89,25 @@ enum Command {
         #[arg(long)]
         events: usize,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientArg {
+    Lapin,
+    FlowEvents,
+    AioPika,
+    /// The AMQP backend's session without the decorator (a diagnostic).
+    AmqpSession,
+}
+
+impl std::fmt::Display for ClientArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,16 +240,34 @@ async fn scenarios(
         for round in 0..args.rounds {
             let steady_first = round % 2 == 1;
             eprintln!("drain: round {} of {}", round + 1, args.rounds);
-            let r = drain::round(
-                broker,
-                &args.url,
-                topo,
-                &payload,
-                settings,
-                args.drain_events,
-                steady_first,
-            )
-            .await?;
+            let mut attempt = 0;
+            let r = loop {
+                attempt += 1;
+                let outcome = drain::round(
+                    broker,
+                    &args.url,
+                    topo,
+                    &payload,
+                    settings,
+                    args.drain_events,
+                    steady_first,
+                )
+                .await;
+                let why = match outcome {
+                    Ok(r) if r.reconnects == r.planned_reconnects || attempt >= ATTEMPTS => {
+                        break r;
+                    }
+                    Err(e) if attempt >= ATTEMPTS => return Err(e),
+                    Ok(r) => format!(
+                        "{} reconnections, {} planned",
+                        r.reconnects, r.planned_reconnects
+                    ),
+                    Err(e) => format!("{e:#}"),
+                };
+                eprintln!("drain: round disturbed ({why}); repeating it");
+                topo.purge().await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
             report.drain.push(r);
         }
     }
@@ -246,9 +287,72 @@ async fn scenarios(
             plan.rate,
             Duration::from_millis(plan.outage_ms)
         );
-        report.outage = Some(outage::run(broker, &args.url, topo, &payload, settings, plan).await?);
+        let mut attempt = 0;
+        let o = loop {
+            attempt += 1;
+            let outcome = outage::run(broker, &args.url, topo, &payload, settings, plan).await;
+            let why = match outcome {
+                Ok(o) if o.reconnects == 1 || attempt >= ATTEMPTS => break o,
+                Err(e) if attempt >= ATTEMPTS => return Err(e),
+                Ok(o) => format!("{} reconnections, 1 planned", o.reconnects),
+                Err(e) => format!("{e:#}"),
+            };
+            eprintln!("outage: run disturbed ({why}); repeating it");
+            topo.purge().await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        report.outage = Some(o);
     }
     Ok(())
+}
+
+/// Attempts at one measurement: a run with failed publishes (another test
+/// closed the broker's connections or raised an alarm) is repeated.
+const ATTEMPTS: usize = 3;
+
+/// The clients of the steady runs, reconnected when a disturbance closed them.
+struct SteadyClients {
+    url: String,
+    exchange: String,
+    sink: flow_events_core::Resilient,
+    lapin: Option<LapinPublisher>,
+    session: Option<std::sync::Arc<dyn flow_events_core::Session>>,
+    wants_session: bool,
+}
+
+impl SteadyClients {
+    async fn connect_session(
+        url: &str,
+        exchange: &str,
+    ) -> anyhow::Result<std::sync::Arc<dyn flow_events_core::Session>> {
+        let config = flow_events_core::Config::builder()
+            .with_url(url)
+            .with_exchange(exchange)
+            .build()?;
+        let backend = flow_events_amqp::AmqpBackend::new(
+            &config,
+            flow_events_amqp::AmqpOptions::new().with_app_id("flow-events-bench"),
+        );
+        Ok(flow_events_core::Backend::connect(&backend).await?)
+    }
+
+    /// Opens again what was lost; waits for the sink to be connected.
+    async fn ensure(&mut self) -> anyhow::Result<()> {
+        if !self.lapin.as_ref().is_some_and(LapinPublisher::is_open) {
+            if let Some(old) = self.lapin.take() {
+                old.close().await;
+            }
+            self.lapin = Some(LapinPublisher::connect(&self.url, &self.exchange).await?);
+        }
+        let lost = self
+            .session
+            .as_ref()
+            .is_none_or(|s| futures_util::FutureExt::now_or_never(s.closed()).is_some());
+        if self.wants_session && lost {
+            self.session = Some(Self::connect_session(&self.url, &self.exchange).await?);
+        }
+        sink::connected(&self.sink, Duration::from_secs(60)).await
+    }
 }
 
 async fn steady_part(
@@ -257,6 +361,17 @@ async fn steady_part(
     payload: &Payload,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let mut clients = Vec::new();
+    for client in &args.clients {
+        match client {
+            ClientArg::Lapin => clients.push(Client::Lapin),
+            ClientArg::FlowEvents => clients.push(Client::Resilient),
+            ClientArg::AioPika if args.python.is_some() => clients.push(Client::AioPika),
+            ClientArg::AioPika => eprintln!("steady: no --python given, aio-pika skipped"),
+            ClientArg::AmqpSession => clients.push(Client::Session),
+        }
+    }
+    anyhow::ensure!(!clients.is_empty(), "no client to run");
     let sink = sink::start(
         &args.url,
         &topo.exchange,
@@ -267,19 +382,29 @@ async fn steady_part(
         },
     )
     .await?;
-    sink::connected(&sink, Duration::from_secs(30)).await?;
-    let lapin = LapinPublisher::connect(&args.url, &topo.exchange).await?;
-    let mut clients = vec![Client::Lapin, Client::Resilient];
-    if args.python.is_some() {
-        clients.push(Client::AioPika);
-    } else {
-        eprintln!("steady: no --python given, aio-pika skipped");
-    }
+    let mut c = SteadyClients {
+        url: args.url.clone(),
+        exchange: topo.exchange.clone(),
+        sink,
+        lapin: None,
+        session: None,
+        wants_session: clients.contains(&Client::Session),
+    };
+    c.ensure().await?;
 
     eprintln!("steady: warming up");
-    lapin.run(payload, 2_000, 64).await;
-    steady::resilient(&sink, payload, 2_000, 64).await;
-    if let Some(python) = &args.python {
+    if let Some(lapin) = &c.lapin {
+        lapin.run(payload, 2_000, 64).await;
+    }
+    steady::resilient(&c.sink, payload, 2_000, 64).await;
+    if let Some(session) = &c.session {
+        steady::session(session, payload, 2_000, 64).await;
+    }
+    if let Some(python) = args
+        .python
+        .as_ref()
+        .filter(|_| clients.contains(&Client::AioPika))
+    {
         let (_, version) = steady::aio_pika(
             python,
             &args.python_script,
@@ -298,6 +423,7 @@ async fn steady_part(
         .zip(&args.counts)
         .map(|(&in_flight, &count)| SteadyLevel::new(in_flight, count))
         .collect();
+    let mut repeated = 0usize;
     for round in 0..args.rounds {
         for (i, level) in levels.iter_mut().enumerate() {
             // Alternate the order of the clients from one measurement to the next.
@@ -313,40 +439,88 @@ async fn steady_part(
                     level.in_flight,
                     client.label()
                 );
-                let run = match client {
-                    Client::Lapin => lapin.run(payload, level.count, level.in_flight).await,
-                    Client::Resilient => {
-                        steady::resilient(&sink, payload, level.count, level.in_flight).await
-                    }
-                    Client::AioPika => {
-                        let python = args.python.as_deref().context("no python")?;
-                        steady::aio_pika(
-                            python,
-                            &args.python_script,
-                            &args.url,
-                            &topo.exchange,
-                            level.count,
-                            level.in_flight,
-                        )
-                        .await?
-                        .0
+                let mut attempt = 0;
+                let run = loop {
+                    attempt += 1;
+                    let outcome = measure(args, topo, payload, &mut c, client, level).await;
+                    match outcome {
+                        Ok(run) if run.failed == 0 => break run,
+                        Ok(run) if attempt >= ATTEMPTS => break run,
+                        Err(e) if attempt >= ATTEMPTS => return Err(e),
+                        other => {
+                            let why = match other {
+                                Ok(run) => format!("{} publishes failed", run.failed),
+                                Err(e) => format!("{e:#}"),
+                            };
+                            eprintln!("steady: run disturbed ({why}); repeating it");
+                            repeated += 1;
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
                     }
                 };
-                let depth = topo.depth().await?;
-                anyhow::ensure!(
-                    depth as usize >= run.count - run.failed,
-                    "{} confirmed {} messages but the queue holds {depth}",
-                    client.label(),
-                    run.count - run.failed
-                );
-                topo.purge().await?;
                 runs.insert(client, run);
             }
             level.rounds.push(runs);
         }
     }
-    sink.shutdown(Duration::from_secs(10)).await;
-    lapin.close().await;
+    report
+        .settings
+        .insert("steady_runs_repeated".into(), repeated.into());
+    c.sink.shutdown(Duration::from_secs(10)).await;
+    if let Some(lapin) = c.lapin.take() {
+        lapin.close().await;
+    }
+    if let Some(session) = c.session.take() {
+        session.close().await;
+    }
     report.steady = levels;
     Ok(())
+}
+
+/// One steady measurement of `client`, from an empty queue.
+async fn measure(
+    args: &Args,
+    topo: &Topology,
+    payload: &Payload,
+    c: &mut SteadyClients,
+    client: Client,
+    level: &SteadyLevel,
+) -> anyhow::Result<steady::Run> {
+    c.ensure().await?;
+    topo.purge().await?;
+    let run = match client {
+        Client::Lapin => {
+            let lapin = c.lapin.as_ref().context("no lapin connection")?;
+            lapin.run(payload, level.count, level.in_flight).await
+        }
+        Client::Resilient => {
+            steady::resilient(&c.sink, payload, level.count, level.in_flight).await
+        }
+        Client::Session => {
+            let session = c.session.as_ref().context("no session")?;
+            steady::session(session, payload, level.count, level.in_flight).await
+        }
+        Client::AioPika => {
+            let python = args.python.as_deref().context("no python")?;
+            steady::aio_pika(
+                python,
+                &args.python_script,
+                &args.url,
+                &topo.exchange,
+                level.count,
+                level.in_flight,
+            )
+            .await?
+            .0
+        }
+    };
+    let depth = topo.depth().await?;
+    anyhow::ensure!(
+        depth as usize >= run.count - run.failed,
+        "{} confirmed {} messages but the queue holds {depth}",
+        client.label(),
+        run.count - run.failed
+    );
+    topo.purge().await?;
+    Ok(run)
 }

@@ -89,6 +89,9 @@ pub(crate) struct Outage {
     /// From `connected` to nothing pending.
     pub(crate) drain_ms: f64,
     pub(crate) peak_pending: usize,
+    /// Reconnections of the sink: more than one means something else closed
+    /// its connection (the run is repeated).
+    pub(crate) reconnects: u64,
     pub(crate) phases: Phases,
     pub(crate) changes: Vec<Change>,
     pub(crate) timeline: Vec<Sample>,
@@ -239,6 +242,7 @@ pub(crate) async fn run(
     stop.cancel();
     let changes = watcher.await.context("the state watcher")?;
     let timeline = sampler.await.context("the sampler")?;
+    let reconnects = sink.status().reconnects;
     sink.shutdown(Duration::from_secs(10)).await;
     drop(proxy);
     topo.purge().await?;
@@ -282,6 +286,7 @@ pub(crate) async fn run(
         reconnect_ms: connected_ms - restored_ms,
         drain_ms: drained_ms - connected_ms,
         peak_pending: timeline.iter().map(|s| s.pending).max().unwrap_or(0),
+        reconnects,
         phases,
         changes,
         timeline,

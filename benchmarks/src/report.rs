@@ -66,6 +66,7 @@ pub(crate) struct Summary {
     pub(crate) rate: f64,
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
+    pub(crate) cpu_us_per_msg: f64,
 }
 
 /// The steady runs at one in-flight level.
@@ -110,6 +111,7 @@ impl SteadyLevel {
                     rate: m(|r| r.rate),
                     p50_us: m(|r| r.p50_us),
                     p99_us: m(|r| r.p99_us),
+                    cpu_us_per_msg: m(|r| r.cpu_us_per_msg),
                 },
             );
         }
@@ -278,8 +280,8 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "{:>9}  {:<12} {:>10} {:>11} {:>11}  {:>9}  {:>10}",
-                "in flight", "client", "msg/s", "p50", "p99", "vs lapin", "vs aio-pika"
+                "{:>9}  {:<12} {:>10} {:>11} {:>11} {:>9}  {:>9}  {:>10}",
+                "in flight", "client", "msg/s", "p50", "p99", "cpu/msg", "vs lapin", "vs aio-pika"
             );
             for level in &self.steady {
                 for (client, s) in &level.median {
@@ -297,12 +299,13 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "{:>9}  {:<12} {:>10.0} {:>11} {:>11}  {:>9}  {:>10}",
+                        "{:>9}  {:<12} {:>10.0} {:>11} {:>11} {:>9}  {:>9}  {:>10}",
                         level.in_flight,
                         client.label(),
                         s.rate,
                         fmt_us(s.p50_us),
                         fmt_us(s.p99_us),
+                        fmt_us(s.cpu_us_per_msg),
                         vs_lapin,
                         vs_py
                     );

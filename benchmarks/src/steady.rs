@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flow_events_core::{Event, EventSink, PublishOutcome, Resilient};
+use flow_events_core::{Event, EventSink, PublishOutcome, Resilient, Session};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
@@ -26,6 +26,9 @@ pub(crate) enum Client {
     Lapin,
     /// `Resilient` over `AmqpBackend`.
     Resilient,
+    /// An `AmqpBackend` session alone, without the decorator: tells the
+    /// backend's cost from the decorator's.
+    Session,
     /// aio-pika with `connect_robust` and publisher confirms.
     AioPika,
 }
@@ -35,6 +38,7 @@ impl Client {
         match self {
             Self::Lapin => "raw lapin",
             Self::Resilient => "flow-events",
+            Self::Session => "amqp session",
             Self::AioPika => "aio-pika",
         }
     }
@@ -52,10 +56,20 @@ pub(crate) struct Run {
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
     pub(crate) max_us: f64,
+    /// CPU time of the client process (user + system) per publish, in
+    /// microseconds: the client's cost, which on a small machine the broker
+    /// does not get.
+    pub(crate) cpu_us_per_msg: f64,
 }
 
 impl Run {
-    fn new(count: usize, failed: usize, elapsed: Duration, latency: Latency) -> Self {
+    fn new(
+        count: usize,
+        failed: usize,
+        elapsed: Duration,
+        latency: Latency,
+        cpu: Duration,
+    ) -> Self {
         let seconds = elapsed.as_secs_f64();
         Self {
             count,
@@ -65,8 +79,25 @@ impl Run {
             p50_us: latency.p50_us,
             p99_us: latency.p99_us,
             max_us: latency.max_us,
+            cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / count as f64,
         }
     }
+}
+
+/// CPU time (user + system) this process has used so far.
+pub(crate) fn process_cpu() -> Duration {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 a second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the name, field 3 (state) is index 0: utime is index 11, stime 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// Publishes `count` items with `in_flight` tasks, each awaiting its publish
@@ -82,6 +113,7 @@ where
     let remaining = Arc::new(AtomicUsize::new(count));
     let prepare = Arc::new(prepare);
     let send = Arc::new(send);
+    let cpu_before = process_cpu();
     let start = Instant::now();
     let tasks: Vec<_> = (0..in_flight.max(1))
         .map(|_| {
@@ -114,7 +146,8 @@ where
         }
     }
     let elapsed = start.elapsed();
-    Run::new(count, failed, elapsed, Latency::from_nanos(all))
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    Run::new(count, failed, elapsed, Latency::from_nanos(all), cpu)
 }
 
 /// Publishes through the resilient sink; a publish counts when confirmed.
@@ -133,6 +166,32 @@ pub(crate) async fn resilient(
         move |event: Event| {
             let sink = sink.clone();
             async move { matches!(sink.publish(event).await, Ok(PublishOutcome::Confirmed)) }
+        },
+    )
+    .await
+}
+
+/// Publishes through an `AmqpBackend` session, without the decorator.
+pub(crate) async fn session(
+    session: &Arc<dyn Session>,
+    payload: &Payload,
+    count: usize,
+    in_flight: usize,
+) -> Run {
+    let session = session.clone();
+    let payload = payload.clone();
+    drive(
+        count,
+        in_flight,
+        move || payload.event(),
+        move |event: Event| {
+            let session = session.clone();
+            async move {
+                match session.send(&event).await {
+                    Ok(confirmation) => confirmation.await.is_ok(),
+                    Err(_) => false,
+                }
+            }
         },
     )
     .await
@@ -197,6 +256,11 @@ impl LapinPublisher {
         .await
     }
 
+    /// Whether its connection and channel are still open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
     pub(crate) async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
     }
@@ -211,6 +275,7 @@ struct PythonRun {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+    cpu_seconds: f64,
     aio_pika: String,
 }
 
@@ -263,6 +328,7 @@ pub(crate) async fn aio_pika(
         p50_us: r.p50_us,
         p99_us: r.p99_us,
         max_us: r.max_us,
+        cpu_us_per_msg: r.cpu_seconds * 1e6 / r.count as f64,
     };
     Ok((run, r.aio_pika))
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Reproduces every figure of BENCHMARKS.md.
+#
+#   benchmarks/run.sh [flow-events-bench options, e.g. --rounds 5]
+#
+# Needs RabbitMQ at 127.0.0.1:5672 (guest/guest, or RABBITMQ_URL), Python 3
+# with venv and pip, and a Rust toolchain. Installs aio-pika and matplotlib
+# into .venv-bench/ (from PyPI), runs the decorator's criterion bench (no
+# broker needed), then flow-events-bench (steady publishing against raw lapin
+# and aio-pika, drain, outage, memory), then plots the outage run.
+# BENCH_DECORATOR=0 skips the criterion bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${BENCH_VENV:-.venv-bench}
+results=benchmarks/results
+url=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r benchmarks/python/requirements.txt
+
+mkdir -p "$results"
+cargo build --release -p flow-events-benchmarks
+
+if [ "${BENCH_DECORATOR:-1}" != 0 ]; then
+    echo "== decorator over the memory backend (criterion)"
+    cargo bench -p flow-events-testkit --bench decorator 2>&1 | tee "$results/decorator.txt"
+fi
+
+echo "== flow-events-bench against $(sed -E 's#//[^@/]*@#//***@#' <<<"$url")"
+target/release/flow-events-bench \
+    --url "$url" \
+    --python "$venv/bin/python" \
+    --out "$results/latest.json" \
+    "$@" | tee "$results/latest.txt"
+
+"$venv/bin/python" benchmarks/python/plot_outage.py "$results/latest.json" "$results/outage.svg"
+echo "plot written to $results/outage.svg"
