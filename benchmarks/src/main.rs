@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.json"))]
     out: PathBuf,
     /// Which clients the steady runs compare (aio-pika needs --python).
-    #[arg(long, value_delimiter = ',', default_values_t = [ClientArg::Lapin, ClientArg::FlowEvents, ClientArg::AioPika])]
+    #[arg(long, value_delimiter = ',', default_values_t = [ClientArg::Lapin, ClientArg::FlowEvents, ClientArg::AmqpSession, ClientArg::AioPika])]
     clients: Vec<ClientArg>,
     /// Which parts to run.
     #[arg(long, value_delimiter = ',', default_values_t = [Part::Memory, Part::Steady, Part::Drain, Part::Outage])]

@@ -80,6 +80,8 @@ pub(crate) struct SteadyLevel {
     pub(crate) ratio_to_lapin: Option<f64>,
     /// flow-events / aio-pika throughput: the median of the per-round ratios.
     pub(crate) ratio_to_aio_pika: Option<f64>,
+    /// Every other client / raw lapin throughput, likewise.
+    pub(crate) ratios_to_lapin: BTreeMap<Client, f64>,
 }
 
 impl SteadyLevel {
@@ -91,6 +93,7 @@ impl SteadyLevel {
             median: BTreeMap::new(),
             ratio_to_lapin: None,
             ratio_to_aio_pika: None,
+            ratios_to_lapin: BTreeMap::new(),
         }
     }
 
@@ -115,16 +118,21 @@ impl SteadyLevel {
                 },
             );
         }
-        let ratio = |other: Client| {
+        let ratio = |client: Client, other: Client| {
             let per_round: Vec<f64> = self
                 .rounds
                 .iter()
-                .filter_map(|r| Some(r.get(&Client::Resilient)?.rate / r.get(&other)?.rate))
+                .filter_map(|r| Some(r.get(&client)?.rate / r.get(&other)?.rate))
                 .collect();
             (!per_round.is_empty()).then(|| median(&per_round))
         };
-        self.ratio_to_lapin = ratio(Client::Lapin);
-        self.ratio_to_aio_pika = ratio(Client::AioPika);
+        self.ratio_to_lapin = ratio(Client::Resilient, Client::Lapin);
+        self.ratio_to_aio_pika = ratio(Client::Resilient, Client::AioPika);
+        for client in self.median.keys().copied().filter(|c| *c != Client::Lapin) {
+            if let Some(r) = ratio(client, Client::Lapin) {
+                self.ratios_to_lapin.insert(client, r);
+            }
+        }
     }
 }
 
@@ -285,17 +293,13 @@ impl Report {
             );
             for level in &self.steady {
                 for (client, s) in &level.median {
-                    let (vs_lapin, vs_py) = if *client == Client::Resilient {
-                        (
-                            level
-                                .ratio_to_lapin
-                                .map_or("-".into(), |r| format!("{r:.2}")),
-                            level
-                                .ratio_to_aio_pika
-                                .map_or("-".into(), |r| format!("{r:.1}x")),
-                        )
-                    } else {
-                        (String::new(), String::new())
+                    let vs_lapin = level
+                        .ratios_to_lapin
+                        .get(client)
+                        .map_or(String::new(), |r| format!("{r:.2}"));
+                    let vs_py = match level.ratio_to_aio_pika {
+                        Some(r) if *client == Client::Resilient => format!("{r:.1}x"),
+                        _ => String::new(),
                     };
                     let _ = writeln!(
                         out,
