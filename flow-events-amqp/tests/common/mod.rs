@@ -3,8 +3,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod proxy;
-
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +47,18 @@ macro_rules! require_broker {
             return;
         }
     };
+}
+
+/// A proxy in front of the test broker, whose connections can be faulted.
+pub async fn proxy() -> flow_events_testkit::proxy::TcpProxy {
+    flow_events_testkit::proxy::TcpProxy::start(BROKER)
+        .await
+        .expect("start the proxy")
+}
+
+/// The test broker's URL through `proxy`.
+pub fn url_through(proxy: &flow_events_testkit::proxy::TcpProxy) -> String {
+    proxy.url_for("guest", "guest", "/")
 }
 
 /// A name unique to this run: `prefix` and a random suffix.
