@@ -1,6 +1,7 @@
 //! The publishing channel: events with publisher confirms, many in flight.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flow_events_core::{BackendError, BackendErrorKind, Confirmation, Event};
@@ -28,6 +29,37 @@ pub(crate) struct Publisher {
     pub(crate) state: Arc<SessionState>,
     pub(crate) scrub: Scrub,
     pub(crate) router: ConfirmRouter,
+    /// The broker's largest message, once a refusal has told it (0: not
+    /// known). Shared by the backend's sessions: the broker closes the channel
+    /// that publishes a message over its `max_message_size`, so the next
+    /// session refuses such an event before sending it. A limit raised on the
+    /// broker later is seen when the service restarts.
+    pub(crate) broker_max_message: Arc<AtomicUsize>,
+}
+
+/// An event over the broker's max_message_size, known from an earlier refusal.
+fn too_large_for_broker(event: &Event, size: usize, max: usize) -> BackendError {
+    BackendError::event_refused(format!(
+        "event {} ({}) is {size} bytes, larger than the broker's max_message_size ({max} bytes)",
+        event.id(),
+        event.event_type()
+    ))
+}
+
+/// Waits for the router's answer about one publish, within `limit`; lapin's
+/// error is left to the caller to classify.
+async fn answer_raw(
+    rx: tokio::sync::oneshot::Receiver<Answer>,
+    limit: Duration,
+    what: &str,
+) -> Result<Answer, BackendError> {
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(BackendError::closed(format!(
+            "{what}: the session closed before the broker answered"
+        ))),
+        Err(_) => Err(errors::timeout(what, limit)),
+    }
 }
 
 /// Waits for the router's answer about one publish, within `limit`.
@@ -37,14 +69,9 @@ async fn answer(
     what: &str,
     scrub: &Scrub,
 ) -> Result<Outcome, BackendError> {
-    match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(e))) => Err(errors::classify(&e, what, scrub)),
-        Ok(Err(_)) => Err(BackendError::closed(format!(
-            "{what}: the session closed before the broker answered"
-        ))),
-        Err(_) => Err(errors::timeout(what, limit)),
-    }
+    answer_raw(rx, limit, what)
+        .await?
+        .map_err(|e| errors::classify(&e, what, scrub))
 }
 
 impl Publisher {
@@ -81,6 +108,10 @@ impl Publisher {
                 self.max_event_bytes
             )));
         }
+        let broker_max = self.broker_max_message.load(Ordering::Relaxed);
+        if broker_max > 0 && body.len() > broker_max {
+            return Err(too_large_for_broker(event, body.len(), broker_max));
+        }
         let properties = wire::properties(event, &self.app_id, self.max_header_bytes)?;
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
@@ -107,9 +138,31 @@ impl Publisher {
         let rx = self.router.follow(id.to_string(), confirm);
         let limit = self.confirm_timeout;
         let scrub = self.scrub.clone();
+        let size = body.len();
+        let broker_max = self.broker_max_message.clone();
         Ok(Box::pin(async move {
             let what = format!("publisher confirm of event {id} ({event_type})");
-            match answer(rx, limit, &what, &scrub).await? {
+            let outcome = match answer_raw(rx, limit, &what).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(e)) => {
+                    // The broker closes the channel for a message over its
+                    // max_message_size: every publish in flight on it fails
+                    // so. Only the one too large is refused; the others go
+                    // again on the next channel.
+                    if let Some((_, max)) = errors::lapin_message_size_refusal(&e) {
+                        broker_max.store(max, Ordering::Relaxed);
+                        if size > max {
+                            return Err(BackendError::event_refused(format!(
+                                "event {id} ({event_type}) is {size} bytes, larger than the \
+                                 broker's max_message_size ({max} bytes)"
+                            )));
+                        }
+                    }
+                    return Err(errors::classify(&e, &what, &scrub));
+                }
+                Err(e) => return Err(e),
+            };
+            match outcome {
                 Outcome::Acked => Ok(()),
                 Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
                     "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
