@@ -12,87 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::received::{Received, numbered};
-use common::{Fixture, WAIT, unique, until, until_state, url_through};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
-use flow_events_core::{
-    Config, ConfigBuilder, ConnectionMonitor, ConnectionState, EventSink, EventSource,
-    HealthStatus, PublishOutcome, Resilient, Subscription, TopicPattern,
+use common::traffic::{
+    HEARTBEAT, LONG, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
 };
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use common::{Fixture, WAIT, unique, until, until_state, url_through};
+use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome};
 use tokio_util::sync::CancellationToken;
-
-/// The heartbeat of these tests: a dead peer is noticed within seconds.
-const HEARTBEAT: Duration = Duration::from_secs(2);
-
-/// Longest wait for a drain or a whole delivery.
-const LONG: Duration = Duration::from_secs(120);
-
-fn fast(c: ConfigBuilder) -> ConfigBuilder {
-    c.with_retry_delay(Duration::from_millis(100))
-        .with_max_retry_delay(Duration::from_secs(1))
-        .with_max_pending_events(50_000)
-        .with_publish_timeout(Duration::from_secs(10))
-}
-
-fn short_heartbeat(o: AmqpOptions) -> AmqpOptions {
-    o.with_heartbeat(HEARTBEAT)
-        .with_connect_timeout(Duration::from_secs(3))
-        .with_operation_timeout(Duration::from_secs(5))
-}
-
-async fn start(backend: AmqpBackend, config: &Config) -> Resilient {
-    Resilient::builder(backend)
-        .with_config(config.clone())
-        .start()
-        .await
-        .expect("start")
-}
-
-fn subscription(name: &str) -> Subscription {
-    Subscription::new(name, TopicPattern::new("fault.#").expect("pattern"))
-        .expect("subscription")
-        .with_prefetch(100)
-}
-
-fn connected(s: ConnectionState) -> bool {
-    s == ConnectionState::Connected
-}
-
-/// A consumer of `name` on `backend`, connected and subscribed.
-async fn consumer(
-    backend: AmqpBackend,
-    config: &Config,
-    name: &str,
-    received: &Received,
-) -> (Resilient, flow_events_core::SubscriptionHandle) {
-    let consumer = start(backend, config).await;
-    until_state("consumer connected", &consumer, WAIT, connected).await;
-    let handle = consumer
-        .subscribe(subscription(name), received.handler())
-        .await
-        .expect("subscribe");
-    (consumer, handle)
-}
-
-/// Messages ready in `queue`, read on a connection of its own.
-async fn ready(queue: &str) -> u32 {
-    let (conn, channel) = common::raw().await;
-    let count = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count();
-    let _ = conn.close(200, "done".into()).await;
-    count
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_while_down_then_delivered_in_order() {
@@ -214,34 +139,7 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     });
 
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for first in 0..TASKS {
-        let publisher = publisher.clone();
-        tasks.spawn(async move {
-            let (mut confirmed, mut buffered) = (0u64, 0u64);
-            let mut longest = Duration::ZERO;
-            let mut pace = tokio::time::interval(PACE);
-            for seq in (first..N).step_by(TASKS as usize) {
-                pace.tick().await;
-                let one = Instant::now();
-                match publisher.publish(numbered(seq)).await {
-                    Ok(PublishOutcome::Confirmed) => confirmed += 1,
-                    Ok(PublishOutcome::Buffered { .. }) => buffered += 1,
-                    other => panic!("event {seq}: {other:?}"),
-                }
-                longest = longest.max(one.elapsed());
-            }
-            (confirmed, buffered, longest)
-        });
-    }
-    let (mut confirmed, mut buffered, mut longest) = (0, 0, Duration::ZERO);
-    while let Some(done) = tasks.join_next().await {
-        let (c, b, l) = done.expect("publishing task");
-        confirmed += c;
-        buffered += b;
-        longest = longest.max(l);
-    }
-    let publishing = started.elapsed();
+    let published = publish_paced(&publisher, N, TASKS, PACE).await;
     stop.cancel();
     let cuts = cutter.await.expect("cutter");
     until("buffer drained", LONG, || {
@@ -253,16 +151,20 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     let all = started.elapsed();
     let (p, c) = (publisher.status(), consumer.status());
     println!(
-        "{test}: {N} events from {TASKS} tasks in {publishing:?} ({confirmed} confirmed at once, \
-         {buffered} buffered, longest publish {longest:?}), {cuts} cuts every {EVERY:?}; \
+        "{test}: {N} events from {TASKS} tasks in {:?} ({} confirmed at once, {} buffered, \
+         longest publish {:?}), {cuts} cuts every {EVERY:?}; \
          all confirmed after {confirmed_all:?}, all delivered after {all:?}; publisher reconnects {}, consumer reconnects {}, \
          {} deliveries, {} duplicates",
+        published.took,
+        published.confirmed,
+        published.buffered,
+        published.longest,
         p.reconnects,
         c.reconnects,
         received.deliveries(),
         received.duplicates()
     );
-    assert_eq!(confirmed + buffered, N);
+    assert_eq!(published.confirmed + published.buffered, N);
     assert!(p.reconnects >= 1, "the publisher lost its connection");
     assert_eq!(p.dropped_events, 0);
     assert_eq!(p.confirmed, N);

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod logs;
 pub mod received;
+pub mod traffic;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
