@@ -472,8 +472,9 @@ impl Drop for InFlight<'_> {
 
 #[async_trait]
 impl EventSink for Resilient {
-    async fn publish(&self, event: Event) -> Result<PublishOutcome, PublishError> {
+    async fn publish(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
+        shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
         if let Err(size) = event.check_size(limit) {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
