@@ -246,6 +246,13 @@ impl Backend for AmqpBackend {
         ))
     }
 
+    /// With the `trace-context` feature: adds a `traceparent` header to an
+    /// event that has none (see [`crate::trace`]).
+    #[cfg(feature = "trace-context")]
+    fn prepare_event(&self, event: &mut flow_events_core::Event) {
+        crate::trace::stamp(event);
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo {
             name: "amqp",

@@ -113,6 +113,13 @@ impl Publisher {
             return Err(too_large_for_broker(event, body.len(), broker_max));
         }
         let properties = wire::properties(event, &self.app_id, self.max_header_bytes)?;
+        #[cfg(feature = "trace-context")]
+        let properties = match crate::trace::message_header(event) {
+            Some(traceparent) => {
+                wire::with_header(&properties, crate::trace::TRACEPARENT, traceparent)
+            }
+            None => properties,
+        };
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
         self.check_usable()?;
