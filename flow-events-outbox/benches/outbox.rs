@@ -1,0 +1,3 @@
+//! Durable outbox benchmarks.
+
+fn main() {}
