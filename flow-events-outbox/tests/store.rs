@@ -83,12 +83,11 @@ async fn a_remove_before_its_append_keeps_the_append_out() {
         store.append(6, &event(6)).await.unwrap();
         // In arrival order within one batch: append then remove.
         let seven = event(7);
-        let (a, b) = tokio::join!(store.append(7, &seven), async {
+        let (a, ()) = tokio::join!(store.append(7, &seven), async {
             tokio::task::yield_now().await;
             store.remove(7);
         });
         a.unwrap();
-        b;
     }
     let store = RedbStore::open(&path).unwrap();
     let seqs: Vec<u64> = recover(&store).await.events.iter().map(|e| e.seq).collect();
