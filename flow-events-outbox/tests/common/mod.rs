@@ -58,3 +58,58 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+use flow_events_core::{
+    ConnectionMonitor, ConnectionState, Decision, Delivery, EventSource, Resilient, Subscription,
+    SubscriptionHandle, TopicPattern, handler_fn,
+};
+use flow_events_memory::MemoryBroker;
+use tokio::sync::mpsc;
+
+/// A consumer of `pattern` on `broker`, through its own decorator.
+pub async fn consume(
+    broker: &MemoryBroker,
+    name: &str,
+    pattern: &str,
+) -> (
+    Resilient,
+    SubscriptionHandle,
+    mpsc::UnboundedReceiver<Event>,
+) {
+    let r = Resilient::builder(broker.backend()).start().await.unwrap();
+    r.watch_state()
+        .wait_for(|s| *s == ConnectionState::Connected)
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let h = r
+        .subscribe(
+            Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d.into_event());
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    (r, h, rx)
+}
+
+/// Receives `n` events, each within `limit`.
+pub async fn receive(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    n: usize,
+    limit: Duration,
+) -> Vec<Event> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match tokio::time::timeout(limit, rx.recv()).await {
+            Ok(Some(e)) => got.push(e),
+            _ => panic!("received {} of {n} events", got.len()),
+        }
+    }
+    got
+}
