@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::monitor::{ConnectionState, ConnectionStatus};
 
+/// How long a lost event (dropped, expired, unreadable) keeps the health degraded.
+pub const LOSS_DEGRADES_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The issue reported while the broker is unavailable.
 pub const BROKER_UNAVAILABLE: &str = "RabbitMQ connection unavailable";
 
@@ -118,28 +121,34 @@ impl HealthReport {
         } else if status.blocked {
             issues.push("RabbitMQ is blocking publishers (resource alarm)".to_owned());
         }
-        if status.dropped_events > 0 {
+        // A loss degrades the health for a while after it happened; the
+        // counters stay in the report (and in metrics) for good.
+        let recent_loss = status.last_loss.is_some_and(|t| {
+            (chrono::Utc::now() - t)
+                .to_std()
+                .map_or(true, |age| age < LOSS_DEGRADES_FOR)
+        });
+        if recent_loss && status.dropped_events > 0 {
             issues.push(format!(
                 "{} events dropped because the pending buffer was full",
                 status.dropped_events
             ));
         }
-        if status.expired_events > 0 {
+        if recent_loss && status.expired_events > 0 {
             issues.push(format!(
                 "{} events expired before the broker could take them",
                 status.expired_events
             ));
         }
-        if status.unreadable_events > 0 {
+        if recent_loss && status.unreadable_events > 0 {
             issues.push(format!(
                 "{} stored events could not be read at start-up",
                 status.unreadable_events
             ));
         }
-        let lost = status.dropped_events + status.expired_events + status.unreadable_events;
         let health = if !status.connected && required {
             HealthStatus::Unhealthy
-        } else if !status.connected || status.blocked || lost > 0 {
+        } else if !status.connected || status.blocked || recent_loss {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
@@ -169,6 +178,22 @@ mod tests {
         ), "{text}");
         assert!(text.ends_with(r#""issues":[]}"#));
         assert_eq!(r.status.http_status(), 200);
+    }
+
+    #[test]
+    fn a_loss_degrades_for_a_while_then_clears() {
+        let mut s = ConnectionStatus::new(ConnectionState::Connected, "u");
+        s.dropped_events = 3;
+        s.last_loss = Some(chrono::Utc::now());
+        let r = HealthReport::new("svc", &s, false);
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert_eq!(r.issues.len(), 1);
+        s.last_loss = Some(chrono::Utc::now() - chrono::Duration::minutes(10));
+        let r = HealthReport::new("svc", &s, false);
+        assert_eq!(r.status, HealthStatus::Healthy);
+        assert!(r.issues.is_empty());
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["dependencies"]["rabbitmq"]["dropped_events"], 3);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct ConnectionStatus {
     pub expired_events: u64,
     /// Records of the durable store that could not be read at start-up.
     pub unreadable_events: u64,
+    /// When an event was last dropped or expired.
+    pub last_loss: Option<DateTime<Utc>>,
     /// The durable store, if any (`memory` or a path).
     pub store: Option<String>,
     /// The last connection or publish error, redacted.
@@ -121,6 +123,7 @@ impl ConnectionStatus {
             dropped_events: 0,
             expired_events: 0,
             unreadable_events: 0,
+            last_loss: None,
             store: None,
             last_error: None,
             reconnect_attempts: 0,

@@ -17,14 +17,22 @@ pub enum PublishOutcome {
         /// Events pending after this one was added.
         pending: usize,
     },
+    /// The pending buffer was full and the drop-newest policy dropped this
+    /// event (logged and counted). Choose the `reject` policy to have such an
+    /// event handed back instead.
+    Dropped {
+        /// Events pending (the buffer's fill).
+        pending: usize,
+    },
 }
 
 impl PublishOutcome {
-    /// `"confirmed"` or `"buffered"`.
+    /// `"confirmed"`, `"buffered"` or `"dropped"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Confirmed => "confirmed",
             Self::Buffered { .. } => "buffered",
+            Self::Dropped { .. } => "dropped",
         }
     }
 }

@@ -308,7 +308,20 @@ async fn overflow(
 #[tokio::test(start_paused = true)]
 async fn overflow_drop_newest() {
     let (r, results, sent, got) = overflow(OverflowPolicy::DropNewest).await;
-    assert!(results.iter().all(Result::is_ok));
+    for (n, result) in results.iter().enumerate() {
+        let outcome = result.as_ref().unwrap();
+        if n < 10 {
+            assert_eq!(outcome, &PublishOutcome::Buffered { pending: n + 1 });
+        } else {
+            assert_eq!(outcome, &PublishOutcome::Dropped { pending: 10 });
+        }
+    }
+    let health = r.health("svc");
+    assert!(
+        health.issues.iter().any(|i| i.contains("5 events dropped")),
+        "{:?}",
+        health.issues
+    );
     assert_eq!(r.status().dropped_events, 5);
     assert_eq!(got, sent[..10]);
 }
@@ -316,7 +329,11 @@ async fn overflow_drop_newest() {
 #[tokio::test(start_paused = true)]
 async fn overflow_drop_oldest() {
     let (r, results, sent, got) = overflow(OverflowPolicy::DropOldest).await;
-    assert!(results.iter().all(Result::is_ok));
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(PublishOutcome::Buffered { .. })))
+    );
     assert_eq!(r.status().dropped_events, 5);
     assert_eq!(got, sent[5..]);
 }

@@ -190,11 +190,6 @@ impl PendingBuffer {
         }
     }
 
-    /// Whether the event `seq` is queued.
-    pub(crate) fn contains(&self, seq: u64) -> bool {
-        self.find(seq).is_some()
-    }
-
     /// Takes the queued event `seq` back out (its store append failed).
     pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending> {
         let i = self.find(seq)?;

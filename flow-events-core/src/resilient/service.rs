@@ -23,7 +23,7 @@ use crate::subscription::Subscription;
 
 use super::buffer::Pending;
 use super::consumer::{DedupWindow, Ended, consume};
-use super::shared::{Inner, Shared};
+use super::shared::{Inner, Kept, Shared};
 use super::supervisor;
 
 /// The resilience decorator over any [`Backend`]: publishes while connected,
@@ -173,6 +173,9 @@ async fn recover(shared: &Shared) -> Result<(), StartError> {
     let now = Instant::now();
     let wall = chrono::Utc::now();
     let mut inner = shared.lock();
+    if recovered.unreadable > 0 {
+        shared.note_loss(&mut inner);
+    }
     let counts_bytes = inner.buffer.counts_bytes();
     for stored in recovered.events {
         let age = (wall - stored.stored_at).to_std().unwrap_or_default();
@@ -308,7 +311,7 @@ impl Resilient {
         seq: u64,
         event: Event,
         since: Instant,
-    ) -> Result<(usize, Option<Event>), Event> {
+    ) -> Result<(Kept, Option<Event>), Event> {
         let size = if inner.buffer.counts_bytes() {
             event.encoded_len()
         } else {
@@ -322,10 +325,10 @@ impl Resilient {
             size,
             ready: copy.is_none(),
         };
-        let n = self.shared.buffer(inner, pending)?;
-        // Under drop-newest the event may not be there: nothing to store then.
-        let copy = copy.filter(|_| inner.buffer.contains(seq));
-        Ok((n, copy))
+        let kept = self.shared.buffer(inner, pending)?;
+        // Dropped (drop-newest): nothing to store.
+        let copy = copy.filter(|_| matches!(kept, Kept::Added(_)));
+        Ok((kept, copy))
     }
 
     /// Completes a buffering: stores the copy (when there is a store), then lets
@@ -333,12 +336,13 @@ impl Resilient {
     async fn buffered(
         &self,
         seq: u64,
-        admitted: Result<(usize, Option<Event>), Event>,
+        admitted: Result<(Kept, Option<Event>), Event>,
         cause: Option<BackendError>,
     ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         let (n, copy) = match admitted {
-            Ok(ok) => ok,
+            Ok((Kept::Added(n), copy)) => (n, copy),
+            Ok((Kept::Dropped(pending), _)) => return Ok(PublishOutcome::Dropped { pending }),
             Err(event) => {
                 let capacity = shared.config.max_pending_events();
                 let err = self.refuse(PublishErrorKind::BufferFull { capacity }, event);
@@ -432,10 +436,11 @@ impl Drop for InFlight<'_> {
             _ => None,
         };
         match shared.buffer(&mut inner, pending) {
-            Ok(_) => {
+            Ok(Kept::Added(_)) => {
                 drop(inner);
                 shared.wake_drain.notify_one();
             }
+            Ok(Kept::Dropped(_)) => return,
             Err(event) => {
                 shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(

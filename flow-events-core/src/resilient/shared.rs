@@ -32,6 +32,17 @@ pub(crate) struct Inner {
     pub(crate) last_error: Option<String>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_connected: Option<DateTime<Utc>>,
+    /// When an event was last dropped or expired.
+    pub(crate) last_loss: Option<DateTime<Utc>>,
+}
+
+/// What buffering did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Buffered; the pending count.
+    Added(usize),
+    /// Dropped by drop-newest; the pending count.
+    Dropped(usize),
 }
 
 impl Inner {
@@ -109,6 +120,7 @@ impl Shared {
                 last_error: None,
                 reconnect_attempts: 0,
                 last_connected: None,
+                last_loss: None,
             }),
             config,
             state_tx: watch::channel(ConnectionState::Disconnected).0,
@@ -138,15 +150,17 @@ impl Shared {
         true
     }
 
-    /// Buffers an event, applying the overflow policy. `Err` hands the event back
-    /// (reject policy); a drop is logged and counted here.
-    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<usize, Event> {
+    /// Buffers an event, applying the overflow policy: `Ok(Kept::Added(n))`,
+    /// or `Ok(Kept::Dropped(n))` under drop-newest (logged and counted here);
+    /// `Err` hands the event back (reject policy).
+    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<Kept, Event> {
         self.expire(inner);
         match inner.buffer.admit(pending) {
             Admit::Added(n, dropped) => {
                 self.counters.buffered.fetch_add(1, Ordering::Relaxed);
                 for oldest in dropped {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.note_loss(inner);
                     self.forget(oldest.seq);
                     tracing::warn!(
                         event_type = %oldest.event.event_type(), id = %oldest.event.id(),
@@ -154,16 +168,17 @@ impl Shared {
                         oldest.event.event_type()
                     );
                 }
-                Ok(n)
+                Ok(Kept::Added(n))
             }
             Admit::DroppedNewest(newest) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.note_loss(inner);
                 tracing::warn!(
                     event_type = %newest.event.event_type(), id = %newest.event.id(),
                     "pending events buffer full, dropping event {}",
                     newest.event.event_type()
                 );
-                Ok(inner.buffer.len())
+                Ok(Kept::Dropped(inner.buffer.len()))
             }
             Admit::Rejected(p) => Err(p.event),
         }
@@ -173,6 +188,7 @@ impl Shared {
     pub(crate) fn expire(&self, inner: &mut Inner) {
         for old in inner.buffer.expire(tokio::time::Instant::now()) {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            inner.last_loss = Some(Utc::now());
             self.forget(old.seq);
             tracing::warn!(
                 event_type = %old.event.event_type(), id = %old.event.id(),
@@ -180,6 +196,11 @@ impl Shared {
                 old.event.event_type(), old.since.elapsed()
             );
         }
+    }
+
+    /// Stamps the time of the latest lost event (for health).
+    pub(crate) fn note_loss(&self, inner: &mut Inner) {
+        inner.last_loss = Some(Utc::now());
     }
 
     /// The event `seq` left the buffer (confirmed or dropped): the store forgets it.
@@ -205,6 +226,7 @@ impl Shared {
         s.reconnects = c.reconnects.load(Ordering::Relaxed);
         s.since = inner.since;
         s.last_connected = inner.last_connected;
+        s.last_loss = inner.last_loss;
         s.published = c.published.load(Ordering::Relaxed);
         s.confirmed = c.confirmed.load(Ordering::Relaxed);
         s.buffered = c.buffered.load(Ordering::Relaxed);

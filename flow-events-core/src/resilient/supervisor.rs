@@ -80,7 +80,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     let mut inner = shared.lock();
                     inner.reconnect_attempts = failures;
                     inner.last_error = Some(error.to_string());
-                    failures >= max && shared.set_state(&mut inner, ConnectionState::Failed)
+                    if failures >= max {
+                        shared.set_state(&mut inner, ConnectionState::Failed);
+                    }
+                    // Logged once, when the retries are spent; later probes log at debug.
+                    failures == max
                 };
                 if failures == 1 {
                     tracing::warn!(error = %error, kind = ?error.kind(), "failed to connect to {broker}: {error}");
