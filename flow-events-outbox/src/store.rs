@@ -131,7 +131,11 @@ impl PendingStore for RedbStore {
             .with_source(e)
         })?;
         let (done, answer) = oneshot::channel();
-        self.send(Op::Append { seq, record, done })?;
+        self.stats.queued_appends.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.send(Op::Append { seq, record, done }) {
+            self.stats.queued_appends.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
         answer.await.unwrap_or_else(|_| Err(self.stopped()))
     }
 
