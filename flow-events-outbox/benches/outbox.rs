@@ -52,9 +52,11 @@ fn micros(d: Duration) -> String {
     format!("{:.0} us", d.as_secs_f64() * 1e6)
 }
 
-/// An fsync (`fdatasync` after a 4 KiB write) on the disk the outbox uses.
-fn fsync_latency(dir: &Path) -> (Duration, Duration) {
-    let path = dir.join("fsync.bin");
+/// An fsync (`fdatasync` after a 4 KiB write) on the disk the outbox uses:
+/// overwriting blocks already written, or appending (the file grows, so the
+/// filesystem allocates blocks and commits its journal too).
+fn fsync_latency(dir: &Path, grow: bool) -> (Duration, Duration) {
+    let path = dir.join(format!("fsync-{grow}.bin"));
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -65,7 +67,8 @@ fn fsync_latency(dir: &Path) -> (Duration, Duration) {
     let block = [0x5a_u8; 4096];
     let mut times = Vec::with_capacity(2_000);
     for i in 0..2_000u64 {
-        file.seek(SeekFrom::Start((i % 256) * 4096)).expect("seek");
+        let block_no = if grow { i } else { i % 256 };
+        file.seek(SeekFrom::Start(block_no * 4096)).expect("seek");
         file.write_all(&block).expect("write");
         let t = Instant::now();
         file.sync_data().expect("fdatasync");
@@ -204,11 +207,17 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let (f50, f99) = fsync_latency(dir.path());
+    let (f50, f99) = fsync_latency(dir.path(), false);
     println!(
-        "fsync (4 KiB write + fdatasync): p50 {} p99 {}",
+        "fsync, 4 KiB overwrite + fdatasync: p50 {} p99 {}",
         micros(f50),
         micros(f99)
+    );
+    let (g50, g99) = fsync_latency(dir.path(), true);
+    println!(
+        "fsync, 4 KiB append (file grows) + fdatasync: p50 {} p99 {}",
+        micros(g50),
+        micros(g99)
     );
 
     rt.block_on(async {
@@ -235,9 +244,10 @@ fn main() {
         println!("\npublish latency at 1 publisher, broker down (p50 / p99 / max)");
         for kind in [Kind::Redb, Kind::Memory, Kind::NoStore] {
             let (p50, p99, max) = latency(dir.path(), kind).await;
-            let fsyncs = p99.as_secs_f64() / f50.as_secs_f64();
+            let fsyncs = p99.as_secs_f64() / f99.as_secs_f64();
+            let growing = p99.as_secs_f64() / g99.as_secs_f64();
             println!(
-                "  {kind:?}: {} / {} / {}  (p99 = {fsyncs:.1} x fsync p50)",
+                "  {kind:?}: {} / {} / {}  (p99 = {fsyncs:.1} x overwrite fsync p99, {growing:.1} x growing fsync p99)",
                 micros(p50),
                 micros(p99),
                 micros(max)
