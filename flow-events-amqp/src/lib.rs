@@ -1,1 +1,18 @@
-//! Skeleton.
+#![doc = include_str!("../README.md")]
+
+mod address;
+mod backend;
+mod confirms;
+mod consume;
+mod errors;
+mod options;
+mod publish;
+mod session;
+mod state;
+mod topology;
+mod transport;
+mod wire;
+
+pub use backend::AmqpBackend;
+pub use options::AmqpOptions;
+pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -209,13 +209,14 @@ pub struct Event {
 }
 
 impl Event {
-    /// A new event of `event_type` with a fresh id and the current time.
+    /// A new event of `event_type` with a fresh id and the current time (to the
+    /// microsecond, which every JSON reader, Python's included, parses).
     pub fn new(event_type: EventType, data: serde_json::Value) -> Self {
         Self {
             id: EventId::new(),
             event_type,
             data,
-            timestamp: Utc::now(),
+            timestamp: Utc::now().trunc_subsecs(6),
             headers: BTreeMap::new(),
         }
     }
@@ -431,6 +432,18 @@ mod tests {
             assert_eq!(e.check_size(exact - 1), Err(exact));
             assert_eq!(e.check_size(usize::MAX), Ok(()));
         }
+    }
+
+    #[test]
+    fn timestamp_has_at_most_microseconds() {
+        let e = Event::try_new("a", serde_json::Value::Null).unwrap();
+        let json = serde_json::to_value(&e).unwrap();
+        let ts = json["timestamp"].as_str().unwrap();
+        let fraction = ts
+            .split('.')
+            .nth(1)
+            .map_or(0, |f| f.trim_end_matches('Z').len());
+        assert!(fraction <= 6, "{ts}");
     }
 
     #[test]

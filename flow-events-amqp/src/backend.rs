@@ -1,0 +1,264 @@
+//! [`AmqpBackend`]: connects sessions to RabbitMQ, trying each configured URL in turn.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use flow_events_core::{
+    Backend, BackendError, BackendErrorKind, BackendInfo, BrokerUrl, Config, Session,
+};
+use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::OwnedTLSConfig;
+use lapin::{Connection, ConnectionProperties};
+
+use crate::transport::{self, OpenError};
+
+use crate::address::Address;
+use crate::confirms::ConfirmRouter;
+use crate::errors;
+use crate::options::AmqpOptions;
+use crate::publish::Publisher;
+use crate::session::{AmqpSession, close_quietly};
+use crate::state::SessionState;
+use crate::topology::{declare_events_exchange, short, within};
+use crate::wire;
+
+/// The RabbitMQ backend: each [`Backend::connect`] opens a session of two
+/// connections (one publishes, one consumes, so that a publisher blocked by
+/// the broker cannot starve the consumers).
+///
+/// `Config::url()` may list several URLs separated by commas: a connect tries
+/// them in turn, starting from the one after the last that failed.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use flow_events_amqp::{AmqpBackend, AmqpOptions};
+/// use flow_events_core::{Backend, Config, Event};
+///
+/// let config = Config::builder()
+///     .with_url("amqp://guest:guest@localhost:5672/%2f")
+///     .build()?;
+/// let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("billing"));
+/// let session = backend.connect().await?;
+/// let event = Event::try_new("invoice.paid", serde_json::json!({"invoice": 7}))?;
+/// let confirmation = session.send(&event).await?;
+/// confirmation.await?; // the broker has the event
+/// session.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AmqpBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    options: AmqpOptions,
+    /// The index of the URL the next connect starts from.
+    next_url: AtomicUsize,
+}
+
+impl AmqpBackend {
+    /// A backend for `config` (URL, exchange, publish timeout, largest event)
+    /// with the AMQP settings `options`. Nothing is checked or connected
+    /// until [`Backend::connect`], so that a bad URL is reported like any
+    /// other connection failure (as a `Configuration` error).
+    pub fn new(config: &Config, options: AmqpOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                options,
+                next_url: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The shared settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The AMQP settings.
+    pub fn options(&self) -> &AmqpOptions {
+        &self.inner.options
+    }
+
+    fn heartbeat_secs(&self) -> u16 {
+        u16::try_from(self.inner.options.heartbeat().as_secs()).unwrap_or(u16::MAX)
+    }
+
+    /// Opens a session on one address.
+    async fn connect_to(&self, address: &Address) -> Result<AmqpSession, BackendError> {
+        let options = &self.inner.options;
+        let config = &self.inner.config;
+        let publish_conn = self.open(address, "publish").await?;
+        let consume_conn = match self.open(address, "consume").await {
+            Ok(c) => c,
+            Err(e) => {
+                close_quietly(&publish_conn, options.operation_timeout()).await;
+                return Err(e);
+            }
+        };
+        match self.publisher(address, &publish_conn).await {
+            Ok(publisher) => Ok(AmqpSession::start(
+                publish_conn,
+                consume_conn,
+                Arc::new(publisher),
+                config.exchange().to_owned(),
+                options.clone(),
+                address.scrub.clone(),
+            )),
+            Err(e) => {
+                tokio::join!(
+                    close_quietly(&publish_conn, options.operation_timeout()),
+                    close_quietly(&consume_conn, options.operation_timeout())
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens one connection, within the connect timeout.
+    async fn open(&self, address: &Address, role: &str) -> Result<Connection, BackendError> {
+        let options = &self.inner.options;
+        let limit = options.connect_timeout();
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("{} ({role})", options.app_id()).into());
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: if address.is_tls() {
+                options.tls_ca_pem().map(str::to_owned)
+            } else {
+                None
+            },
+        };
+        let what = format!("connecting to {}", address.redacted);
+        match transport::open(address.uri.clone(), properties, tls, limit).await {
+            Ok(conn) => Ok(conn),
+            Err(OpenError::Lapin(e)) => Err(errors::classify(&e, &what, &address.scrub)),
+            Err(OpenError::TimedOut) => Err(errors::timeout(&what, limit)),
+        }
+    }
+
+    /// Opens the publishing channel in confirm mode and declares the exchange.
+    async fn publisher(
+        &self,
+        address: &Address,
+        conn: &Connection,
+    ) -> Result<Publisher, BackendError> {
+        let options = &self.inner.options;
+        let config = &self.inner.config;
+        let limit = options.operation_timeout();
+        let scrub = &address.scrub;
+        let exchange = short("exchange", config.exchange())?;
+        let app_id = short("app_id", options.app_id())?;
+        let channel = within(
+            limit,
+            "opening the publishing channel",
+            scrub,
+            conn.create_channel(),
+        )
+        .await?;
+        declare_events_exchange(&channel, config.exchange(), limit, scrub).await?;
+        within(
+            limit,
+            "enabling publisher confirms",
+            scrub,
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
+        Ok(Publisher {
+            channel,
+            exchange,
+            app_id,
+            mandatory: options.mandatory(),
+            max_event_bytes: config.max_event_bytes(),
+            max_header_bytes: wire::max_header_bytes(conn.configuration().frame_max()),
+            operation_timeout: limit,
+            confirm_timeout: config.publish_timeout(),
+            state: Arc::new(SessionState::new()),
+            scrub: scrub.clone(),
+            router: ConfirmRouter::start(),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for AmqpBackend {
+    async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> {
+        let Some(url) = self.inner.config.url() else {
+            return Err(BackendError::configuration(
+                "no broker URL configured (set RABBITMQ_URL)",
+            ));
+        };
+        let urls: Vec<BrokerUrl> = url.split();
+        if urls.is_empty() {
+            return Err(BackendError::configuration("no broker URL configured"));
+        }
+        let n = urls.len();
+        let start = self.inner.next_url.load(Ordering::Relaxed) % n;
+        let mut first_config_error: Option<BackendError> = None;
+        let mut last_error: Option<BackendError> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let result = match Address::parse(&urls[i], self.heartbeat_secs()) {
+                Ok(address) => self.connect_to(&address).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(session) => {
+                    self.inner.next_url.store(i, Ordering::Relaxed);
+                    return Ok(Arc::new(session));
+                }
+                Err(e) => {
+                    self.inner.next_url.store((i + 1) % n, Ordering::Relaxed);
+                    if n > 1 {
+                        tracing::debug!(url = %urls[i], error = %e, "broker URL failed; trying the next");
+                    }
+                    if e.kind() == BackendErrorKind::Configuration && first_config_error.is_none() {
+                        first_config_error = Some(e);
+                    } else {
+                        last_error = Some(e);
+                    }
+                }
+            }
+        }
+        // A configuration error says more than "the other broker was down too".
+        let error = first_config_error
+            .or(last_error)
+            .unwrap_or_else(|| BackendError::connection("no broker URL could be reached"));
+        if n == 1 {
+            return Err(error);
+        }
+        Err(BackendError::new(
+            error.kind(),
+            format!(
+                "none of the {n} broker URLs could be used; {}",
+                error.message()
+            ),
+        ))
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "amqp",
+            url: self
+                .inner
+                .config
+                .url()
+                .map(|u| u.redacted().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBackend")
+            .field("url", &self.info().url)
+            .field("exchange", &self.inner.config.exchange())
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}

@@ -1,0 +1,144 @@
+//! Turns lapin errors into classified, password-free [`BackendError`]s.
+
+use std::io;
+use std::time::Duration;
+
+use flow_events_core::{BackendError, BackendErrorKind};
+use lapin::ErrorKind;
+
+/// Removes secrets (the URL with its password, the password itself) from
+/// text that came from lapin or the broker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scrub {
+    secrets: Vec<String>,
+}
+
+impl Scrub {
+    /// Scrubs `raw_url` and `password` (when it is long enough to be told
+    /// apart from ordinary words).
+    pub(crate) fn new(raw_url: &str, password: &str) -> Self {
+        let mut secrets = vec![raw_url.to_owned()];
+        if password.len() >= 3 {
+            secrets.push(password.to_owned());
+        }
+        Self { secrets }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub(crate) fn clean(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.secrets {
+            if !secret.is_empty() && out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// Whether `text` holds no secret.
+    pub(crate) fn is_clean(&self, text: &str) -> bool {
+        !self
+            .secrets
+            .iter()
+            .any(|s| !s.is_empty() && text.contains(s.as_str()))
+    }
+}
+
+/// A timeout of the broker wait `what`.
+pub(crate) fn timeout(what: &str, after: Duration) -> BackendError {
+    BackendError::timeout(what, after)
+}
+
+/// Classifies `err`, which happened while doing `context` (lowercase, such as
+/// "declaring exchange flow.events").
+pub(crate) fn classify(err: &lapin::Error, context: &str, scrub: &Scrub) -> BackendError {
+    let (kind, detail) = match err.kind() {
+        ErrorKind::ProtocolError(amqp) => {
+            let text = amqp.get_message().as_str();
+            let (kind, hint) = match amqp.get_id() {
+                403 => (
+                    BackendErrorKind::Configuration,
+                    " (check the user name, password and permissions)",
+                ),
+                530 => (
+                    BackendErrorKind::Configuration,
+                    " (check the virtual host in the URL and the user's access to it)",
+                ),
+                406 => (
+                    BackendErrorKind::Configuration,
+                    " (an exchange or queue exists with other settings: delete it or change the configuration)",
+                ),
+                404 | 402 | 540 => (BackendErrorKind::Configuration, ""),
+                311 => (BackendErrorKind::EventRefused, ""),
+                320 | 506 | 541 => (BackendErrorKind::Connection, ""),
+                _ => (BackendErrorKind::Other, ""),
+            };
+            (kind, format!("{text}{hint}"))
+        }
+        ErrorKind::IOError(io_err) | ErrorKind::RuntimeShutdownError(io_err) => {
+            let kind = match io_err.kind() {
+                io::ErrorKind::TimedOut => BackendErrorKind::Timeout,
+                // A TLS handshake that fails on the certificate, or a TLS URL
+                // pointed at a plain port: not fixed by retrying.
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                    BackendErrorKind::Configuration
+                }
+                _ => BackendErrorKind::Connection,
+            };
+            (kind, io_err.to_string())
+        }
+        ErrorKind::InvalidConnectionState(state) => (
+            BackendErrorKind::Connection,
+            format!("the connection is {state:?}"),
+        ),
+        ErrorKind::InvalidChannelState(state, _) => (
+            BackendErrorKind::Connection,
+            format!("the channel is {state:?}"),
+        ),
+        ErrorKind::MissingHeartbeatError => (
+            BackendErrorKind::Connection,
+            "no heartbeat from the broker".to_owned(),
+        ),
+        ErrorKind::AuthProviderError(_)
+        | ErrorKind::InvalidProtocolVersion(_)
+        | ErrorKind::NoDefaultRuntime => (BackendErrorKind::Configuration, err.to_string()),
+        _ => (BackendErrorKind::Other, err.to_string()),
+    };
+    let message = scrub.clean(&format!("{context}: {detail}"));
+    let error = BackendError::new(kind, message);
+    if scrub.is_clean(&err.to_string()) {
+        error.with_source(err.clone())
+    } else {
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_url_and_password() {
+        let s = Scrub::new("amqp://u:hunter2@h/", "hunter2");
+        assert_eq!(
+            s.clean("bad url 'amqp://u:hunter2@h/' and hunter2"),
+            "bad url '***' and ***"
+        );
+        assert!(!s.is_clean("x hunter2"));
+        assert!(s.is_clean("nothing here"));
+    }
+
+    #[test]
+    fn short_passwords_are_not_scrubbed_word_by_word() {
+        let s = Scrub::new("amqp://u:a@h/", "a");
+        assert_eq!(s.clean("a connection"), "a connection");
+    }
+
+    #[test]
+    fn io_errors_are_connection_errors() {
+        let err = lapin::Error::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let e = classify(&err, "connecting", &Scrub::default());
+        assert_eq!(e.kind(), BackendErrorKind::Connection);
+        assert!(e.message().starts_with("connecting: "));
+    }
+}

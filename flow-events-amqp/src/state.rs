@@ -1,0 +1,113 @@
+//! What a session's tasks share: whether it is lost (and why), and whether the
+//! broker blocks its publishers.
+
+use flow_events_core::{BackendError, BackendErrorKind};
+use tokio::sync::watch;
+
+/// Why a session ended. Kept as kind and message so that every caller of
+/// `closed()` gets its own [`BackendError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lost {
+    kind: BackendErrorKind,
+    message: String,
+}
+
+impl Lost {
+    fn error(&self) -> BackendError {
+        BackendError::new(self.kind, &self.message)
+    }
+}
+
+/// The lost flag and the blocked flag of one session.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    lost: watch::Sender<Option<Lost>>,
+    blocked: watch::Sender<bool>,
+}
+
+impl SessionState {
+    pub(crate) fn new() -> Self {
+        Self {
+            lost: watch::Sender::new(None),
+            blocked: watch::Sender::new(false),
+        }
+    }
+
+    /// Records that the session is lost; the first reason wins. Returns
+    /// whether this call recorded it.
+    pub(crate) fn set_lost(&self, error: &BackendError) -> bool {
+        let lost = Lost {
+            kind: error.kind(),
+            message: error.message().to_owned(),
+        };
+        self.lost.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(lost);
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// The reason, if the session is lost.
+    pub(crate) fn lost(&self) -> Option<BackendError> {
+        self.lost.borrow().as_ref().map(Lost::error)
+    }
+
+    /// Resolves when the session is lost.
+    pub(crate) async fn wait_lost(&self) -> BackendError {
+        let mut rx = self.lost.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(lost) => match lost.as_ref() {
+                Some(l) => l.error(),
+                None => BackendError::closed("session closed"),
+            },
+            Err(_) => BackendError::closed("session closed"),
+        }
+    }
+
+    /// Sets the blocked flag.
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.blocked
+            .send_if_modified(|b| std::mem::replace(b, blocked) != blocked);
+    }
+
+    /// Whether the broker blocks publishers now.
+    pub(crate) fn is_blocked(&self) -> bool {
+        *self.blocked.borrow()
+    }
+
+    /// A receiver of the blocked flag.
+    pub(crate) fn watch_blocked(&self) -> watch::Receiver<bool> {
+        self.blocked.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins_and_every_waiter_sees_it() {
+        let s = std::sync::Arc::new(SessionState::new());
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait_lost().await }
+        });
+        assert!(s.lost().is_none());
+        assert!(s.set_lost(&BackendError::connection("gone")));
+        assert!(!s.set_lost(&BackendError::closed("later")));
+        assert_eq!(waiter.await.unwrap().kind(), BackendErrorKind::Connection);
+        assert_eq!(s.wait_lost().await.message(), "gone");
+    }
+
+    #[test]
+    fn blocked_flag() {
+        let s = SessionState::new();
+        let rx = s.watch_blocked();
+        s.set_blocked(true);
+        assert!(s.is_blocked());
+        assert!(rx.has_changed().unwrap());
+    }
+}

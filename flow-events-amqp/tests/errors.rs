@@ -1,0 +1,199 @@
+//! Each bad input surfaces as a typed error, without the password.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, URL, raw, unique};
+use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_core::{Backend, BackendError, BackendErrorKind, Config};
+use lapin::ExchangeKind;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::types::FieldTable;
+
+fn backend(url: &str, exchange: &str, options: AmqpOptions) -> AmqpBackend {
+    let config = Config::builder()
+        .with_url(url)
+        .with_exchange(exchange)
+        .build()
+        .expect("config");
+    AmqpBackend::new(&config, options)
+}
+
+async fn connect_err(backend: &AmqpBackend) -> BackendError {
+    match backend.connect().await {
+        Ok(session) => {
+            session.close().await;
+            panic!("connected to {}", backend.info().url)
+        }
+        Err(e) => e,
+    }
+}
+
+fn assert_no_secret(err: &BackendError, secret: &str) {
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(secret), "{text}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        assert!(!s.to_string().contains(secret), "{s}");
+        source = s.source();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_a_configuration_error() {
+    require_broker!("wrong_password_is_a_configuration_error");
+    let b = backend(
+        "amqp://guest:Wr0ngPassw0rd@127.0.0.1:5672/%2f",
+        &unique("x"),
+        AmqpOptions::new(),
+    );
+    let err = connect_err(&b).await;
+    assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
+    assert!(err.message().contains("ACCESS_REFUSED"), "{err}");
+    assert!(
+        err.message().contains("amqp://guest:***@127.0.0.1:5672"),
+        "{err}"
+    );
+    assert_no_secret(&err, "Wr0ngPassw0rd");
+    assert!(!format!("{b:?}").contains("Wr0ngPassw0rd"));
+    assert_eq!(b.info().url, "amqp://guest:***@127.0.0.1:5672/%2f");
+    assert_eq!(b.info().name, "amqp");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_vhost_is_a_configuration_error_within_the_timeout() {
+    require_broker!("unknown_vhost_is_a_configuration_error_within_the_timeout");
+    let b = backend(
+        "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
+        &unique("x"),
+        AmqpOptions::new().with_connect_timeout(Duration::from_secs(3)),
+    );
+    let started = Instant::now();
+    let err = connect_err(&b).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The broker refuses connection.open with NOT_ALLOWED; the connect timeout
+    // bounds the wait should a broker never answer.
+    assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
+    assert!(err.message().contains("vhost"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exchange_declared_as_fanout_is_a_configuration_error() {
+    require_broker!("exchange_declared_as_fanout_is_a_configuration_error");
+    let exchange = unique("fanout");
+    let mut cleanup = Cleanup::default();
+    cleanup.exchange(&exchange);
+    let (_conn, ch) = raw().await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare fanout");
+    let b = backend(URL, &exchange, AmqpOptions::new());
+    let err = connect_err(&b).await;
+    assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
+    assert!(err.message().contains("PRECONDITION_FAILED"), "{err}");
+    assert!(err.message().contains(&exchange), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unparsable_url_is_a_configuration_error() {
+    // Needs no broker: nothing is reached.
+    for url in [
+        "amqp://guest:S3cretPw@127.0.0.1:notaport/%2f",
+        "http://guest:S3cretPw@127.0.0.1:5672/",
+        "amqp://guest:S3cretPw@127.0.0.1:5672/%2f?heartbeat=often",
+    ] {
+        let b = backend(url, "flow.events", AmqpOptions::new());
+        let err = connect_err(&b).await;
+        assert_eq!(err.kind(), BackendErrorKind::Configuration, "{url}: {err}");
+        assert!(err.message().contains("invalid broker URL"), "{err}");
+        assert_no_secret(&err, "S3cretPw");
+    }
+    let no_url = AmqpBackend::new(&Config::default(), AmqpOptions::new());
+    assert_eq!(
+        connect_err(&no_url).await.kind(),
+        BackendErrorKind::Configuration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_connection_is_a_connection_error() {
+    // Port 1 is closed on the test machine: the connect is refused at once.
+    let b = backend(
+        "amqp://guest:S3cretPw@127.0.0.1:1/%2f",
+        "flow.events",
+        AmqpOptions::new(),
+    );
+    let err = connect_err(&b).await;
+    assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
+    assert!(err.is_retryable());
+    assert_no_secret(&err, "S3cretPw");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_server_is_a_timeout() {
+    // A listener that never answers: the AMQP handshake never starts.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "amqp://guest:guest@{}/%2f",
+        listener.local_addr().expect("addr")
+    );
+    let b = backend(
+        &url,
+        "flow.events",
+        AmqpOptions::new().with_connect_timeout(Duration::from_millis(500)),
+    );
+    let err = connect_err(&b).await;
+    assert_eq!(err.kind(), BackendErrorKind::Timeout, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_url_is_used_when_the_first_is_dead_and_stays_first() {
+    require_broker!("second_url_is_used_when_the_first_is_dead_and_stays_first");
+    let exchange = unique("urls");
+    let mut cleanup = Cleanup::default();
+    cleanup.exchange(&exchange);
+    // The first broker accepts TCP but never answers: each try of it costs the
+    // whole connect timeout, which shows which URL a connect starts from.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let timeout = Duration::from_secs(2);
+    let urls = format!(
+        "amqp://guest:guest@{}/%2f, {URL}",
+        silent.local_addr().expect("addr")
+    );
+    let b = backend(
+        &urls,
+        &exchange,
+        AmqpOptions::new().with_connect_timeout(timeout),
+    );
+    let started = Instant::now();
+    let first = b.connect().await.expect("connect through the second URL");
+    assert!(started.elapsed() >= timeout);
+    first.close().await;
+    let started = Instant::now();
+    let second = b.connect().await.expect("connect again");
+    assert!(
+        started.elapsed() < timeout,
+        "the next connect must start from the URL that worked"
+    );
+    second.close().await;
+
+    // Both dead: the error says so, with the kind of the last failure.
+    let b = backend(
+        "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
+        &exchange,
+        AmqpOptions::new(),
+    );
+    let err = connect_err(&b).await;
+    assert_eq!(err.kind(), BackendErrorKind::Connection);
+    assert!(err.message().contains("none of the 2 broker URLs"), "{err}");
+}
