@@ -1,8 +1,8 @@
 //! 5 000 events buffered while the broker is unreachable, the service
 //! stopped, then started again with the broker up: all 5 000 arrive, in order.
 //!
-//! This runs on the memory backend: the AMQP backend is not in the workspace
-//! yet. The same test against RabbitMQ belongs beside it once it is.
+//! On the memory backend, so it needs no broker; `amqp_restart.rs` does the
+//! same against RabbitMQ.
 #![allow(clippy::unwrap_used)]
 
 mod common;
