@@ -241,6 +241,9 @@ impl Writer {
                     self.db = None;
                     self.unflushed = 0;
                 }
+                if appends > 0 {
+                    self.retry_removes(&writes);
+                }
             }
         }
         let mut answered = 0;
@@ -259,6 +262,34 @@ impl Writer {
                 .queued_appends
                 .fetch_sub(answered, Ordering::Relaxed);
             self.expect = answered + self.stats.queued_appends.load(Ordering::Relaxed);
+        }
+    }
+
+    /// After a failed commit, applies its removes on their own: they free
+    /// space (what a full disk needs) and, lost, would mean duplicates.
+    fn retry_removes(&mut self, writes: &[Op]) {
+        let removes: Vec<Op> = writes
+            .iter()
+            .filter_map(|op| match op {
+                Op::Remove(seq) => Some(Op::Remove(*seq)),
+                _ => None,
+            })
+            .collect();
+        if removes.is_empty() {
+            return;
+        }
+        let retried = catch_unwind(AssertUnwindSafe(|| self.write(&removes, false)));
+        match retried {
+            Ok(Ok(())) => self.unflushed += 1,
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "outbox removes failed too: {e}");
+                self.db = None;
+                self.unflushed = 0;
+            }
+            Err(_) => {
+                self.db = None;
+                self.unflushed = 0;
+            }
         }
     }
 

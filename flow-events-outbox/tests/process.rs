@@ -154,3 +154,65 @@ fn a_write_the_disk_refuses_is_an_io_error_and_the_store_recovers() {
     assert!(stdout.contains("CHILD AGAIN Some("), "{stdout}");
     assert!(stdout.contains("CHILD LEFT 1"), "{stdout}");
 }
+
+/// Child: stores ten events, removes five, waits for the flush, then waits
+/// to be killed.
+#[test]
+fn child_remove_then_wait() {
+    if std::env::var(CHILD).as_deref() != Ok("remove") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = RedbStore::open(std::env::var(PATH).unwrap()).unwrap();
+        recover(&store).await;
+        for seq in 1..=10 {
+            store.append(seq, &event(seq as usize)).await.unwrap();
+        }
+        let commits = store.durable_commits();
+        for seq in 1..=5 {
+            store.remove(seq);
+        }
+        // Removes alone are not fsync'd at once; a flush follows shortly.
+        let flushed = common::wait_until(std::time::Duration::from_secs(10), || {
+            store.durable_commits() > commits
+        });
+        println!("CHILD FLUSHED {flushed}");
+        // Stay alive (the store open) until killed.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        std::process::abort();
+    });
+}
+
+#[test]
+fn removes_become_durable_shortly_without_further_appends() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    let mut proc = child("child_remove_then_wait", "remove")
+        .env(PATH, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(proc.stdout.take().unwrap()).lines();
+    let flushed = lines.find_map(|l| {
+        let l = l.ok()?;
+        l.find("CHILD FLUSHED ").map(|i| l[i + 14..].to_owned())
+    });
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    assert_eq!(flushed.as_deref(), Some("true"));
+    let left: Vec<u64> = flow_events_outbox::read(&path)
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, vec![6, 7, 8, 9, 10]);
+}
