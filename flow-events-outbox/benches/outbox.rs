@@ -9,6 +9,7 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flow_events_core::{
@@ -78,6 +79,28 @@ fn fsync_latency(dir: &Path, grow: bool) -> (Duration, Duration) {
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// One redb commit of one record with `Durability::Immediate`, straight on
+/// the database (no writer thread): what a lone append costs at the least.
+fn redb_commit_latency(dir: &Path) -> (Duration, Duration) {
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("pending");
+    let db = redb::Database::create(dir.join("raw.redb")).expect("create");
+    let record = serde_json::to_vec(&event(0)).expect("encode");
+    let mut times = Vec::with_capacity(2_000);
+    for seq in 0..2_000u64 {
+        let t = Instant::now();
+        let mut txn = db.begin_write().expect("begin");
+        txn.set_durability(redb::Durability::Immediate);
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            table.insert(seq, record.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
 /// Grows the file at `path` to hold `n` events, then empties it: later
 /// appends reuse its pages instead of growing it.
 async fn warm_up(path: &Path, n: usize) {
@@ -114,13 +137,16 @@ async fn store_alone(dir: &Path, publishers: usize, warm: bool) -> (f64, u64) {
     store.recover().await.expect("recover");
     let n = total(publishers);
     let per = n / publishers;
+    // Sequence numbers in publish order, as the decorator hands them out.
+    let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for p in 0..publishers {
+    for _ in 0..publishers {
         let store = store.clone();
+        let next = next.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
-                let seq = (p * per + i + 1) as u64;
+                let seq = next.fetch_add(1, Ordering::Relaxed) + 1;
                 store.append(seq, &event(i)).await.expect("append");
             }
         }));
@@ -218,6 +244,12 @@ fn main() {
         "fsync, 4 KiB append (file grows) + fdatasync: p50 {} p99 {}",
         micros(g50),
         micros(g99)
+    );
+    let (r50, r99) = redb_commit_latency(dir.path());
+    println!(
+        "redb commit of one record (Immediate, no writer thread): p50 {} p99 {}",
+        micros(r50),
+        micros(r99)
     );
 
     rt.block_on(async {
