@@ -242,7 +242,7 @@ impl Writer {
                     self.unflushed = 0;
                 }
                 if appends > 0 {
-                    self.retry_removes(&writes);
+                    self.after_failure(&writes);
                 }
             }
         }
@@ -265,24 +265,37 @@ impl Writer {
         }
     }
 
-    /// After a failed commit, applies its removes on their own: they free
-    /// space (what a full disk needs) and, lost, would mean duplicates.
-    fn retry_removes(&mut self, writes: &[Op]) {
-        let removes: Vec<Op> = writes
-            .iter()
-            .filter_map(|op| match op {
-                Op::Remove(seq) => Some(Op::Remove(*seq)),
-                _ => None,
-            })
-            .collect();
-        if removes.is_empty() {
-            return;
+    /// After a failed commit: applies its removes on their own (they free
+    /// space, what a full disk needs, and lost they would mean duplicates),
+    /// and takes its appends out in case the failure came after redb had
+    /// written them: their callers were told they are not stored.
+    fn after_failure(&mut self, writes: &[Op]) {
+        let mut removes = Vec::new();
+        let mut undo = Vec::new();
+        for op in writes {
+            match op {
+                Op::Remove(seq) => removes.push(Op::Remove(*seq)),
+                Op::Append { seq, .. } => undo.push(*seq),
+                Op::Recover(_) => {}
+            }
         }
-        let retried = catch_unwind(AssertUnwindSafe(|| self.write(&removes, false)));
+        let path = self.path.clone();
+        let mut tombstones = std::mem::take(&mut self.tombstones);
+        let retried = catch_unwind(AssertUnwindSafe(|| {
+            let db = self.db()?;
+            apply(db, &path, &mut tombstones, &removes, &undo, true)
+        }));
+        self.tombstones = tombstones;
         match retried {
-            Ok(Ok(())) => self.unflushed += 1,
+            Ok(Ok(())) => {
+                self.unflushed = 0;
+                self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Err(e)) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "outbox removes failed too: {e}");
+                tracing::warn!(
+                    path = %self.path.display(), error = %e,
+                    "outbox clean-up after a failed commit failed too: {e}"
+                );
                 self.db = None;
                 self.unflushed = 0;
             }
@@ -298,7 +311,7 @@ impl Writer {
         let path = self.path.clone();
         let result = self
             .db()
-            .and_then(|db| apply(db, &path, &mut tombstones, writes, durable));
+            .and_then(|db| apply(db, &path, &mut tombstones, writes, &[], durable));
         self.tombstones = tombstones;
         result
     }
@@ -373,12 +386,14 @@ impl Writer {
     }
 }
 
-/// Applies `writes` in one transaction.
+/// Applies `writes` in one transaction, then takes out `undo` (appends whose
+/// commit was reported failed; no tombstone is kept for them).
 fn apply(
     db: &Database,
     path: &Path,
     tombstones: &mut BTreeSet<u64>,
     writes: &[Op],
+    undo: &[u64],
     durable: bool,
 ) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(fail(path, "begin write"))?;
@@ -406,6 +421,9 @@ fn apply(
                 }
                 Op::Recover(_) => {}
             }
+        }
+        for seq in undo {
+            table.remove(*seq).map_err(fail(path, "remove"))?;
         }
     }
     txn.commit().map_err(fail(path, "commit"))
