@@ -5,10 +5,11 @@
 #
 # Needs RabbitMQ at 127.0.0.1:5672 (guest/guest, or RABBITMQ_URL), Python 3
 # with venv and pip, and a Rust toolchain. Installs aio-pika and matplotlib
-# into .venv-bench/ (from PyPI), runs the decorator's criterion bench (no
-# broker needed), then flow-events-bench (steady publishing against raw lapin
-# and aio-pika, drain, outage, memory), then plots the outage run.
-# BENCH_DECORATOR=0 skips the criterion bench.
+# into .venv-bench/ (from PyPI), runs flow-events-bench (steady publishing
+# against raw lapin and aio-pika, drain, outage, memory), then plots the
+# outage run.
+# Before them, the decorator's criterion bench and the durable outbox's bench
+# (no broker needed); BENCH_DECORATOR=0 or BENCH_OUTBOX=0 skips one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,11 @@ cargo build --release -p flow-events-benchmarks
 if [ "${BENCH_DECORATOR:-1}" != 0 ]; then
     echo "== decorator over the memory backend (criterion)"
     cargo bench -p flow-events-testkit --bench decorator 2>&1 | tee "$results/decorator.txt"
+fi
+
+if [ "${BENCH_OUTBOX:-1}" != 0 ]; then
+    echo "== durable outbox (see its section of BENCHMARKS.md)"
+    cargo bench -p flow-events-outbox --bench outbox 2>&1 | tee "$results/outbox.txt"
 fi
 
 echo "== flow-events-bench against $(sed -E 's#//[^@/]*@#//***@#' <<<"$url")"

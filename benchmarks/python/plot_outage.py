@@ -68,7 +68,7 @@ def main():
         (cut, "broker cut"),
         (restored, "broker back"),
         (connected, f"connected\n(+{outage['reconnect_ms'] / 1000:.1f} s)"),
-        (drained, f"drained\n(+{outage['drain_ms'] / 1000:.1f} s)"),
+        (drained, f"backlog drained\n(+{outage['drain_ms'] / 1000:.1f} s)"),
     ]
     for x, label in marks:
         ax_pending.axvline(x, color="#555555", ls="--", lw=0.8)

@@ -12,7 +12,9 @@ use flow_events_core::{ConnectionMonitor, EventSink, PublishOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{BODY_BYTES, Payload};
-use crate::proxy::Proxy;
+use flow_events_testkit::proxy::TcpProxy;
+
+use crate::proxy::via;
 use crate::sink::{self, SinkSettings};
 
 /// What the child measured.
@@ -52,17 +54,25 @@ pub(crate) async fn child(
     broker_url: &str,
     events: usize,
 ) -> anyhow::Result<Memory> {
-    let proxy = Proxy::start(broker, false).await?;
+    let proxy = TcpProxy::start(broker)
+        .await
+        .context("starting the proxy")?;
+    proxy.down();
     let settings = SinkSettings {
         // No connection attempt during the measurement, after the first.
         retry_delay: Duration::from_secs(600),
         max_retry_delay: Duration::from_secs(600),
         max_pending_events: events + 1_000,
     };
-    let sink = sink::start(&proxy.url(broker_url), "flow-events-bench.memory", settings).await?;
+    let sink = sink::start(
+        &via(broker_url, proxy.addr()),
+        "flow-events-bench.memory",
+        settings,
+    )
+    .await?;
     let payload = Payload::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.attempts().is_empty() {
+    while sink.status().reconnect_attempts == 0 {
         anyhow::ensure!(Instant::now() < deadline, "no connection attempt");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

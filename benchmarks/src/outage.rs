@@ -13,7 +13,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::payload::Payload;
-use crate::proxy::Proxy;
+use flow_events_testkit::proxy::TcpProxy;
+
+use crate::proxy::via;
 use crate::sink::{self, SinkSettings};
 use crate::stats::{Latency, ms};
 use crate::topology::Topology;
@@ -86,8 +88,15 @@ pub(crate) struct Outage {
     pub(crate) loss_noticed_ms: f64,
     /// From the restore to `connected`.
     pub(crate) reconnect_ms: f64,
-    /// From `connected` to nothing pending.
+    /// Events pending when the sink was connected again.
+    pub(crate) backlog: usize,
+    /// From `connected` until that backlog was confirmed (the drain goes in
+    /// publish order; publishes meanwhile join the buffer behind it).
     pub(crate) drain_ms: f64,
+    /// From `connected` to the first publish confirmed directly again (the
+    /// sink publishes directly only once its buffer is empty, in flight
+    /// included); `None` if that did not happen while the load ran.
+    pub(crate) direct_again_ms: Option<f64>,
     pub(crate) peak_pending: usize,
     /// Reconnections of the sink: more than one means something else closed
     /// its connection (the run is repeated).
@@ -118,8 +127,10 @@ pub(crate) async fn run(
     settings: SinkSettings,
     plan: OutagePlan,
 ) -> anyhow::Result<Outage> {
-    let proxy = Proxy::start(broker, true).await?;
-    let sink = sink::start(&proxy.url(broker_url), &topo.exchange, settings).await?;
+    let proxy = TcpProxy::start(broker)
+        .await
+        .context("starting the proxy")?;
+    let sink = sink::start(&via(broker_url, proxy.addr()), &topo.exchange, settings).await?;
     sink::connected(&sink, Duration::from_secs(30)).await?;
     let t0 = Instant::now();
     let since = move |t: Instant| ms(t.saturating_duration_since(t0));
@@ -223,13 +234,22 @@ pub(crate) async fn run(
     tokio::time::sleep_until((t0 + Duration::from_millis(plan.before_ms)).into()).await;
     let cut_at = Instant::now();
     proxy.down();
+    proxy.cut();
     tokio::time::sleep_until((cut_at + Duration::from_millis(plan.outage_ms)).into()).await;
     let restored_at = Instant::now();
     proxy.up();
     sink::connected(&sink, Duration::from_secs(120)).await?;
     let connected_at = Instant::now();
-    let drained_at =
-        sink::drained(&sink, Duration::from_millis(1), Duration::from_secs(300)).await?;
+    let at_connect = sink.status();
+    let backlog = at_connect.pending_events;
+    let drained_at = sink::backlog_cleared(
+        &sink,
+        at_connect.confirmed,
+        backlog,
+        Duration::from_millis(1),
+        Duration::from_secs(300),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(plan.after_ms)).await;
     stop_load.cancel();
     load.await.context("the load task")?;
@@ -265,6 +285,11 @@ pub(crate) async fn run(
         cut_window: pick(&|c| (cut_ms..restored_ms).contains(&start_ms(c))),
         while_draining: pick(&|c| c.connected && (connected_ms..drained_ms).contains(&start_ms(c))),
     };
+    let direct_again_ms = calls
+        .iter()
+        .filter(|c| c.outcome == CONFIRMED && start_ms(c) >= connected_ms)
+        .map(|c| start_ms(c) - connected_ms)
+        .min_by(f64::total_cmp);
     let mut outcomes = Outcomes::default();
     for c in &calls {
         match c.outcome {
@@ -284,7 +309,9 @@ pub(crate) async fn run(
         restored_at_ms: restored_ms,
         loss_noticed_ms,
         reconnect_ms: connected_ms - restored_ms,
+        backlog,
         drain_ms: drained_ms - connected_ms,
+        direct_again_ms,
         peak_pending: timeline.iter().map(|s| s.pending).max().unwrap_or(0),
         reconnects,
         phases,

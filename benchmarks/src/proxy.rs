@@ -1,10 +1,13 @@
-//! A minimal TCP proxy in front of the broker, for the drain and outage runs.
+//! A minimal TCP proxy in front of the broker, for the drain run.
+//!
+//! The outage and memory runs use the testkit's `TcpProxy`; this one exists
+//! because the drain run needs the time of every connection attempt, refused
+//! ones included, to tell which backoff delay was in force, and `TcpProxy`
+//! counts only the connections it lets through.
 //!
 //! `down()` cuts every open connection and closes new ones as soon as they are
 //! accepted (the client sees the connection end during the handshake, as with
-//! a broker that is gone); `up()` forwards again. Every connection attempt is
-//! logged with its time, so a run can tell when the client tried to connect
-//! (and so which backoff delay was in force).
+//! a broker that is gone); `up()` forwards again.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +32,18 @@ struct State {
     /// Cancelled to cut the connections forwarded so far.
     cut: Mutex<CancellationToken>,
     attempts: Mutex<Vec<Attempt>>,
+}
+
+/// `broker_url` with its host and port replaced by `addr` (credentials and
+/// vhost kept).
+pub(crate) fn via(broker_url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = broker_url.split_once("://").unwrap_or(("amqp", broker_url));
+    let (userinfo, hostpath) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
+    format!("{scheme}://{userinfo}{addr}{path}")
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,13 +77,7 @@ impl Proxy {
 
     /// An AMQP URL through the proxy, with the credentials and vhost of `broker_url`.
     pub(crate) fn url(&self, broker_url: &str) -> String {
-        let (scheme, rest) = broker_url.split_once("://").unwrap_or(("amqp", broker_url));
-        let (userinfo, hostpath) = match rest.rsplit_once('@') {
-            Some((u, h)) => (format!("{u}@"), h),
-            None => (String::new(), rest),
-        };
-        let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
-        format!("{scheme}://{userinfo}{}{path}", self.addr)
+        via(broker_url, self.addr)
     }
 
     /// Forwards new connections.
@@ -143,19 +152,11 @@ mod tests {
 
     #[test]
     fn url_keeps_credentials_and_vhost() {
-        let p = Proxy {
-            addr: "127.0.0.1:4000".parse().expect("addr"),
-            state: Arc::new(State {
-                up: AtomicBool::new(true),
-                cut: Mutex::new(CancellationToken::new()),
-                attempts: Mutex::new(Vec::new()),
-            }),
-            stop: CancellationToken::new(),
-        };
+        let addr = "127.0.0.1:4000".parse().expect("addr");
         assert_eq!(
-            p.url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            via("amqp://guest:guest@127.0.0.1:5672/%2f", addr),
             "amqp://guest:guest@127.0.0.1:4000/%2f"
         );
-        assert_eq!(p.url("amqp://localhost"), "amqp://127.0.0.1:4000");
+        assert_eq!(via("amqp://localhost", addr), "amqp://127.0.0.1:4000");
     }
 }

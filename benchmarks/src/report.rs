@@ -360,13 +360,21 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "  loss noticed after {:.0} ms; reconnected {:.0} ms after the restore; drained {:.0} ms after that; peak pending {}",
-                o.loss_noticed_ms, o.reconnect_ms, o.drain_ms, o.peak_pending
+                "  loss noticed after {:.0} ms; reconnected {:.0} ms after the restore; its backlog of {} drained {:.0} ms after that; peak pending {}",
+                o.loss_noticed_ms, o.reconnect_ms, o.backlog, o.drain_ms, o.peak_pending
             );
             let _ = writeln!(
                 out,
-                "  outcomes: {} confirmed, {} buffered, {} dropped, {} failed",
-                o.outcomes.confirmed, o.outcomes.buffered, o.outcomes.dropped, o.outcomes.failed
+                "  outcomes: {} confirmed, {} buffered, {} dropped, {} failed; {}",
+                o.outcomes.confirmed,
+                o.outcomes.buffered,
+                o.outcomes.dropped,
+                o.outcomes.failed,
+                match o.direct_again_ms {
+                    Some(ms) => format!("direct publishing again {ms:.0} ms after reconnecting"),
+                    None => "no direct publish again while the load ran (the buffer never emptied)"
+                        .to_owned(),
+                }
             );
             for (name, l) in [
                 ("connected, before the cut", &o.phases.connected_before_cut),

@@ -52,6 +52,32 @@ pub(crate) async fn connected(sink: &Resilient, limit: Duration) -> anyhow::Resu
     Ok(())
 }
 
+/// Waits until `backlog` more events than `confirmed_before` are confirmed,
+/// polling every `every`, at most `limit`: the drain works in publish order,
+/// so this is when the events pending at the start are all confirmed,
+/// whatever was buffered after them. Gives the instant it was seen.
+pub(crate) async fn backlog_cleared(
+    sink: &Resilient,
+    confirmed_before: u64,
+    backlog: usize,
+    every: Duration,
+    limit: Duration,
+) -> anyhow::Result<std::time::Instant> {
+    let deadline = std::time::Instant::now() + limit;
+    let target = confirmed_before + backlog as u64;
+    loop {
+        if sink.status().confirmed >= target {
+            return Ok(std::time::Instant::now());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the {backlog} events pending at reconnect were not confirmed within {limit:?}"
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Waits until nothing is pending, polling every `every`, at most `limit`;
 /// gives the instant the buffer was seen empty.
 pub(crate) async fn drained(

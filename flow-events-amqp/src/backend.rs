@@ -57,6 +57,10 @@ struct Inner {
     options: AmqpOptions,
     /// The index of the URL the next connect starts from.
     next_url: AtomicUsize,
+    /// The broker's largest message, once a refusal has told it (0: not
+    /// known); shared by every session, so that an event known to be too
+    /// large is refused before it costs a channel.
+    broker_max_message: Arc<AtomicUsize>,
 }
 
 impl AmqpBackend {
@@ -70,6 +74,7 @@ impl AmqpBackend {
                 config: config.clone(),
                 options,
                 next_url: AtomicUsize::new(0),
+                broker_max_message: Arc::default(),
             }),
         }
     }
@@ -180,6 +185,7 @@ impl AmqpBackend {
             state: Arc::new(SessionState::new()),
             scrub: scrub.clone(),
             router: ConfirmRouter::start(),
+            broker_max_message: self.inner.broker_max_message.clone(),
         })
     }
 }
@@ -238,6 +244,13 @@ impl Backend for AmqpBackend {
                 error.message()
             ),
         ))
+    }
+
+    /// With the `trace-context` feature: adds a `traceparent` header to an
+    /// event that has none (see [`crate::trace`]).
+    #[cfg(feature = "trace-context")]
+    fn prepare_event(&self, event: &mut flow_events_core::Event) {
+        crate::trace::stamp(event);
     }
 
     fn info(&self) -> BackendInfo {

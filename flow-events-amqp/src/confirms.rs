@@ -51,6 +51,16 @@ pub(crate) enum Failure {
     Confirm(lapin::Error),
 }
 
+impl Failure {
+    /// lapin's error, if there is one.
+    pub(crate) fn lapin_error(&self) -> Option<&lapin::Error> {
+        match self {
+            Self::Write(e) | Self::Confirm(e) => Some(e),
+            Self::WriteTimeout(_) => None,
+        }
+    }
+}
+
 /// The answer for one publish.
 pub(crate) type Answer = Result<Outcome, Failure>;
 

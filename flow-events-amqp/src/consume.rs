@@ -153,6 +153,8 @@ impl Source {
                 }
             };
             let (attempt, redelivered) = wire::attempt(&properties, redelivered);
+            #[cfg(feature = "trace-context")]
+            let scope = crate::trace::HandleScope::new(&properties, &event, self.queue.as_str());
             let acker = AmqpAcker {
                 acker,
                 _channel: self.channel.clone(),
@@ -169,10 +171,11 @@ impl Source {
                 },
                 ctx: self.ctx.clone(),
             };
-            return Some(IncomingDelivery::new(
-                Delivery::new(event, redelivered, attempt),
-                Box::new(acker),
-            ));
+            let incoming =
+                IncomingDelivery::new(Delivery::new(event, redelivered, attempt), Box::new(acker));
+            #[cfg(feature = "trace-context")]
+            let incoming = incoming.with_scope(scope);
+            return Some(incoming);
         }
     }
 }

@@ -44,6 +44,31 @@ impl Scrub {
     }
 }
 
+/// The message size and the broker's limit from the text with which the
+/// broker closes a channel that published a message over its
+/// `max_message_size` (`PRECONDITION_FAILED - message size 2097268 is larger
+/// than configured max size 1048576`; "max size" alone for the built-in limit).
+pub(crate) fn message_size_refusal(text: &str) -> Option<(usize, usize)> {
+    let rest = &text[text.find("message size ")? + "message size ".len()..];
+    let (size, rest) = rest.split_once(" is larger than ")?;
+    let max = rest
+        .strip_prefix("configured ")
+        .unwrap_or(rest)
+        .strip_prefix("max size ")?;
+    let digits = max.find(|c: char| !c.is_ascii_digit()).unwrap_or(max.len());
+    Some((size.trim().parse().ok()?, max[..digits].parse().ok()?))
+}
+
+/// [`message_size_refusal`] of a lapin error.
+pub(crate) fn lapin_message_size_refusal(err: &lapin::Error) -> Option<(usize, usize)> {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+            message_size_refusal(amqp.get_message().as_str())
+        }
+        _ => None,
+    }
+}
+
 /// A timeout of the broker wait `what`.
 pub(crate) fn timeout(what: &str, after: Duration) -> BackendError {
     BackendError::timeout(what, after)
@@ -63,6 +88,12 @@ pub(crate) fn classify(err: &lapin::Error, context: &str, scrub: &Scrub) -> Back
                 530 => (
                     BackendErrorKind::Configuration,
                     " (check the virtual host in the URL and the user's access to it)",
+                ),
+                // One message too large for the broker: the channel is gone,
+                // the connection and the configuration are fine.
+                406 if message_size_refusal(text).is_some() => (
+                    BackendErrorKind::Connection,
+                    " (an event larger than the broker's max_message_size was published)",
                 ),
                 406 => (
                     BackendErrorKind::Configuration,
@@ -132,6 +163,28 @@ mod tests {
     fn short_passwords_are_not_scrubbed_word_by_word() {
         let s = Scrub::new("amqp://u:a@h/", "a");
         assert_eq!(s.clean("a connection"), "a connection");
+    }
+
+    #[test]
+    fn message_size_refusals_are_recognised() {
+        assert_eq!(
+            message_size_refusal(
+                "PRECONDITION_FAILED - message size 2097268 is larger than configured max size 1048576"
+            ),
+            Some((2_097_268, 1_048_576))
+        );
+        assert_eq!(
+            message_size_refusal("message size 7 is larger than max size 5"),
+            Some((7, 5))
+        );
+        assert_eq!(
+            message_size_refusal("PRECONDITION_FAILED - inequivalent arg 'type'"),
+            None
+        );
+        assert_eq!(
+            message_size_refusal("message size x is larger than max size 5"),
+            None
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ mod publish;
 mod session;
 mod state;
 mod topology;
+#[cfg(feature = "trace-context")]
+pub mod trace;
 mod transport;
 mod wire;
 

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,6 +31,21 @@ pub(crate) struct Publisher {
     pub(crate) state: Arc<SessionState>,
     pub(crate) scrub: Scrub,
     pub(crate) router: ConfirmRouter,
+    /// The broker's largest message, once a refusal has told it (0: not
+    /// known). Shared by the backend's sessions: the broker closes the channel
+    /// that publishes a message over its `max_message_size`, so the next
+    /// session refuses such an event before sending it. A limit raised on the
+    /// broker later is seen when the service restarts.
+    pub(crate) broker_max_message: Arc<AtomicUsize>,
+}
+
+/// An event over the broker's max_message_size, known from an earlier refusal.
+fn too_large_for_broker(event: &Event, size: usize, max: usize) -> BackendError {
+    BackendError::event_refused(format!(
+        "event {} ({}) is {size} bytes, larger than the broker's max_message_size ({max} bytes)",
+        event.id(),
+        event.event_type()
+    ))
 }
 
 /// Where the answer about a publish comes from.
@@ -50,16 +66,15 @@ fn failed(failure: Failure, what: &str, scrub: &Scrub) -> BackendError {
 }
 
 /// Waits for the router's answer about one publish, within `limit` (from
-/// the call); `what` names the publish in an error (built only then).
-async fn answer(
+/// the call); lapin's error is left to the caller. `what` names the publish
+/// in an error (built only then).
+async fn routed(
     rx: tokio::sync::oneshot::Receiver<Answer>,
     limit: Duration,
     what: impl Fn() -> String,
-    scrub: &Scrub,
-) -> Result<Outcome, BackendError> {
+) -> Result<Answer, BackendError> {
     match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(failure))) => Err(failed(failure, &what(), scrub)),
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(_)) => Err(BackendError::closed(format!(
             "publisher confirm of {}: the session closed before the broker answered",
             what()
@@ -73,22 +88,32 @@ async fn answer(
 
 /// Waits for a publish that cannot come back (no `mandatory`) to be written
 /// and confirmed, without the router: within `write_limit` for the write and
-/// `limit` in all.
-async fn unrouted_answer(
+/// `limit` in all; lapin's error is left to the caller.
+async fn unrouted(
     written: Written,
     write_limit: Duration,
     limit: Duration,
     what: impl Fn() -> String,
-    scrub: &Scrub,
-) -> Result<Outcome, BackendError> {
+) -> Result<Answer, BackendError> {
     match tokio::time::timeout(limit, confirms::confirmed(written, write_limit)).await {
-        Ok(Ok(confirmation)) => Ok(confirms::unpaired(confirmation)),
-        Ok(Err(failure)) => Err(failed(failure, &what(), scrub)),
+        Ok(answer) => Ok(answer.map(confirms::unpaired)),
         Err(_) => Err(errors::timeout(
             &format!("publisher confirm of {}", what()),
             limit,
         )),
     }
+}
+
+/// Waits for the router's answer about one publish, within `limit`.
+async fn answer(
+    rx: tokio::sync::oneshot::Receiver<Answer>,
+    limit: Duration,
+    what: impl Fn() -> String,
+    scrub: &Scrub,
+) -> Result<Outcome, BackendError> {
+    routed(rx, limit, &what)
+        .await?
+        .map_err(|failure| failed(failure, &what(), scrub))
 }
 
 impl Publisher {
@@ -134,7 +159,18 @@ impl Publisher {
                 self.max_event_bytes
             )));
         }
+        let broker_max = self.broker_max_message.load(Ordering::Relaxed);
+        if broker_max > 0 && body.len() > broker_max {
+            return Err(too_large_for_broker(event, body.len(), broker_max));
+        }
         let properties = wire::properties(event, &self.app_id, self.max_header_bytes)?;
+        #[cfg(feature = "trace-context")]
+        let properties = match crate::trace::message_header(event) {
+            Some(traceparent) => {
+                wire::with_header(&properties, crate::trace::TRACEPARENT, traceparent)
+            }
+            None => properties,
+        };
         let message_id = properties
             .message_id()
             .as_ref()
@@ -143,6 +179,7 @@ impl Publisher {
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
         self.check_usable()?;
+        let size = body.len();
         let channel = self.channel.clone();
         let exchange = self.exchange.clone();
         let options = BasicPublishOptions {
@@ -168,6 +205,7 @@ impl Publisher {
         let write_limit = self.operation_timeout;
         let limit = self.confirm_timeout;
         let scrub = self.scrub.clone();
+        let broker_max = self.broker_max_message.clone();
         // Only a `mandatory` publish can come back: only then does the router
         // have a return to pair.
         let awaiting = if self.mandatory {
@@ -177,10 +215,30 @@ impl Publisher {
         };
         Ok(Box::pin(async move {
             let what = || format!("event {id} ({event_type})");
-            let outcome = match awaiting {
-                Awaiting::Router(rx) => answer(rx, limit, what, &scrub).await?,
-                Awaiting::Direct(written) => {
-                    unrouted_answer(written, write_limit, limit, what, &scrub).await?
+            let answer = match awaiting {
+                Awaiting::Router(rx) => routed(rx, limit, what).await?,
+                Awaiting::Direct(written) => unrouted(written, write_limit, limit, what).await?,
+            };
+            let outcome = match answer {
+                Ok(outcome) => outcome,
+                Err(failure) => {
+                    // The broker closes the channel for a message over its
+                    // max_message_size: every publish in flight on it fails
+                    // so. Only the one too large is refused; the others go
+                    // again on the next channel.
+                    if let Some((_, max)) = failure
+                        .lapin_error()
+                        .and_then(errors::lapin_message_size_refusal)
+                    {
+                        broker_max.store(max, Ordering::Relaxed);
+                        if size > max {
+                            return Err(BackendError::event_refused(format!(
+                                "event {id} ({event_type}) is {size} bytes, larger than the \
+                                 broker's max_message_size ({max} bytes)"
+                            )));
+                        }
+                    }
+                    return Err(failed(failure, &what(), &scrub));
                 }
             };
             match outcome {

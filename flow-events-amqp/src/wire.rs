@@ -88,6 +88,21 @@ pub(crate) fn properties(
         .with_headers(headers))
 }
 
+/// `properties` with the string header `name` set to `value`.
+#[cfg(feature = "trace-context")]
+pub(crate) fn with_header(
+    properties: &BasicProperties,
+    name: &str,
+    value: String,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        ShortString::from(name),
+        AMQPValue::LongString(LongString::from(value)),
+    );
+    properties.clone().with_headers(headers)
+}
+
 /// `properties` with the attempt header set to `attempt`.
 pub(crate) fn with_attempt(properties: &BasicProperties, attempt: u32) -> BasicProperties {
     let mut headers = properties.headers().clone().unwrap_or_default();

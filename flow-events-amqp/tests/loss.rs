@@ -3,7 +3,6 @@
 
 mod common;
 
-use common::proxy::Proxy;
 use common::{Fixture, WAIT, unique};
 use flow_events_core::{BackendErrorKind, Decision, Event, Subscription, TopicPattern};
 use futures_util::StreamExt;
@@ -11,8 +10,8 @@ use futures_util::StreamExt;
 #[tokio::test(flavor = "multi_thread")]
 async fn cut_connection_ends_the_session_and_its_deliveries() {
     require_broker!("cut_connection_ends_the_session_and_its_deliveries");
-    let proxy = Proxy::start(common::BROKER).await;
-    let mut fx = Fixture::with("cut", |c| c.with_url(proxy.url()), |o| o);
+    let proxy = common::proxy().await;
+    let mut fx = Fixture::with("cut", |c| c.with_url(common::url_through(&proxy)), |o| o);
     let name = unique("cut");
     fx.cleanup.subscription(&name);
     let sub = Subscription::new(&name, TopicPattern::all()).expect("subscription");

@@ -39,6 +39,15 @@ pub trait Backend: Send + Sync + 'static {
     async fn connect(&self) -> Result<Arc<dyn Session>, BackendError>;
     /// Name and redacted address.
     fn info(&self) -> BackendInfo;
+
+    /// Called by the resilience decorator for each event given to `publish`,
+    /// in the caller's task, before the event is sized, sent or buffered: a
+    /// backend may add headers that must be the same on every send of the
+    /// event (a trace context taken from the caller's task, say). The
+    /// default does nothing.
+    fn prepare_event(&self, event: &mut Event) {
+        let _ = event;
+    }
 }
 
 #[async_trait]
@@ -48,6 +57,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     fn info(&self) -> BackendInfo {
         (**self).info()
+    }
+    fn prepare_event(&self, event: &mut Event) {
+        (**self).prepare_event(event);
     }
 }
 
@@ -83,18 +95,42 @@ pub trait Acker: Send + 'static {
     async fn settle(self: Box<Self>, decision: Decision) -> Result<(), BackendError>;
 }
 
+/// Runs around the handler's call for one delivery: a backend can open a
+/// tracing span, or set a task-local context, from the message's metadata.
+pub trait DeliveryScope: Send + 'static {
+    /// Wraps `handling`, the handler's future for the delivery.
+    fn enter<'a>(self: Box<Self>, handling: BoxFuture<'a, Decision>) -> BoxFuture<'a, Decision>;
+}
+
 /// A delivery with the means to settle it.
 pub struct IncomingDelivery {
     /// The delivery.
     pub delivery: Delivery,
     /// Settles it.
     pub acker: Box<dyn Acker>,
+    pub(crate) scope: Option<Box<dyn DeliveryScope>>,
 }
 
 impl IncomingDelivery {
     /// A new incoming delivery.
     pub fn new(delivery: Delivery, acker: Box<dyn Acker>) -> Self {
-        Self { delivery, acker }
+        Self {
+            delivery,
+            acker,
+            scope: None,
+        }
+    }
+
+    /// The handler is to be called for this delivery within `scope`.
+    pub fn with_scope(mut self, scope: impl DeliveryScope) -> Self {
+        self.scope = Some(Box::new(scope));
+        self
+    }
+
+    /// Takes the scope out, if there is one: a consumer calls the handler
+    /// within it (see [`DeliveryScope::enter`]).
+    pub fn take_scope(&mut self) -> Option<Box<dyn DeliveryScope>> {
+        self.scope.take()
     }
 }
 
@@ -102,6 +138,7 @@ impl fmt::Debug for IncomingDelivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncomingDelivery")
             .field("delivery", &self.delivery)
+            .field("scoped", &self.scope.is_some())
             .finish_non_exhaustive()
     }
 }

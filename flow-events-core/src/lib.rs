@@ -21,7 +21,8 @@ mod subscription;
 mod url;
 
 pub use backend::{
-    Acker, Backend, BackendInfo, Confirmation, DeliveryStream, IncomingDelivery, Session,
+    Acker, Backend, BackendInfo, Confirmation, DeliveryScope, DeliveryStream, IncomingDelivery,
+    Session,
 };
 pub use config::{
     Config, ConfigBuilder, ENV_EXCHANGE, ENV_MAX_EVENT_BYTES, ENV_MAX_IN_FLIGHT,

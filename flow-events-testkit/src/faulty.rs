@@ -177,6 +177,10 @@ impl Backend for Faulty {
     fn info(&self) -> BackendInfo {
         self.inner.info()
     }
+
+    fn prepare_event(&self, event: &mut Event) {
+        self.inner.prepare_event(event);
+    }
 }
 
 struct FaultySession {

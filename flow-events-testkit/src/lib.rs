@@ -4,6 +4,8 @@
 //!   [`conformance_tests!`] to run it as one test per case.
 //! - [`faulty`]: fault injection around any backend; [`FaultyStore`] around
 //!   any pending-events store.
+//! - [`proxy`]: a TCP proxy with faults on command (down, cut, blackhole,
+//!   latency), to put between a client and a real broker.
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - [`mocks`]: mockall mocks of the core traits.
@@ -13,6 +15,7 @@ pub mod faulty;
 mod faulty_store;
 mod macros;
 pub mod mocks;
+pub mod proxy;
 mod session_client;
 
 pub use faulty_store::{FaultyStore, StoreFaultHandle};

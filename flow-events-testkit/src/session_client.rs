@@ -105,7 +105,7 @@ impl EventSource for SessionClient {
         let max_attempts = subscription.max_attempts();
         let task = tokio::spawn(async move {
             loop {
-                let IncomingDelivery { delivery, acker } = tokio::select! {
+                let mut incoming = tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
                     next = stream.next() => match next {
@@ -113,8 +113,17 @@ impl EventSource for SessionClient {
                         None => break,
                     },
                 };
+                let scope = incoming.take_scope();
+                let IncomingDelivery {
+                    delivery, acker, ..
+                } = incoming;
                 let attempt = delivery.attempt();
-                let decision = match handler.handle(delivery).await {
+                let handling = handler.handle(delivery);
+                let handling = match scope {
+                    Some(scope) => scope.enter(handling),
+                    None => handling,
+                };
+                let decision = match handling.await {
                     Decision::Retry if attempt >= max_attempts => Decision::Reject,
                     decision => decision,
                 };

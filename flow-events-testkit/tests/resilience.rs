@@ -702,3 +702,56 @@ impl flow_events_core::Backend for SecretBackend {
         }
     }
 }
+
+/// Stamps each event with the name of the task that published it.
+struct Stamping<B>(B);
+
+tokio::task_local! {
+    static PUBLISHER: &'static str;
+}
+
+#[async_trait::async_trait]
+impl<B: flow_events_core::Backend> flow_events_core::Backend for Stamping<B> {
+    async fn connect(
+        &self,
+    ) -> Result<Arc<dyn flow_events_core::Session>, flow_events_core::BackendError> {
+        self.0.connect().await
+    }
+    fn info(&self) -> flow_events_core::BackendInfo {
+        self.0.info()
+    }
+    fn prepare_event(&self, event: &mut Event) {
+        let by = PUBLISHER.try_with(|p| *p).unwrap_or("nobody");
+        event.headers_mut().insert("x-by".to_owned(), by.to_owned());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backend_prepares_each_event_in_the_publishing_task() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "stamped", "#").await;
+    let (faulty, faults) = Faulty::wrap(broker.backend());
+    let r = Resilient::builder(Stamping(faulty))
+        .with_config(config().build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    wait_state(&r, ConnectionState::Connected).await;
+    PUBLISHER
+        .scope("direct", r.publish(event("a.b", 1)))
+        .await
+        .unwrap();
+    // Buffered while down: prepared at publish time, not when drained.
+    faults.go_down();
+    faults.drop_connection();
+    wait_state(&r, ConnectionState::Connecting).await;
+    let outcome = PUBLISHER
+        .scope("buffered", r.publish(event("a.b", 2)))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PublishOutcome::Buffered { .. }));
+    faults.come_up();
+    let got = receive(&mut rx, 2).await;
+    let by: Vec<&str> = got.iter().map(|e| e.headers()["x-by"].as_str()).collect();
+    assert_eq!(by, ["direct", "buffered"]);
+}

@@ -78,9 +78,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
 
-    let start = Resilient::builder_arc(selected.backend.clone())
-        .with_config(config)
-        .start();
+    let builder = Resilient::builder_arc(selected.backend.clone());
+    let builder = match config.outbox_path() {
+        Some(path) => with_outbox(builder, path)?,
+        None => builder,
+    };
+    let start = builder.with_config(config).start();
     let events = tokio::select! {
         started = start => match started {
             Ok(events) => events,
@@ -191,4 +194,31 @@ async fn shutdown_signal() -> &'static str {
         () = ctrl_c => "Ctrl-C",
         () = term => "SIGTERM",
     }
+}
+
+/// Keeps pending events in the durable outbox at `path` (`FLOW_EVENTS_OUTBOX_PATH`).
+#[cfg(feature = "outbox")]
+fn with_outbox(
+    builder: flow_events_core::ResilientBuilder,
+    path: &std::path::Path,
+) -> anyhow::Result<flow_events_core::ResilientBuilder> {
+    let store = flow_events_outbox::RedbStore::open(path).with_context(|| {
+        format!(
+            "cannot open the outbox {} (FLOW_EVENTS_OUTBOX_PATH)",
+            path.display()
+        )
+    })?;
+    tracing::info!(outbox = %path.display(), "pending events are kept in the durable outbox {}", path.display());
+    Ok(builder.with_store(store))
+}
+
+#[cfg(not(feature = "outbox"))]
+fn with_outbox(
+    _builder: flow_events_core::ResilientBuilder,
+    path: &std::path::Path,
+) -> anyhow::Result<flow_events_core::ResilientBuilder> {
+    anyhow::bail!(
+        "FLOW_EVENTS_OUTBOX_PATH is set to {} but this build has no outbox (enable the `outbox` feature)",
+        path.display()
+    )
 }

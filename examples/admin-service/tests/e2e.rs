@@ -40,6 +40,7 @@ const OWN_VARS: &[&str] = &[
     "RABBITMQ_PUBLISH_TIMEOUT",
     "RABBITMQ_MAX_IN_FLIGHT",
     "FLOW_EVENTS_MAX_EVENT_BYTES",
+    "FLOW_EVENTS_OUTBOX_PATH",
 ];
 
 // ---------------------------------------------------------------- helpers
@@ -1046,4 +1047,53 @@ async fn start_script_start_status_restart_stop() {
     assert!(!status.success(), "status when stopped: {out}");
     assert!(out.contains("not running"), "{out}");
     let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+#[cfg(all(feature = "amqp", feature = "memory", feature = "outbox"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_keeps_buffered_events_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outbox = dir.path().join("outbox.redb");
+    let outbox = outbox.to_str().expect("utf-8 path");
+
+    // First run: the broker is unreachable; three events wait in the outbox.
+    let url = unreachable_url();
+    let mut first = Service::start(&[
+        ("RABBITMQ_URL", &url),
+        ("FLOW_EVENTS_OUTBOX_PATH", outbox),
+        ("SHUTDOWN_GRACE", "0.2"),
+    ])
+    .await;
+    for n in 0..3 {
+        let r = first
+            .post_json(&format!(
+                r#"{{"type": "order.created", "data": {{"n": {n}}}}}"#
+            ))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        assert_eq!(r.json()["outcome"], "buffered", "{}", r.body);
+    }
+    first.terminate();
+    assert!(first.wait_exit().await.success(), "{}", first.output());
+    assert!(
+        first
+            .logs()
+            .contains("they stay in the store for the next start"),
+        "{}",
+        first.logs()
+    );
+
+    // Second run, on the embedded broker: the three go out first.
+    let second = Service::start(&[("FLOW_EVENTS_OUTBOX_PATH", outbox)]).await;
+    second
+        .wait_health("the outbox drained", |h| {
+            h["dependencies"]["rabbitmq"]["pending_events"] == 0
+        })
+        .await;
+    assert_eq!(second.metric("flow_events_confirmed_total").await, 3.0);
+    assert!(
+        second.logs().contains("recovered 3 pending events"),
+        "{}",
+        second.logs()
+    );
 }

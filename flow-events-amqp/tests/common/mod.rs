@@ -3,14 +3,17 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod proxy;
+pub mod broker;
+pub mod logs;
+pub mod received;
+pub mod traffic;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
-use flow_events_core::{Backend, Config, Session};
+use flow_events_core::{Backend, Config, ConnectionMonitor, ConnectionState, Session};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -49,6 +52,18 @@ macro_rules! require_broker {
             return;
         }
     };
+}
+
+/// A proxy in front of the test broker, whose connections can be faulted.
+pub async fn proxy() -> flow_events_testkit::proxy::TcpProxy {
+    flow_events_testkit::proxy::TcpProxy::start(BROKER)
+        .await
+        .expect("start the proxy")
+}
+
+/// The test broker's URL through `proxy`.
+pub fn url_through(proxy: &flow_events_testkit::proxy::TcpProxy) -> String {
+    proxy.url_for("guest", "guest", "/")
 }
 
 /// A name unique to this run: `prefix` and a random suffix.
@@ -132,10 +147,42 @@ impl Drop for Cleanup {
     }
 }
 
+/// Polls `check` every 10 ms until it holds; panics naming `what` after
+/// `limit`. Returns how long it took.
+pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+/// Waits for the state of `monitor` to satisfy `wanted`; panics naming
+/// `what` after `limit`. Returns how long it took.
+pub async fn until_state(
+    what: &str,
+    monitor: &impl ConnectionMonitor,
+    limit: Duration,
+    wanted: impl Fn(ConnectionState) -> bool,
+) -> Duration {
+    let started = std::time::Instant::now();
+    let mut rx = monitor.watch_state();
+    match tokio::time::timeout(limit, rx.wait_for(|s| wanted(*s))).await {
+        Ok(Ok(_)) => started.elapsed(),
+        _ => panic!(
+            "{what}: not within {limit:?} (state {}, last error {:?})",
+            monitor.state(),
+            monitor.status().last_error
+        ),
+    }
+}
+
 /// A test's own exchange, config, backend and cleanup.
 pub struct Fixture {
     pub exchange: String,
     pub config: Config,
+    pub options: AmqpOptions,
     pub backend: AmqpBackend,
     pub cleanup: Cleanup,
 }
@@ -161,7 +208,7 @@ impl Fixture {
         .build()
         .expect("config");
         let options = options(AmqpOptions::new().with_app_id(format!("flow-events-test-{test}")));
-        let backend = AmqpBackend::new(&config, options);
+        let backend = AmqpBackend::new(&config, options.clone());
         let mut cleanup = Cleanup::default();
         cleanup
             .exchange(&exchange)
@@ -169,9 +216,25 @@ impl Fixture {
         Self {
             exchange,
             config,
+            options,
             backend,
             cleanup,
         }
+    }
+
+    /// Another backend on the same exchange with the same settings, to `url`
+    /// (the broker through a proxy, say).
+    pub fn backend_to(&self, url: &str) -> AmqpBackend {
+        // The backend reads the URL, the exchange, the publish timeout and
+        // the largest event from the config.
+        let config = Config::builder()
+            .with_url(url)
+            .with_exchange(&self.exchange)
+            .with_publish_timeout(self.config.publish_timeout())
+            .with_max_event_bytes(self.config.max_event_bytes())
+            .build()
+            .expect("config");
+        AmqpBackend::new(&config, self.options.clone())
     }
 
     pub async fn session(&self) -> Arc<dyn Session> {

@@ -101,7 +101,11 @@ async fn handle_one(
     max_attempts: u32,
     dedup: Arc<Mutex<DedupWindow>>,
 ) {
-    let IncomingDelivery { delivery, acker } = incoming;
+    let IncomingDelivery {
+        delivery,
+        acker,
+        scope,
+    } = incoming;
     let id = delivery.event().id();
     let event_type = delivery.event().event_type().clone();
     let attempt = delivery.attempt();
@@ -110,10 +114,12 @@ async fn handle_one(
         tracing::debug!(subscription, %id, "duplicate event acknowledged without calling the handler");
         Decision::Ack
     } else {
-        match AssertUnwindSafe(handler.handle(delivery))
-            .catch_unwind()
-            .await
-        {
+        let handling = handler.handle(delivery);
+        let handling = match scope {
+            Some(scope) => scope.enter(handling),
+            None => handling,
+        };
+        match AssertUnwindSafe(handling).catch_unwind().await {
             Ok(Decision::Retry) if attempt >= max_attempts => {
                 tracing::warn!(
                     subscription, %id, %event_type, attempt,
@@ -148,6 +154,75 @@ async fn handle_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Acker, DeliveryScope};
+    use crate::error::BackendError;
+    use crate::event::Event;
+    use crate::pattern::TopicPattern;
+    use crate::source::{Delivery, handler_fn};
+    use futures_util::future::BoxFuture;
+
+    tokio::task_local! {
+        static SCOPE: u32;
+    }
+
+    struct Scope(u32);
+
+    impl DeliveryScope for Scope {
+        fn enter<'a>(
+            self: Box<Self>,
+            handling: BoxFuture<'a, Decision>,
+        ) -> BoxFuture<'a, Decision> {
+            Box::pin(SCOPE.scope(self.0, handling))
+        }
+    }
+
+    struct Recorded(Arc<Mutex<Vec<Decision>>>);
+
+    #[async_trait::async_trait]
+    impl Acker for Recorded {
+        async fn settle(self: Box<Self>, decision: Decision) -> Result<(), BackendError> {
+            self.0.lock().expect("lock").push(decision);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_handler_runs_within_the_delivery_scope() {
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let incoming = |scope: Option<u32>| {
+            let event = Event::try_new("a.b", serde_json::json!({})).expect("event");
+            let d = IncomingDelivery::new(
+                Delivery::new(event, false, 1),
+                Box::new(Recorded(settled.clone())),
+            );
+            match scope {
+                Some(n) => d.with_scope(Scope(n)),
+                None => d,
+            }
+        };
+        let stream = futures_util::stream::iter([incoming(Some(7)), incoming(None)]).boxed();
+        // Acks only what it sees in scope 7.
+        let handler = handler_fn(|_d: Delivery| async {
+            match SCOPE.try_with(|n| *n) {
+                Ok(7) => Decision::Ack,
+                _ => Decision::Reject,
+            }
+        });
+        let sub = Subscription::new("s", TopicPattern::all()).expect("subscription");
+        let ended = consume(
+            stream,
+            handler,
+            &sub,
+            &Arc::new(Mutex::new(DedupWindow::new(0))),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(ended, Ended::StreamEnded);
+        assert_eq!(
+            *settled.lock().expect("lock"),
+            vec![Decision::Ack, Decision::Reject]
+        );
+    }
 
     #[test]
     fn dedup_window_forgets_oldest() {

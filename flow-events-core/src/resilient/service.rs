@@ -159,11 +159,16 @@ async fn recover(shared: &Shared) -> Result<(), StartError> {
         tracing::error!(store = %store.describe(), error = %e, "cannot open the pending events store: {e}");
         StartError::Store(e)
     })?;
-    if let Some(problem) = &recovered.problem {
-        tracing::error!(
-            store = %store.describe(), unreadable = recovered.unreadable,
-            "{} stored events could not be read and are lost: {problem}", recovered.unreadable
-        );
+    match (&recovered.problem, recovered.unreadable) {
+        (Some(problem), 0) => tracing::error!(
+            store = %store.describe(),
+            "part of the pending events store could not be read: {problem}"
+        ),
+        (Some(problem), n) => tracing::error!(
+            store = %store.describe(), unreadable = n,
+            "{n} stored events could not be read and are lost: {problem}"
+        ),
+        (None, _) => {}
     }
     shared
         .counters
@@ -173,8 +178,9 @@ async fn recover(shared: &Shared) -> Result<(), StartError> {
     let now = Instant::now();
     let wall = chrono::Utc::now();
     let mut inner = shared.lock();
-    if recovered.unreadable > 0 {
+    if recovered.unreadable > 0 || recovered.problem.is_some() {
         shared.note_loss(&mut inner);
+        inner.last_error = recovered.problem.clone();
     }
     let counts_bytes = inner.buffer.counts_bytes();
     for stored in recovered.events {
@@ -370,7 +376,11 @@ impl Resilient {
                     copy,
                 ));
             }
-            shared.lock().buffer.mark_ready(seq);
+            if !shared.lock().buffer.mark_ready(seq) {
+                // A bound dropped it while it was being stored (logged and
+                // counted there); its remove may have reached the store first.
+                store.remove(seq);
+            }
         }
         shared.counters.published.fetch_add(1, Ordering::Relaxed);
         shared.wake_drain.notify_one();
@@ -462,7 +472,9 @@ impl Drop for InFlight<'_> {
                     );
                 }
                 if let Some(shared) = weak.upgrade() {
-                    shared.lock().buffer.mark_ready(seq);
+                    if !shared.lock().buffer.mark_ready(seq) {
+                        store.remove(seq);
+                    }
                     shared.wake_drain.notify_one();
                 }
             });
@@ -472,8 +484,9 @@ impl Drop for InFlight<'_> {
 
 #[async_trait]
 impl EventSink for Resilient {
-    async fn publish(&self, event: Event) -> Result<PublishOutcome, PublishError> {
+    async fn publish(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
+        shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
         if let Err(size) = event.check_size(limit) {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));

@@ -1,0 +1,291 @@
+//! The fault suite: `Resilient` over `AmqpBackend` against the real broker,
+//! with faults injected by the testkit's TCP proxy. The proxy faults only the
+//! connections that go through it, so these tests run next to the others.
+//!
+//! Each test has its own exchange and queues, deleted at the end even when
+//! it fails. Figures (duplicates, time to notice) are printed; run with
+//! `--nocapture` to see them.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::received::{Received, numbered};
+use common::traffic::{
+    HEARTBEAT, LONG, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
+};
+use common::{Fixture, WAIT, unique, until, until_state, url_through};
+use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buffered_while_down_then_delivered_in_order() {
+    require_broker!("buffered_while_down_then_delivered_in_order");
+    const N: u64 = 1_000;
+    let proxy = common::proxy().await;
+    proxy.down();
+    let mut fx = Fixture::with("downup", fast, short_heartbeat);
+    let name = unique("downup");
+    fx.cleanup.subscription(&name);
+    let received = Received::new();
+    let (consumer, subscribed) = consumer(fx.backend.clone(), &fx.config, &name, &received).await;
+
+    let publisher = start(fx.backend_to(&url_through(&proxy)), &fx.config).await;
+    let started = Instant::now();
+    for seq in 0..N {
+        let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
+        assert!(
+            matches!(outcome, PublishOutcome::Buffered { .. }),
+            "{seq}: {outcome:?}"
+        );
+    }
+    let buffering = started.elapsed();
+    let status = publisher.status();
+    assert_eq!(status.pending_events, N as usize);
+    assert!(!status.connected);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("connection error")),
+        "{:?}",
+        status.last_error
+    );
+    assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
+
+    let up = Instant::now();
+    proxy.up();
+    until_state("publisher connected", &publisher, WAIT, connected).await;
+    let reconnected = up.elapsed();
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    let drained = up.elapsed();
+    received.wait_distinct(N as usize, LONG).await;
+    let delivered = up.elapsed();
+    println!(
+        "down/up: {N} events buffered in {buffering:?}; after up: connected in {reconnected:?}, \
+         all confirmed in {drained:?}, all delivered in {delivered:?}, {} duplicates",
+        received.duplicates()
+    );
+    assert_eq!(
+        received.first_order(),
+        (0..N).collect::<Vec<_>>(),
+        "events arrive in publish order"
+    );
+    // A duplicate needs a lost connection (another test may restart the
+    // shared broker); with none, there is none.
+    let losses = publisher.status().reconnects + consumer.status().reconnects;
+    if losses == 0 {
+        assert_eq!(received.duplicates(), 0);
+    }
+    let status = publisher.status();
+    assert_eq!(status.confirmed, N);
+    assert_eq!(status.dropped_events, 0);
+    assert_eq!(publisher.health("test").status, HealthStatus::Healthy);
+
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+}
+
+/// Publishes N events from TASKS tasks while the proxy cuts every connection
+/// every EVERY; the consumer goes through the proxy too when
+/// `consumer_through_proxy`.
+async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
+    const N: u64 = 10_000;
+    const TASKS: u64 = 64;
+    const EVERY: Duration = Duration::from_millis(300);
+    // Each task publishes one event per PACE: about 2 000 events a second
+    // in all, so that publishing lasts a few seconds and many cuts fall in it.
+    const PACE: Duration = Duration::from_millis(30);
+    let captured = common::logs::capture();
+    let proxy = common::proxy().await;
+    let url = url_through(&proxy);
+    let mut fx = Fixture::with(test, fast, short_heartbeat);
+    let name = unique(test);
+    fx.cleanup.subscription(&name);
+    let received = Received::new();
+    let consumer_backend = if consumer_through_proxy {
+        fx.backend_to(&url)
+    } else {
+        fx.backend.clone()
+    };
+    let (consumer, subscribed) = consumer(consumer_backend, &fx.config, &name, &received).await;
+    let publisher = start(fx.backend_to(&url), &fx.config).await;
+    until_state("publisher connected", &publisher, WAIT, connected).await;
+
+    // Cuts every connection every EVERY while the events are published.
+    let stop = CancellationToken::new();
+    let cutter = tokio::spawn({
+        let proxy = proxy.handle();
+        let stop = stop.clone();
+        async move {
+            let mut cuts = 0u32;
+            let mut tick = tokio::time::interval(EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return cuts,
+                    _ = tick.tick() => {
+                        proxy.cut();
+                        cuts += 1;
+                    }
+                }
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let published = publish_paced(&publisher, N, TASKS, PACE).await;
+    stop.cancel();
+    let cuts = cutter.await.expect("cutter");
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    let confirmed_all = started.elapsed();
+    received.wait_distinct(N as usize, LONG).await;
+    let all = started.elapsed();
+    let (p, c) = (publisher.status(), consumer.status());
+    println!(
+        "{test}: {N} events from {TASKS} tasks in {:?} ({} confirmed at once, {} buffered, \
+         longest publish {:?}), {cuts} cuts every {EVERY:?}; \
+         all confirmed after {confirmed_all:?}, all delivered after {all:?}; publisher reconnects {}, consumer reconnects {}, \
+         {} deliveries, {} duplicates",
+        published.took,
+        published.confirmed,
+        published.buffered,
+        published.longest,
+        p.reconnects,
+        c.reconnects,
+        received.deliveries(),
+        received.duplicates()
+    );
+    assert_eq!(published.confirmed + published.buffered, N);
+    assert!(p.reconnects >= 1, "the publisher lost its connection");
+    assert_eq!(p.dropped_events, 0);
+    assert_eq!(p.confirmed, N);
+    if consumer_through_proxy {
+        assert!(c.reconnects >= 1, "the consumer lost its connection");
+    }
+
+    // The consumer keeps going: a later event arrives too.
+    let last = numbered(N);
+    let last_id = last.id();
+    publisher.publish(last).await.expect("publish");
+    until("the last event arrives", LONG, || {
+        received.contains(&last_id)
+    })
+    .await;
+    // Every delivery was settled: once the consumer is gone, nothing is left
+    // in the queue (an unacked message would be back in it).
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+    assert_eq!(ready(&name).await, 0, "messages left in {name}");
+    // No stale ack closed a channel (406 PRECONDITION_FAILED).
+    let errors = captured.channel_errors();
+    assert!(errors.is_empty(), "channel errors: {errors:#?}");
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cuts_while_publishing_lose_nothing() {
+    require_broker!("cuts_while_publishing_lose_nothing");
+    cuts_lose_nothing("cuts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cuts_while_publishing_and_consuming_lose_nothing() {
+    require_broker!("cuts_while_publishing_and_consuming_lose_nothing");
+    cuts_lose_nothing("cutsboth", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
+    require_broker!("blackhole_is_noticed_by_heartbeats_and_drains_after");
+    const BEFORE: u64 = 10;
+    const DURING: u64 = 200;
+    let proxy = common::proxy().await;
+    let mut fx = Fixture::with("blackhole", fast, short_heartbeat);
+    let name = unique("blackhole");
+    fx.cleanup.subscription(&name);
+    let received = Received::new();
+    let (consumer, subscribed) = consumer(fx.backend.clone(), &fx.config, &name, &received).await;
+    let publisher = Arc::new(start(fx.backend_to(&url_through(&proxy)), &fx.config).await);
+    until_state("publisher connected", &*publisher, WAIT, connected).await;
+    for seq in 0..BEFORE {
+        assert_eq!(
+            publisher.publish(numbered(seq)).await.expect("publish"),
+            PublishOutcome::Confirmed
+        );
+    }
+
+    let cut_off = Instant::now();
+    proxy.blackhole();
+    // Publishing goes on during the partition, one event every 20 ms.
+    let publishing = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            let mut longest = Duration::ZERO;
+            for seq in BEFORE..BEFORE + DURING {
+                let one = Instant::now();
+                let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
+                assert!(
+                    !matches!(outcome, PublishOutcome::Dropped { .. }),
+                    "{outcome:?}"
+                );
+                longest = longest.max(one.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            longest
+        }
+    });
+    let noticed = until_state(
+        "the partition noticed",
+        &*publisher,
+        HEARTBEAT * 3 + Duration::from_secs(5),
+        |s| !connected(s),
+    )
+    .await;
+    let why = publisher.status().last_error;
+    assert!(
+        why.as_deref().is_some_and(|e| e.contains("heartbeat")),
+        "{why:?}"
+    );
+    let longest = publishing.await.expect("publishing");
+    // Reconnecting fails meanwhile: the proxy takes the TCP connection and
+    // never answers, so each attempt ends at the connect timeout.
+    let status = publisher.status();
+    assert!(status.pending_events > 0);
+    assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
+
+    let restored = Instant::now();
+    proxy.restore();
+    until_state("publisher reconnected", &*publisher, LONG, connected).await;
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    received
+        .wait_distinct((BEFORE + DURING) as usize, LONG)
+        .await;
+    println!(
+        "blackhole: noticed after {noticed:?} (heartbeat {HEARTBEAT:?}), longest publish during \
+         it {longest:?}, {} pending when restored, all delivered {:?} after restore, \
+         {} duplicates",
+        status.pending_events,
+        restored.elapsed(),
+        received.duplicates()
+    );
+    assert!(
+        noticed <= HEARTBEAT * 3,
+        "noticed after {noticed:?}, more than three heartbeats"
+    );
+    assert!(cut_off.elapsed() > noticed);
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+}

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod inspect;
+mod open;
+mod record;
+mod salvage;
+mod store;
+mod writer;
+
+pub use inspect::read;
+pub use store::RedbStore;
