@@ -27,12 +27,12 @@ cargo build --release -p flow-events-benchmarks
 
 if [ "${BENCH_DECORATOR:-1}" != 0 ]; then
     echo "== decorator over the memory backend (criterion)"
-    cargo bench -p flow-events-testkit --bench decorator 2>&1 | tee "$results/decorator.txt"
+    cargo bench -p flow-events-testkit --bench decorator 2>&1 | grep -v "^ *Compiling " | tee "$results/decorator.txt"
 fi
 
 if [ "${BENCH_OUTBOX:-1}" != 0 ]; then
     echo "== durable outbox (see its section of BENCHMARKS.md)"
-    cargo bench -p flow-events-outbox --bench outbox 2>&1 | tee "$results/outbox.txt"
+    cargo bench -p flow-events-outbox --bench outbox 2>&1 | grep -v "^ *Compiling " | tee "$results/outbox.txt"
 fi
 
 echo "== flow-events-bench against $(sed -E 's#//[^@/]*@#//***@#' <<<"$url")"
