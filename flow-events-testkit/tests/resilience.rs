@@ -229,7 +229,8 @@ async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
         tasks.push(tokio::spawn(async move { r.publish(e).await }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // ...when the connection drops.
+    // ...when the connection drops (and the broker stays away a while).
+    faults.go_down();
     faults.drop_connection();
     for t in tasks {
         let outcome = t.await.unwrap().unwrap();
@@ -238,12 +239,14 @@ async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
             "{outcome:?}"
         );
     }
-    // A backlog drained with confirms in flight, dropped again mid-drain.
+    // A backlog (published while the broker is away) drained with confirms
+    // in flight, dropped again mid-drain.
     for n in 0..300 {
         let e = event("x.backlog", n);
         ids.insert(e.id());
         r.publish(e).await.unwrap();
     }
+    faults.come_up();
     wait_state(&r, ConnectionState::Connected).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(r.status().pending_events > 0, "confirms still in flight");
@@ -543,6 +546,95 @@ async fn retry_becomes_reject_after_max_attempts() {
     }
     eventually("dead-lettered", || broker.dead_letters("flaky").len() == 1).await;
     assert_eq!(broker.dead_letters("flaky")[0].id(), e.id());
+}
+
+/// After an outage, under a steady load that never lets the drain's window
+/// empty, publishing goes direct again once the backlog has been sent: callers
+/// get `Confirmed`, the pending count reaches 0, and each publisher's events
+/// arrive in its publish order.
+#[tokio::test(start_paused = true)]
+async fn steady_load_after_an_outage_returns_to_direct_publishing() {
+    const PUBLISHERS: usize = 4;
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consumer(&broker, "steady", "steady.#").await;
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let r = Resilient::builder(backend)
+        .with_config(config().with_max_pending_events(100_000).build().unwrap())
+        .start()
+        .await
+        .unwrap();
+    // Confirms take 20 ms, new events come every 2 ms per publisher: there is
+    // always something in flight from the drain while the load runs.
+    faults.delay_confirms(Duration::from_millis(20));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let r = r.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let e =
+                    Event::try_new("steady.tick", serde_json::json!({ "p": p, "n": n })).unwrap();
+                outcomes.push(r.publish(e).await.unwrap());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let backlog = r.status().pending_events;
+    assert!(backlog > 500, "a backlog built up: {backlog}");
+    faults.come_up();
+    wait_state(&r, ConnectionState::Connected).await;
+    let back_at = Instant::now();
+    eventually("the backlog to be confirmed under load", || {
+        r.status().pending_events == 0
+    })
+    .await;
+    let drained_in = back_at.elapsed();
+    // Keep the load on a while longer: publishes stay direct.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = r.status();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut confirmed = 0;
+    let mut total = 0;
+    for t in tasks {
+        let outcomes = t.await.unwrap();
+        total += outcomes.len();
+        confirmed += outcomes
+            .iter()
+            .filter(|o| **o == PublishOutcome::Confirmed)
+            .count();
+    }
+    println!(
+        "backlog {backlog}, drained in {drained_in:?} under load; {confirmed} of {total} \
+         publishes confirmed directly; pending 200 ms later: {}",
+        late.pending_events
+    );
+    assert!(confirmed > 0, "publishes went direct again");
+    assert!(
+        late.pending_events <= PUBLISHERS,
+        "the buffer stays (nearly) empty under load: {} pending",
+        late.pending_events
+    );
+    let got = receive(&mut rx, total).await;
+    let mut last = [None::<u64>; PUBLISHERS];
+    for e in &got {
+        let p = e.data()["p"].as_u64().unwrap() as usize;
+        let n = e.data()["n"].as_u64().unwrap();
+        assert!(
+            last[p].is_none_or(|prev| prev < n),
+            "publisher {p}: event {n} arrived after {:?}",
+            last[p]
+        );
+        last[p] = Some(n);
+    }
+    eventually("buffer empty", || r.status().pending_events == 0).await;
+    assert_eq!(r.status().dropped_events, 0);
 }
 
 #[tokio::test(start_paused = true)]

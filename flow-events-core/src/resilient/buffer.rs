@@ -49,6 +49,9 @@ pub(crate) struct Bounds {
 pub(crate) struct PendingBuffer {
     queue: VecDeque<Pending>,
     in_flight: usize,
+    /// Taken out and not yet handed to the session: a direct publish must not
+    /// go before them.
+    sending: usize,
     in_flight_bytes: usize,
     bytes: usize,
     bounds: Bounds,
@@ -61,6 +64,7 @@ impl PendingBuffer {
         Self {
             queue: VecDeque::new(),
             in_flight: 0,
+            sending: 0,
             in_flight_bytes: 0,
             bytes: 0,
             bounds,
@@ -93,6 +97,15 @@ impl PendingBuffer {
     /// Nothing buffered and nothing in flight from the buffer.
     pub(crate) fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.in_flight == 0
+    }
+
+    /// Whether a new event may be published directly: nothing is queued and
+    /// everything taken out has been handed to the session, so a direct
+    /// publish on that session goes after all of it. Events in flight from the
+    /// buffer do not hold direct publishing back: under steady load the
+    /// buffer then empties instead of taking every new event in turn.
+    pub(crate) fn accepts_direct(&self) -> bool {
+        self.queue.is_empty() && self.sending == 0
     }
 
     pub(crate) fn oldest(&self) -> Option<Instant> {
@@ -234,8 +247,14 @@ impl PendingBuffer {
             self.oldest_in_flight = Some(p.since);
         }
         self.in_flight += 1;
+        self.sending += 1;
         self.in_flight_bytes += p.size;
         Some(p)
+    }
+
+    /// An event taken out has been handed to the session (or its send failed).
+    pub(crate) fn sent(&mut self) {
+        self.sending = self.sending.saturating_sub(1);
     }
 
     /// An event taken out was confirmed (or given up on): it leaves the buffer.
@@ -305,6 +324,25 @@ mod tests {
         b.put_back(one);
         assert_eq!(seqs(&b), [1, 2, 3, 4]);
         assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn direct_publishing_waits_for_queued_and_unsent_events_only() {
+        let mut b = PendingBuffer::new(bounds(10, OverflowPolicy::DropNewest));
+        assert!(b.accepts_direct());
+        fill(&mut b, 2, 0);
+        assert!(!b.accepts_direct());
+        let one = b.take().unwrap();
+        b.sent();
+        assert!(!b.accepts_direct(), "one still queued");
+        let two = b.take().unwrap();
+        assert!(!b.accepts_direct(), "taken, not yet sent");
+        b.sent();
+        assert!(b.accepts_direct(), "both sent, confirms pending");
+        assert!(!b.is_idle());
+        b.put_back(two);
+        assert!(!b.accepts_direct(), "a failed event is queued again");
+        b.settle(one.size);
     }
 
     #[test]

@@ -47,10 +47,11 @@ pub(crate) enum Kept {
 
 impl Inner {
     /// The session to publish on directly: connected, not blocked, and nothing
-    /// pending that a new event must not overtake.
+    /// pending that a new event must not overtake (events the drain has already
+    /// sent on this session are ahead of it on the wire).
     pub(crate) fn direct_session(&self) -> Option<&Arc<dyn Session>> {
         match &self.session {
-            Some(s) if !self.blocked && self.buffer.is_idle() => Some(s),
+            Some(s) if !self.blocked && self.buffer.accepts_direct() => Some(s),
             _ => None,
         }
     }

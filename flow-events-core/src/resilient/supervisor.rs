@@ -180,7 +180,9 @@ async fn connected(shared: &Shared, session: &Arc<dyn Session>) -> Option<Backen
                     "draining pending events"
                 );
             }
-            match timeout(publish_timeout, session.send(&pending.event)).await {
+            let sent = timeout(publish_timeout, session.send(&pending.event)).await;
+            shared.lock().buffer.sent();
+            match sent {
                 Ok(Ok(confirmation)) => {
                     confirms.push_back(timeout(publish_timeout, confirmation));
                     in_flight.push_back(pending);
