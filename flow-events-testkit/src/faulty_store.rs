@@ -1,7 +1,8 @@
 //! A pending-store wrapper that fails on command, for write-error tests.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{Event, PendingStore, Recovered, StoreError, StoreErrorKind};
@@ -10,6 +11,8 @@ use flow_events_core::{Event, PendingStore, Recovered, StoreError, StoreErrorKin
 struct StoreFaults {
     full: AtomicBool,
     fail_appends: AtomicU32,
+    /// Microseconds every append takes before it reaches the inner store.
+    append_delay_us: AtomicU64,
 }
 
 /// Wraps any [`PendingStore`]; its [`StoreFaultHandle`] makes appends fail as a
@@ -49,6 +52,12 @@ impl StoreFaultHandle {
     pub fn fail_next_appends(&self, n: u32) {
         self.faults.fail_appends.store(n, Ordering::SeqCst);
     }
+    /// Every append waits `d` (virtual time under a paused clock) before it
+    /// reaches the inner store, as a slow disk would.
+    pub fn delay_appends(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.faults.append_delay_us.store(us, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -58,6 +67,10 @@ impl<S: PendingStore> PendingStore for FaultyStore<S> {
     }
 
     async fn append(&self, seq: u64, event: &Event) -> Result<(), StoreError> {
+        let delay = self.faults.append_delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         if self.faults.full.load(Ordering::SeqCst) {
             return Err(StoreError::new(
                 StoreErrorKind::Io,

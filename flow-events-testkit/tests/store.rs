@@ -152,6 +152,44 @@ async fn a_failed_store_write_hands_the_event_back_and_the_service_stays_up() {
     ));
 }
 
+/// A caller that gives up while its event is being stored leaves it buffered:
+/// it is delivered, and it does not hold back the events behind it.
+#[tokio::test(start_paused = true)]
+async fn a_publish_cancelled_while_storing_keeps_its_event_and_the_drain_going() {
+    let broker = MemoryBroker::new();
+    let (_c, _h, mut rx) = consume(&broker, "slow-disk", "s.*").await;
+    let (down, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let (store, disk) = FaultyStore::wrap(MemoryStore::new());
+    let r = Resilient::builder(down)
+        .with_config(config().build().unwrap())
+        .with_store(store)
+        .start()
+        .await
+        .unwrap();
+    disk.delay_appends(Duration::from_secs(5));
+    let first = event("s.e", 1);
+    assert!(
+        timeout(Duration::from_secs(1), r.publish(first.clone()))
+            .await
+            .is_err(),
+        "the caller gives up while the store writes"
+    );
+    disk.delay_appends(Duration::ZERO);
+    let second = event("s.e", 2);
+    assert!(matches!(
+        r.publish(second.clone()).await.unwrap(),
+        PublishOutcome::Buffered { pending: 2 }
+    ));
+    faults.come_up();
+    let got = receive(&mut rx, 2).await;
+    assert_eq!(
+        got.iter().map(Event::id).collect::<Vec<_>>(),
+        [first.id(), second.id()]
+    );
+    eventually(|| r.status().pending_events == 0).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn byte_bound_applies_the_overflow_policy() {
     let broker = MemoryBroker::new();

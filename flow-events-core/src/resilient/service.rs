@@ -359,7 +359,15 @@ impl Resilient {
             }
         };
         if let (Some(store), Some(copy)) = (&shared.store, copy) {
-            if let Err(e) = store.append(seq, &copy).await {
+            // If the caller gives up while the event is being stored, it stays
+            // in the buffer and the drain may take it.
+            let mut unstored = Unstored {
+                shared,
+                seq: Some(seq),
+            };
+            let appended = store.append(seq, &copy).await;
+            unstored.seq = None;
+            if let Err(e) = appended {
                 let removed = shared.lock().buffer.remove(seq);
                 if removed.is_none() {
                     // Dropped meanwhile by drop-oldest or expiry: logged there.
@@ -385,6 +393,27 @@ impl Resilient {
         shared.counters.published.fetch_add(1, Ordering::Relaxed);
         shared.wake_drain.notify_one();
         Ok(PublishOutcome::Buffered { pending: n })
+    }
+}
+
+/// Marks a buffered event ready for the drain if its publish is cancelled
+/// while the store is writing it: it stays in memory (and in the store if the
+/// write completes), and nothing behind it waits for an answer that will not
+/// come.
+struct Unstored<'a> {
+    shared: &'a Shared,
+    seq: Option<u64>,
+}
+
+impl Drop for Unstored<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            tracing::debug!(seq, "publish cancelled while its event was being stored; it stays buffered");
+            if self.shared.lock().buffer.mark_ready(seq) {
+                self.shared.counters.published.fetch_add(1, Ordering::Relaxed);
+            }
+            self.shared.wake_drain.notify_one();
+        }
     }
 }
 
