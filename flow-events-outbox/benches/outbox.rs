@@ -3,6 +3,9 @@
 //! so every publish is a store append), and publish latency at one publisher,
 //! beside the memory buffer and an fsync measured on the same disk.
 //!
+//! The latency runs come first, each after a `sync` and a second's pause, so
+//! that the writeback of earlier runs does not land in their fsyncs.
+//!
 //! `cargo bench -p flow-events-outbox --bench outbox`
 
 use std::fs::OpenOptions;
@@ -206,9 +209,22 @@ async fn through_resilient(dir: &Path, kind: Kind, publishers: usize) -> f64 {
     (per * publishers) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Latency of each publish at one publisher.
-async fn latency(dir: &Path, kind: Kind) -> (Duration, Duration, Duration) {
-    let r = resilient(dir, kind, "latency.redb").await;
+/// Lets the disk finish writing what earlier measurements left behind (their
+/// writeback otherwise lands in the next measurement's fsyncs).
+async fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Latency of each publish at one publisher; with `RedbStore`, on a fresh
+/// file or a warm one (grown before, then emptied, as after an earlier outage).
+async fn latency(dir: &Path, kind: Kind, warm: bool) -> (Duration, Duration, Duration) {
+    let name = format!("latency-{warm}.redb");
+    if warm {
+        warm_up(&dir.join(&name), 3_000).await;
+    }
+    settle().await;
+    let r = resilient(dir, kind, &name).await;
     let mut times = Vec::with_capacity(3_000);
     for i in 0..3_000 {
         let e = event(i);
@@ -253,6 +269,29 @@ fn main() {
     );
 
     rt.block_on(async {
+        println!("\npublish latency at 1 publisher, broker down (p50 / p99 / max)");
+        let runs = [
+            (Kind::Redb, false),
+            (Kind::Redb, true),
+            (Kind::Memory, false),
+            (Kind::NoStore, false),
+        ];
+        for (kind, warm) in runs {
+            let (p50, p99, max) = latency(dir.path(), kind, warm).await;
+            let kind = match (kind, warm) {
+                (Kind::Redb, false) => "Redb, fresh file".to_owned(),
+                (Kind::Redb, true) => "Redb, warm file".to_owned(),
+                (kind, _) => format!("{kind:?}"),
+            };
+            let fsyncs = p99.as_secs_f64() / f99.as_secs_f64();
+            let growing = p99.as_secs_f64() / g99.as_secs_f64();
+            println!(
+                "  {kind}: {} / {} / {}  (p99 = {fsyncs:.1} x overwrite fsync p99, {growing:.1} x growing fsync p99)",
+                micros(p50),
+                micros(p99),
+                micros(max)
+            );
+        }
         println!("\nappend throughput, RedbStore alone (events/s, durable commits)");
         for p in PUBLISHERS {
             for warm in [false, true] {
@@ -271,18 +310,6 @@ fn main() {
             let none = through_resilient(dir.path(), Kind::NoStore, p).await;
             println!(
                 "  {p:>3} publishers: redb {redb:>9.0}  MemoryStore {memory:>9.0}  no store {none:>9.0}"
-            );
-        }
-        println!("\npublish latency at 1 publisher, broker down (p50 / p99 / max)");
-        for kind in [Kind::Redb, Kind::Memory, Kind::NoStore] {
-            let (p50, p99, max) = latency(dir.path(), kind).await;
-            let fsyncs = p99.as_secs_f64() / f99.as_secs_f64();
-            let growing = p99.as_secs_f64() / g99.as_secs_f64();
-            println!(
-                "  {kind:?}: {} / {} / {}  (p99 = {fsyncs:.1} x overwrite fsync p99, {growing:.1} x growing fsync p99)",
-                micros(p50),
-                micros(p99),
-                micros(max)
             );
         }
     });

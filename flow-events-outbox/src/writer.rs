@@ -1,7 +1,7 @@
-//! The writer thread: the one owner of the database. It takes everything
-//! queued (appends and removes, in arrival order), applies it in one write
-//! transaction, commits once, then answers every waiting append: concurrent
-//! appends share one fsync.
+//! The committer: the one owner of the database, behind a lock. Whoever
+//! leads (see [`crate::group`]) takes everything queued (appends and removes,
+//! in arrival order), applies it in one write transaction, commits once, then
+//! answers every waiting append: concurrent appends share one fsync.
 //!
 //! A batch without an append (only removes) is committed without an fsync
 //! (`Durability::None`); the next durable commit makes it durable, and so
@@ -12,9 +12,8 @@ use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use flow_events_core::{Recovered, StoreError, StoreErrorKind, StoredEvent};
 use redb::{Database, Durability};
@@ -25,32 +24,38 @@ use crate::open::open_for_store;
 use crate::record::PENDING;
 use crate::salvage::{Scan, rewrite, scan, set_aside};
 
-/// Most operations taken into one transaction.
-const MAX_BATCH: usize = 8192;
 /// How long removes may stay in non-durable commits when nothing else comes.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(50);
 /// Non-durable commits in a row before one is made durable anyway.
 const MAX_UNFLUSHED: u32 = 64;
-/// Longest wait for more appends between two arrivals while gathering.
-const GATHER_IDLE: Duration = Duration::from_micros(200);
-/// Longest wait for more appends in all before a commit.
-const GATHER_MAX: Duration = Duration::from_millis(2);
 /// Removes remembered for appends that have not arrived yet.
 const MAX_TOMBSTONES: usize = 65_536;
 
-/// A request to the writer.
+/// What a waiting request is told.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The append's commit: durable, or why not.
+    Stored(Result<(), StoreError>),
+    /// What a recovery read.
+    Recovered(Result<Recovered, StoreError>),
+    /// Lead: commit what is queued (this request included), then hand on;
+    /// the request's answer comes on the receiver.
+    Lead(oneshot::Receiver<Answer>),
+}
+
+/// A request to the committer.
 #[derive(Debug)]
 pub(crate) enum Op {
     /// Store `record` under `seq`, answer once durable.
     Append {
         seq: u64,
         record: Vec<u8>,
-        done: oneshot::Sender<Result<(), StoreError>>,
+        done: oneshot::Sender<Answer>,
     },
     /// Forget `seq`.
     Remove(u64),
     /// Read what is stored.
-    Recover(oneshot::Sender<Result<Recovered, StoreError>>),
+    Recover(oneshot::Sender<Answer>),
 }
 
 /// Counters shared with the store handle.
@@ -60,16 +65,15 @@ pub(crate) struct Stats {
     pub(crate) durable_commits: AtomicU64,
     /// Appends made durable.
     pub(crate) appends: AtomicU64,
-    /// Appends sent and not answered yet.
-    pub(crate) queued_appends: AtomicUsize,
+    /// Removes are committed but not yet durable: a flush is due.
+    pub(crate) unflushed: AtomicBool,
 }
 
-/// The writer thread's state.
+/// The database and what goes with it.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) path: PathBuf,
     pub(crate) db: Option<Database>,
-    pub(crate) rx: Receiver<Op>,
     pub(crate) stats: Arc<Stats>,
     /// What opening the file found, reported by the first recovery.
     pub(crate) open_problem: Option<(u64, String)>,
@@ -77,112 +81,43 @@ pub(crate) struct Writer {
     tombstones: BTreeSet<u64>,
     /// Non-durable commits since the last durable one.
     unflushed: u32,
-    /// Appends the next commit may expect: those the last one answered and
-    /// those queued at that moment.
-    expect: usize,
+    /// Removes whose commit failed, retried with the next one.
+    failed_removes: Vec<u64>,
+    /// Removes committed without an fsync since the last durable commit: an
+    /// error that makes the file be opened again loses them.
+    unflushed_removes: Vec<u64>,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        path: PathBuf,
-        db: Database,
-        rx: Receiver<Op>,
-        stats: Arc<Stats>,
-        open_problem: Option<(u64, String)>,
-    ) -> Self {
+    pub(crate) fn new(path: PathBuf, db: Database, open_problem: Option<(u64, String)>) -> Self {
         Self {
             path,
             db: Some(db),
-            rx,
-            stats,
+            stats: Arc::default(),
             open_problem,
             tombstones: BTreeSet::new(),
             unflushed: 0,
-            expect: 0,
+            failed_removes: Vec::new(),
+            unflushed_removes: Vec::new(),
         }
     }
 
-    /// Serves requests until every sender is gone, then makes the last
-    /// removes durable.
-    pub(crate) fn run(mut self) {
-        let mut batch = Vec::new();
-        loop {
-            let first = if self.unflushed > 0 {
-                match self.rx.recv_timeout(FLUSH_AFTER) {
-                    Ok(op) => op,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.flush();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match self.rx.recv() {
-                    Ok(op) => op,
-                    Err(_) => break,
-                }
-            };
-            batch.push(first);
-            self.take_queued(&mut batch);
-            self.gather(&mut batch);
-            self.process(&mut batch);
-        }
-        if self.unflushed > 0 {
-            self.flush();
-        }
-    }
-
-    /// Moves what is queued into `batch`, up to [`MAX_BATCH`].
-    fn take_queued(&mut self, batch: &mut Vec<Op>) {
-        while batch.len() < MAX_BATCH {
-            match self.rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Waits a little for the publishers the last commit answered: with many
-    /// publishers they come back within microseconds, and one commit for all
-    /// of them costs one fsync instead of two. Waits only while fewer appends
-    /// are in hand than the last commit answered plus those queued then, at
-    /// most [`GATHER_IDLE`] between arrivals and [`GATHER_MAX`] in all. One
-    /// publisher never waits.
-    fn gather(&mut self, batch: &mut Vec<Op>) {
-        let mut appends = batch
-            .iter()
-            .filter(|op| matches!(op, Op::Append { .. }))
-            .count();
-        if appends == 0 || appends >= self.expect {
-            return;
-        }
-        let deadline = Instant::now() + GATHER_MAX;
-        while appends < self.expect && batch.len() < MAX_BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match self.rx.recv_timeout(left.min(GATHER_IDLE)) {
-                Ok(op) => {
-                    appends += usize::from(matches!(op, Op::Append { .. }));
-                    batch.push(op);
-                }
-                Err(_) => break,
-            }
-        }
+    fn set_unflushed(&mut self, n: u32) {
+        self.unflushed = n;
+        self.stats.unflushed.store(n > 0, Ordering::Relaxed);
     }
 
     /// Applies `batch` in order: writes are grouped into one commit; a
     /// recovery commits what came before it first.
-    fn process(&mut self, batch: &mut Vec<Op>) {
+    pub(crate) fn process(&mut self, batch: Vec<Op>) {
         let mut writes = Vec::with_capacity(batch.len());
-        for op in batch.drain(..) {
+        for op in batch {
             match op {
                 Op::Recover(done) => {
                     if !writes.is_empty() {
                         self.commit(std::mem::take(&mut writes));
                     }
-                    let _ = done.send(self.recover());
+                    let _ = done.send(Answer::Recovered(self.recover()));
                 }
                 write => writes.push(write),
             }
@@ -192,6 +127,17 @@ impl Writer {
         }
     }
 
+    /// Makes the last removes durable and closes the file (releasing its lock).
+    pub(crate) fn close(&mut self) {
+        if self.unflushed > 0 {
+            self.flush();
+        }
+        if !self.failed_removes.is_empty() {
+            self.after_failure(&[]);
+        }
+        self.db = None;
+    }
+
     /// The database, opened again if an error closed it.
     fn db(&mut self) -> Result<&Database, StoreError> {
         if self.db.is_none() {
@@ -199,7 +145,7 @@ impl Writer {
             if let Some((_, problem)) = opened.problem {
                 tracing::error!(path = %self.path.display(), "outbox reopened after an error: {problem}");
             }
-            self.unflushed = 0;
+            self.set_unflushed(0);
             self.db = Some(opened.db);
         }
         self.db
@@ -208,7 +154,16 @@ impl Writer {
     }
 
     /// One transaction for `writes`, durable when any of them is an append.
-    fn commit(&mut self, writes: Vec<Op>) {
+    fn commit(&mut self, mut writes: Vec<Op>) {
+        if !self.failed_removes.is_empty() {
+            // Removes a full disk refused before go first: freeing space is
+            // what such a disk needs.
+            let retried: Vec<Op> = std::mem::take(&mut self.failed_removes)
+                .into_iter()
+                .map(Op::Remove)
+                .collect();
+            writes.splice(0..0, retried);
+        }
         let appends = writes
             .iter()
             .filter(|op| matches!(op, Op::Append { .. }))
@@ -223,54 +178,54 @@ impl Writer {
             });
         match &result {
             Ok(()) if durable => {
-                self.unflushed = 0;
+                self.set_unflushed(0);
+                self.unflushed_removes.clear();
                 self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .appends
                     .fetch_add(appends as u64, Ordering::Relaxed);
             }
-            Ok(()) => self.unflushed += 1,
+            Ok(()) => {
+                self.set_unflushed(self.unflushed + 1);
+                self.unflushed_removes
+                    .extend(writes.iter().filter_map(|op| match op {
+                        Op::Remove(seq) => Some(*seq),
+                        _ => None,
+                    }));
+            }
             Err(e) => {
                 tracing::error!(
                     path = %self.path.display(), error = %e, appends,
                     "outbox commit failed: {e}"
                 );
                 if needs_reopen(e) {
-                    // redb refuses every write after an I/O error until the
-                    // file is opened again; what was not durable is gone.
-                    self.db = None;
-                    self.unflushed = 0;
+                    self.close_after_error();
                 }
-                if appends > 0 {
-                    self.after_failure(&writes);
-                }
+                self.after_failure(&writes);
             }
         }
-        let mut answered = 0;
         for op in writes {
             if let Op::Append { done, .. } = op {
-                answered += 1;
                 let answer = match &result {
                     Ok(()) => Ok(()),
                     Err(e) => Err(copy_error(e)),
                 };
-                let _ = done.send(answer);
+                // A caller that has gone (its publish was cancelled) needs no answer.
+                let _ = done.send(Answer::Stored(answer));
             }
-        }
-        if answered > 0 {
-            self.stats
-                .queued_appends
-                .fetch_sub(answered, Ordering::Relaxed);
-            self.expect = answered + self.stats.queued_appends.load(Ordering::Relaxed);
         }
     }
 
-    /// After a failed commit: applies its removes on their own (they free
-    /// space, what a full disk needs, and lost they would mean duplicates),
+    /// After a failed commit: applies its removes on their own, durably, on
+    /// the file opened again (they free space, what a full disk needs, and
+    /// lost they would mean duplicates),
     /// and takes its appends out in case the failure came after redb had
     /// written them: their callers were told they are not stored.
     fn after_failure(&mut self, writes: &[Op]) {
-        let mut removes = Vec::new();
+        let mut removes: Vec<Op> = std::mem::take(&mut self.failed_removes)
+            .into_iter()
+            .map(Op::Remove)
+            .collect();
         let mut undo = Vec::new();
         for op in writes {
             match op {
@@ -288,21 +243,57 @@ impl Writer {
         self.tombstones = tombstones;
         match retried {
             Ok(Ok(())) => {
-                self.unflushed = 0;
+                self.set_unflushed(0);
+                self.unflushed_removes.clear();
                 self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Err(e)) => {
                 tracing::warn!(
-                    path = %self.path.display(), error = %e,
-                    "outbox clean-up after a failed commit failed too: {e}"
+                    path = %self.path.display(), error = %e, removes = removes.len(),
+                    "outbox clean-up after a failed commit failed too: {e}; its removes are \
+                     retried with the next commit"
                 );
-                self.db = None;
-                self.unflushed = 0;
+                self.keep_failed_removes(&removes);
+                self.close_after_error();
             }
             Err(_) => {
-                self.db = None;
-                self.unflushed = 0;
+                self.keep_failed_removes(&removes);
+                self.close_after_error();
             }
+        }
+    }
+
+    /// Drops the database after an error (redb refuses every write after an
+    /// I/O error until the file is opened again). Removes committed without an
+    /// fsync since the last durable commit are gone with it: they are kept to
+    /// be committed again.
+    fn close_after_error(&mut self) {
+        self.db = None;
+        self.set_unflushed(0);
+        let lost: Vec<Op> = std::mem::take(&mut self.unflushed_removes)
+            .into_iter()
+            .map(Op::Remove)
+            .collect();
+        self.keep_failed_removes(&lost);
+    }
+
+    /// Keeps removes that could not be committed for the next commit (bounded:
+    /// past the bound the oldest are given up, and their events will be
+    /// published again, which at-least-once allows).
+    fn keep_failed_removes(&mut self, removes: &[Op]) {
+        self.failed_removes
+            .extend(removes.iter().filter_map(|op| match op {
+                Op::Remove(seq) => Some(*seq),
+                _ => None,
+            }));
+        if self.failed_removes.len() > MAX_TOMBSTONES {
+            let excess = self.failed_removes.len() - MAX_TOMBSTONES;
+            self.failed_removes.drain(..excess);
+            tracing::warn!(
+                path = %self.path.display(), given_up = excess,
+                "outbox: {excess} removes could not be committed and were given up; \
+                 those events will be published again"
+            );
         }
     }
 
@@ -317,7 +308,7 @@ impl Writer {
     }
 
     /// An empty durable commit: makes the non-durable commits before it durable.
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let path = self.path.clone();
         let result = self.db().and_then(|db| {
             let mut txn = db.begin_write().map_err(fail(&path, "begin flush"))?;
@@ -326,13 +317,13 @@ impl Writer {
         });
         match result {
             Ok(()) => {
-                self.unflushed = 0;
+                self.set_unflushed(0);
+                self.unflushed_removes.clear();
                 self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "outbox flush failed: {e}");
-                self.db = None;
-                self.unflushed = 0;
+                self.close_after_error();
             }
         }
     }
