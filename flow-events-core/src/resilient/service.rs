@@ -408,9 +408,15 @@ struct Unstored<'a> {
 impl Drop for Unstored<'_> {
     fn drop(&mut self) {
         if let Some(seq) = self.seq.take() {
-            tracing::debug!(seq, "publish cancelled while its event was being stored; it stays buffered");
+            tracing::debug!(
+                seq,
+                "publish cancelled while its event was being stored; it stays buffered"
+            );
             if self.shared.lock().buffer.mark_ready(seq) {
-                self.shared.counters.published.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counters
+                    .published
+                    .fetch_add(1, Ordering::Relaxed);
             }
             self.shared.wake_drain.notify_one();
         }
