@@ -1,6 +1,7 @@
 //! The bounded buffer of pending events, ordered by publish sequence.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,7 +13,8 @@ use crate::event::Event;
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) seq: u64,
-    pub(crate) event: Event,
+    /// Shared with the store's append while it runs (no copy of the payload).
+    pub(crate) event: Arc<Event>,
     pub(crate) since: Instant,
     /// Bytes counted against the byte bound (0 when there is none).
     pub(crate) size: usize,
@@ -295,7 +297,7 @@ mod tests {
     fn ev(buf: &mut PendingBuffer, size: usize) -> Pending {
         Pending {
             seq: buf.next_seq(),
-            event: Event::try_new("t", serde_json::Value::Null).unwrap(),
+            event: Arc::new(Event::try_new("t", serde_json::Value::Null).unwrap()),
             since: Instant::now(),
             size,
             ready: true,

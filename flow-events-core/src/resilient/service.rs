@@ -193,7 +193,7 @@ async fn recover(shared: &Shared) -> Result<(), StartError> {
         inner.buffer.recover(Pending {
             seq: stored.seq,
             since: now.checked_sub(age).unwrap_or(now),
-            event: stored.event,
+            event: Arc::new(stored.event),
             size,
             ready: true,
         });
@@ -271,7 +271,7 @@ impl Resilient {
             .buffer
             .drain_all()
             .into_iter()
-            .map(|p| p.event)
+            .map(|p| Arc::unwrap_or_clone(p.event))
             .collect();
         if remaining.is_empty() {
             tracing::info!("shut down with no pending events");
@@ -315,9 +315,9 @@ impl Resilient {
         &self,
         inner: &mut Inner,
         seq: u64,
-        event: Event,
+        event: Arc<Event>,
         since: Instant,
-    ) -> Result<(Kept, Option<Event>), Event> {
+    ) -> Result<(Kept, Option<Arc<Event>>), Event> {
         let size = if inner.buffer.counts_bytes() {
             event.encoded_len()
         } else {
@@ -342,7 +342,7 @@ impl Resilient {
     async fn buffered(
         &self,
         seq: u64,
-        admitted: Result<(Kept, Option<Event>), Event>,
+        admitted: Result<(Kept, Option<Arc<Event>>), Event>,
         cause: Option<BackendError>,
     ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
@@ -373,6 +373,8 @@ impl Resilient {
                     // Dropped meanwhile by drop-oldest or expiry: logged there.
                     tracing::debug!(seq, "event left the buffer before its store failed");
                 }
+                // The buffer's share is gone: the event is handed back uncopied.
+                drop(removed);
                 tracing::error!(
                     id = %copy.id(), event_type = %copy.event_type(), error = %e,
                     "could not store event {}: {e}; handing it back", copy.event_type()
@@ -381,7 +383,7 @@ impl Resilient {
                     PublishErrorKind::StoreFailed {
                         reason: e.to_string(),
                     },
-                    copy,
+                    Arc::unwrap_or_clone(copy),
                 ));
             }
             if !shared.lock().buffer.mark_ready(seq) {
@@ -452,7 +454,7 @@ impl InFlight<'_> {
     fn take(&mut self) -> Option<Pending> {
         self.event.take().map(|event| Pending {
             seq: self.seq,
-            event,
+            event: Arc::new(event),
             since: self.since,
             size: 0,
             ready: true,
@@ -535,7 +537,7 @@ impl EventSink for Resilient {
             let seq = inner.buffer.next_seq();
             match inner.direct_session() {
                 Some(session) => Ok((seq, session.clone(), event)),
-                None => Err((seq, self.admit(&mut inner, seq, event, since))),
+                None => Err((seq, self.admit(&mut inner, seq, Arc::new(event), since))),
             }
         };
         let (seq, session, event): (u64, Arc<dyn Session>, Event) = match route {
@@ -568,7 +570,10 @@ impl EventSink for Resilient {
             Err(e) if e.refuses_event() => {
                 tracing::debug!(id = %pending.event.id(), error = %e, "broker refused the event");
                 Err(self
-                    .refuse(PublishErrorKind::Refused, pending.event)
+                    .refuse(
+                        PublishErrorKind::Refused,
+                        Arc::unwrap_or_clone(pending.event),
+                    )
                     .with_source(e))
             }
             Err(e) => {

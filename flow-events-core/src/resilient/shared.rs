@@ -181,7 +181,7 @@ impl Shared {
                 );
                 Ok(Kept::Dropped(inner.buffer.len()))
             }
-            Admit::Rejected(p) => Err(p.event),
+            Admit::Rejected(p) => Err(Arc::unwrap_or_clone(p.event)),
         }
     }
 
