@@ -109,9 +109,9 @@ impl AmqpOptions {
         self
     }
 
-    /// The queue kind for subscriptions that keep the core default
-    /// ([`QueueKind::Classic`]); a subscription that asks for another kind
-    /// gets it. Default: classic.
+    /// The queue kind for subscriptions that do not ask for one
+    /// ([`flow_events_core::Subscription::with_queue_kind`]); a subscription
+    /// that asks for a kind gets it. Default: classic.
     pub fn with_queue_kind(mut self, kind: QueueKind) -> Self {
         self.queue_kind = kind;
         self

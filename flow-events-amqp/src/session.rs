@@ -159,6 +159,13 @@ async fn watch_connection(
 }
 
 /// Closes `conn` within `limit`, quietly: used when the session ends anyway.
+/// The queue kind of a subscription: the one it asks for, else the backend's.
+fn queue_kind_for(subscription: &Subscription, options: &AmqpOptions) -> QueueKind {
+    subscription
+        .queue_kind()
+        .unwrap_or_else(|| options.queue_kind())
+}
+
 pub(crate) async fn close_quietly(conn: &Connection, limit: Duration) {
     if conn.status().connected() {
         let _ = tokio::time::timeout(limit, conn.close(200, "closing".into())).await;
@@ -176,10 +183,7 @@ impl Session for AmqpSession {
             return Err(lost);
         }
         let limit = self.options.operation_timeout();
-        let kind = match subscription.queue_kind() {
-            QueueKind::Classic => self.options.queue_kind(),
-            other => other,
-        };
+        let kind = queue_kind_for(subscription, &self.options);
         let queue = subscription.name().to_owned();
         let topology = SubscriptionTopology {
             exchange: self.exchange.clone(),
@@ -228,5 +232,28 @@ impl Session for AmqpSession {
             close_quietly(&self.consume_conn, limit),
             close_quietly(&self.publish_conn, limit)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flow_events_core::TopicPattern;
+
+    use super::*;
+
+    #[test]
+    fn a_subscription_gets_the_kind_it_asks_for_else_the_backends() {
+        let sub = Subscription::new("billing", TopicPattern::all()).unwrap();
+        let quorum_default = AmqpOptions::default().with_queue_kind(QueueKind::Quorum);
+        let classic_default = AmqpOptions::default();
+        assert_eq!(queue_kind_for(&sub, &quorum_default), QueueKind::Quorum);
+        assert_eq!(queue_kind_for(&sub, &classic_default), QueueKind::Classic);
+        let classic = sub.clone().with_queue_kind(QueueKind::Classic);
+        assert_eq!(
+            queue_kind_for(&classic, &quorum_default),
+            QueueKind::Classic
+        );
+        let quorum = sub.with_queue_kind(QueueKind::Quorum);
+        assert_eq!(queue_kind_for(&quorum, &classic_default), QueueKind::Quorum);
     }
 }

@@ -32,7 +32,7 @@ pub struct Subscription {
     pattern: TopicPattern,
     prefetch: u16,
     max_attempts: u32,
-    queue_kind: QueueKind,
+    queue_kind: Option<QueueKind>,
     dedup_window: usize,
     concurrency: usize,
 }
@@ -57,7 +57,7 @@ impl Subscription {
             pattern,
             prefetch: 32,
             max_attempts: 5,
-            queue_kind: QueueKind::Classic,
+            queue_kind: None,
             dedup_window: 0,
             concurrency: 1,
         })
@@ -76,9 +76,10 @@ impl Subscription {
         self
     }
 
-    /// The queue kind. Default: classic.
+    /// The queue kind. Default: none asked for, the backend's default (the
+    /// AMQP backend's is classic unless its options say otherwise).
     pub fn with_queue_kind(mut self, kind: QueueKind) -> Self {
-        self.queue_kind = kind;
+        self.queue_kind = Some(kind);
         self
     }
 
@@ -112,8 +113,8 @@ impl Subscription {
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
-    /// The queue kind.
-    pub fn queue_kind(&self) -> QueueKind {
+    /// The queue kind asked for; `None` leaves it to the backend.
+    pub fn queue_kind(&self) -> Option<QueueKind> {
         self.queue_kind
     }
     /// The de-duplication window (0: off).
