@@ -35,6 +35,37 @@ struct Queue {
     closing: bool,
 }
 
+/// The lead, handed to a waiting request. If that request's caller has gone
+/// before using it (its task dropped with the token unread), dropping the
+/// token gives the lead back, so that nobody waits for a leader that will not
+/// come.
+#[derive(Debug)]
+pub(crate) struct LeadToken {
+    group: Option<Arc<Group>>,
+    /// Where the request's own answer comes.
+    pub(crate) answer: Option<oneshot::Receiver<Answer>>,
+}
+
+impl LeadToken {
+    /// Takes the lead: the caller must now call [`Group::lead`].
+    pub(crate) fn take(mut self) -> oneshot::Receiver<Answer> {
+        self.group = None;
+        self.answer.take().unwrap_or_else(|| oneshot::channel().1)
+    }
+
+    fn disarm(&mut self) {
+        self.group = None;
+    }
+}
+
+impl Drop for LeadToken {
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            group.give_up_lead();
+        }
+    }
+}
+
 /// The queue of requests and the database, shared by the callers and the
 /// background thread.
 #[derive(Debug)]
@@ -89,7 +120,7 @@ impl Group {
 
     /// Commits what is queued as one batch (the leader only), then hands the
     /// lead on. Blocks for the commit.
-    pub(crate) fn lead(&self) {
+    pub(crate) fn lead(self: &Arc<Self>) {
         let batch = {
             let mut q = self.queue();
             let n = q.ops.len().min(MAX_BATCH);
@@ -109,7 +140,7 @@ impl Group {
 
     /// Gives the lead to the first queued request whose caller still waits,
     /// or gives it up (the background thread then takes what is left).
-    fn hand_on(&self) {
+    fn hand_on(self: &Arc<Self>) {
         let mut q = self.queue();
         for op in q.ops.iter_mut() {
             let done = match op {
@@ -118,20 +149,40 @@ impl Group {
             };
             let (tx, rx) = oneshot::channel();
             let waiter = std::mem::replace(done, tx);
-            if waiter.send(Answer::Lead(rx)).is_ok() {
-                return;
+            let token = LeadToken {
+                group: Some(self.clone()),
+                answer: Some(rx),
+            };
+            match waiter.send(Answer::Lead(token)) {
+                Ok(()) => return,
+                // That caller has gone: the token comes back, unused.
+                Err(Answer::Lead(mut token)) => token.disarm(),
+                Err(_) => {}
             }
         }
+        self.release(q);
+    }
+
+    /// Gives up the lead (the queue lock held) and wakes the background
+    /// thread when there is something for it.
+    fn release(&self, mut q: MutexGuard<'_, Queue>) {
         q.leader = false;
         if !q.ops.is_empty() || q.closing || self.stats.unflushed.load(Ordering::Relaxed) {
             self.wake.notify_one();
         }
     }
 
+    /// A lead handed to a caller that has gone: given back, and the
+    /// background thread takes over.
+    fn give_up_lead(&self) {
+        let q = self.queue();
+        self.release(q);
+    }
+
     /// The background thread: commits what nobody leads for, flushes removes
     /// after a quiet spell, and on closing finishes what is queued, makes it
     /// durable and closes the file.
-    pub(crate) fn background(&self) {
+    pub(crate) fn background(self: &Arc<Self>) {
         let mut q = self.queue();
         loop {
             if !q.leader && !q.ops.is_empty() {

@@ -126,9 +126,9 @@ impl RedbStore {
         }
         loop {
             match answer.await {
-                Ok(Answer::Lead(next)) => {
+                Ok(Answer::Lead(token)) => {
+                    answer = token.take();
                     self.lead().await;
-                    answer = next;
                 }
                 Ok(done) => return done,
                 Err(_) => return Answer::Stored(Err(self.lost())),

@@ -39,8 +39,8 @@ pub(crate) enum Answer {
     /// What a recovery read.
     Recovered(Result<Recovered, StoreError>),
     /// Lead: commit what is queued (this request included), then hand on;
-    /// the request's answer comes on the receiver.
-    Lead(oneshot::Receiver<Answer>),
+    /// the request's answer comes on the token's receiver.
+    Lead(crate::group::LeadToken),
 }
 
 /// A request to the committer.
