@@ -41,6 +41,12 @@ async fn buffered_while_down_then_delivered_in_order() {
         );
     }
     let buffering = started.elapsed();
+    // The first connection attempt runs beside the publishes: wait for it to
+    // have failed before reading its error.
+    until("a refused connection attempt", WAIT, || {
+        publisher.status().last_error.is_some()
+    })
+    .await;
     let status = publisher.status();
     assert_eq!(status.pending_events, N as usize);
     assert!(!status.connected);
