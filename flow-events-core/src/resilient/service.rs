@@ -386,14 +386,11 @@ impl Resilient {
                     Arc::unwrap_or_clone(copy),
                 ));
             }
-            if !shared.lock().buffer.mark_ready(seq) {
-                // A bound dropped it while it was being stored (logged and
-                // counted there); its remove may have reached the store first.
-                store.remove(seq);
-            }
+            shared.stored(seq);
+        } else {
+            shared.wake_drain.notify_one();
         }
         shared.counters.published.fetch_add(1, Ordering::Relaxed);
-        shared.wake_drain.notify_one();
         Ok(PublishOutcome::Buffered { pending: n })
     }
 }
@@ -414,13 +411,12 @@ impl Drop for Unstored<'_> {
                 seq,
                 "publish cancelled while its event was being stored; it stays buffered"
             );
-            if self.shared.lock().buffer.mark_ready(seq) {
+            if self.shared.stored(seq) {
                 self.shared
                     .counters
                     .published
                     .fetch_add(1, Ordering::Relaxed);
             }
-            self.shared.wake_drain.notify_one();
         }
     }
 }
@@ -509,10 +505,7 @@ impl Drop for InFlight<'_> {
                     );
                 }
                 if let Some(shared) = weak.upgrade() {
-                    if !shared.lock().buffer.mark_ready(seq) {
-                        store.remove(seq);
-                    }
-                    shared.wake_drain.notify_one();
+                    shared.stored(seq);
                 }
             });
         }

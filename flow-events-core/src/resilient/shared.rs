@@ -204,6 +204,20 @@ impl Shared {
         inner.last_loss = Some(Utc::now());
     }
 
+    /// The store append of event `seq` has ended, or its caller gave up
+    /// waiting for it: the drain may take the event. If a bound dropped it
+    /// meanwhile (logged and counted there), the store forgets it too (a
+    /// remove that reaches the store before the append keeps the append out).
+    /// Whether the event is still buffered.
+    pub(crate) fn stored(&self, seq: u64) -> bool {
+        let buffered = self.lock().buffer.mark_ready(seq);
+        if !buffered {
+            self.forget(seq);
+        }
+        self.wake_drain.notify_one();
+        buffered
+    }
+
     /// The event `seq` left the buffer (confirmed or dropped): the store forgets it.
     pub(crate) fn forget(&self, seq: u64) {
         if let Some(store) = &self.store {
