@@ -187,11 +187,7 @@ impl Writer {
             }
             Ok(()) => {
                 self.set_unflushed(self.unflushed + 1);
-                self.unflushed_removes
-                    .extend(writes.iter().filter_map(|op| match op {
-                        Op::Remove(seq) => Some(*seq),
-                        _ => None,
-                    }));
+                self.unflushed_removes.extend(removes_in(&writes));
             }
             Err(e) => {
                 tracing::error!(
@@ -253,11 +249,11 @@ impl Writer {
                     "outbox clean-up after a failed commit failed too: {e}; its removes are \
                      retried with the next commit"
                 );
-                self.keep_failed_removes(&removes);
+                self.keep_failed_removes(removes_in(&removes));
                 self.close_after_error();
             }
             Err(_) => {
-                self.keep_failed_removes(&removes);
+                self.keep_failed_removes(removes_in(&removes));
                 self.close_after_error();
             }
         }
@@ -270,22 +266,15 @@ impl Writer {
     fn close_after_error(&mut self) {
         self.db = None;
         self.set_unflushed(0);
-        let lost: Vec<Op> = std::mem::take(&mut self.unflushed_removes)
-            .into_iter()
-            .map(Op::Remove)
-            .collect();
-        self.keep_failed_removes(&lost);
+        let lost = std::mem::take(&mut self.unflushed_removes);
+        self.keep_failed_removes(lost);
     }
 
     /// Keeps removes that could not be committed for the next commit (bounded:
     /// past the bound the oldest are given up, and their events will be
     /// published again, which at-least-once allows).
-    fn keep_failed_removes(&mut self, removes: &[Op]) {
-        self.failed_removes
-            .extend(removes.iter().filter_map(|op| match op {
-                Op::Remove(seq) => Some(*seq),
-                _ => None,
-            }));
+    fn keep_failed_removes(&mut self, removes: impl IntoIterator<Item = u64>) {
+        self.failed_removes.extend(removes);
         if self.failed_removes.len() > MAX_TOMBSTONES {
             let excess = self.failed_removes.len() - MAX_TOMBSTONES;
             self.failed_removes.drain(..excess);
@@ -375,6 +364,14 @@ impl Writer {
         self.db = Some(db);
         Ok(aside)
     }
+}
+
+/// The sequence numbers `ops` remove.
+fn removes_in(ops: &[Op]) -> impl Iterator<Item = u64> + '_ {
+    ops.iter().filter_map(|op| match op {
+        Op::Remove(seq) => Some(*seq),
+        _ => None,
+    })
 }
 
 /// Applies `writes` in one transaction, then takes out `undo` (appends whose
