@@ -100,13 +100,17 @@ enum ClientArg {
     AmqpSession,
 }
 
+/// Writes the name clap knows a value by (`--clients amqp-session`).
+fn write_value_name(value: &impl ValueEnum, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match value.to_possible_value() {
+        Some(v) => f.write_str(v.get_name()),
+        None => Ok(()),
+    }
+}
+
 impl std::fmt::Display for ClientArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self
-            .to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default();
-        f.write_str(&name)
+        write_value_name(self, f)
     }
 }
 
@@ -120,11 +124,7 @@ enum Part {
 
 impl std::fmt::Display for Part {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self
-            .to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default();
-        f.write_str(&name)
+        write_value_name(self, f)
     }
 }
 
