@@ -553,7 +553,11 @@ impl EventSink for Resilient {
                 .expect("the guard holds the event until taken");
             bounded(publish_timeout, async { session.send(event).await?.await }).await
         };
-        let pending = guard.take().expect("the guard holds the event until taken");
+        // Taken as it is: on success it is simply dropped, no `Pending` built.
+        let event = guard
+            .event
+            .take()
+            .expect("the guard holds the event until taken");
         match result {
             Ok(()) => {
                 shared.counters.published.fetch_add(1, Ordering::Relaxed);
@@ -561,22 +565,17 @@ impl EventSink for Resilient {
                 Ok(PublishOutcome::Confirmed)
             }
             Err(e) if e.refuses_event() => {
-                tracing::debug!(id = %pending.event.id(), error = %e, "broker refused the event");
-                Err(self
-                    .refuse(
-                        PublishErrorKind::Refused,
-                        Arc::unwrap_or_clone(pending.event),
-                    )
-                    .with_source(e))
+                tracing::debug!(id = %event.id(), error = %e, "broker refused the event");
+                Err(self.refuse(PublishErrorKind::Refused, event).with_source(e))
             }
             Err(e) => {
-                tracing::debug!(id = %pending.event.id(), error = %e, "publish failed, buffering the event");
+                tracing::debug!(id = %event.id(), error = %e, "publish failed, buffering the event");
                 let admitted = {
                     let mut inner = shared.lock();
                     inner.last_error = Some(e.to_string());
-                    self.admit(&mut inner, pending.seq, pending.event, pending.since)
+                    self.admit(&mut inner, seq, Arc::new(event), since)
                 };
-                self.buffered(pending.seq, admitted, Some(e)).await
+                self.buffered(seq, admitted, Some(e)).await
             }
         }
     }
