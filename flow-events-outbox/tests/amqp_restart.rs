@@ -13,16 +13,15 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::receive;
+use common::{forward, receive};
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
 use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSink,
-    EventSource, PublishOutcome, Resilient, Subscription, TopicPattern, handler_fn,
+    Config, ConnectionMonitor, ConnectionState, Event, EventId, EventSink, PublishOutcome,
+    Resilient,
 };
 use flow_events_outbox::RedbStore;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
-use tokio::sync::mpsc;
 
 const BROKER: &str = "127.0.0.1:5672";
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -192,20 +191,7 @@ async fn five_thousand_events_buffered_while_rabbitmq_is_unreachable_arrive_in_o
     .await
     .unwrap()
     .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = consumer
-        .subscribe(
-            Subscription::new(&queue, TopicPattern::new("outbox.#").unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.into_event());
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let (_sub, mut rx) = forward(&consumer, &queue, "outbox.#").await;
 
     // Second run: the broker is up; the stored events go out first, in order.
     let second = Resilient::builder(backend(&up))

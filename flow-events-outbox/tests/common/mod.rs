@@ -81,8 +81,19 @@ pub async fn consume(
         .wait_for(|s| *s == ConnectionState::Connected)
         .await
         .unwrap();
+    let (h, rx) = forward(&r, name, pattern).await;
+    (r, h, rx)
+}
+
+/// Subscribes `consumer` as `name` to `pattern`; each event arrives on the
+/// channel, acknowledged.
+pub async fn forward(
+    consumer: &Resilient,
+    name: &str,
+    pattern: &str,
+) -> (SubscriptionHandle, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let h = r
+    let h = consumer
         .subscribe(
             Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
             handler_fn(move |d: Delivery| {
@@ -95,7 +106,7 @@ pub async fn consume(
         )
         .await
         .unwrap();
-    (r, h, rx)
+    (h, rx)
 }
 
 /// Receives `n` events, each within `limit`.
