@@ -254,15 +254,15 @@ impl Backend for AmqpBackend {
     }
 
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: "amqp",
-            url: self
-                .inner
-                .config
-                .url()
-                .map(|u| u.redacted().to_owned())
-                .unwrap_or_default(),
-        }
+        let url = self
+            .inner
+            .config
+            .url()
+            .map(|u| u.redacted().to_owned())
+            .unwrap_or_default();
+        BackendInfo::new("amqp", url)
+            .with_display_name("RabbitMQ")
+            .with_dependency("rabbitmq")
     }
 }
 

@@ -13,8 +13,8 @@ use common::traffic::start;
 use common::{Cleanup, URL, WAIT, raw, unique, until};
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
 use flow_events_core::{
-    BROKER_UNAVAILABLE, Config, ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus,
-    PublishErrorKind, PublishOutcome,
+    Config, ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus, PublishErrorKind,
+    PublishOutcome,
 };
 use lapin::ExchangeKind;
 use lapin::options::ExchangeDeclareOptions;
@@ -77,7 +77,10 @@ async fn keeps_running(test: &str, url: &str, exchange: &str, expect: &[&str], s
     );
     let health = events.health("test");
     assert_eq!(health.status, HealthStatus::Degraded);
-    assert_eq!(health.issues, vec![BROKER_UNAVAILABLE.to_owned()]);
+    assert_eq!(
+        health.issues,
+        vec!["RabbitMQ connection unavailable".to_owned()]
+    );
     // The supervisor keeps probing, and leaves no connection behind.
     let attempts = events.status().reconnect_attempts;
     until("probing goes on", WAIT, || {

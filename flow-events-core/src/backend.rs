@@ -23,13 +23,55 @@ pub type Confirmation = BoxFuture<'static, Result<(), BackendError>>;
 /// The deliveries of one subscription on one session; it ends when the session is lost.
 pub type DeliveryStream = BoxStream<'static, IncomingDelivery>;
 
-/// Name and redacted address of a backend, for status and logs.
+/// How a backend names itself: a short name, the broker's name for logs and
+/// errors, the key of its entry in a health report, and its redacted address.
+///
+/// ```
+/// use flow_events_core::BackendInfo;
+/// let info = BackendInfo::new("amqp", "amqp://guest:***@localhost:5672/")
+///     .with_display_name("RabbitMQ")
+///     .with_dependency("rabbitmq");
+/// assert_eq!(info.display_name, "RabbitMQ");
+/// let plain = BackendInfo::new("memory", "memory://");
+/// assert_eq!(plain.dependency, "memory");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackendInfo {
     /// Short name: `amqp`, `memory`.
     pub name: &'static str,
+    /// The broker's name in log lines, errors and health issues (`RabbitMQ`).
+    /// Default: the short name.
+    pub display_name: &'static str,
+    /// The key of the backend's entry under `dependencies` in a health report
+    /// (`rabbitmq`). Default: the short name.
+    pub dependency: &'static str,
     /// The address with the password redacted.
     pub url: String,
+}
+
+impl BackendInfo {
+    /// A backend called `name` at the redacted address `url`.
+    pub fn new(name: &'static str, url: impl Into<String>) -> Self {
+        Self {
+            name,
+            display_name: name,
+            dependency: name,
+            url: url.into(),
+        }
+    }
+
+    /// The broker's name for people (`RabbitMQ`).
+    pub fn with_display_name(mut self, display_name: &'static str) -> Self {
+        self.display_name = display_name;
+        self
+    }
+
+    /// The key under `dependencies` in a health report (`rabbitmq`).
+    pub fn with_dependency(mut self, dependency: &'static str) -> Self {
+        self.dependency = dependency;
+        self
+    }
 }
 
 /// Makes sessions (connections) to a broker.

@@ -283,8 +283,10 @@ impl ConfigError {
 pub enum StartError {
     /// The broker is required (`RABBITMQ_REQUIRED=true`) and could not be reached
     /// within the configured retries.
-    #[error("RabbitMQ is required but unavailable after {attempts} attempts: {last_error}")]
+    #[error("{broker} is required but unavailable after {attempts} attempts: {last_error}")]
     BrokerUnavailable {
+        /// The broker's name (the backend's display name).
+        broker: &'static str,
         /// Connection attempts made.
         attempts: u32,
         /// The last error, redacted.

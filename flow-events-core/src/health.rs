@@ -9,9 +9,6 @@ use crate::monitor::{ConnectionState, ConnectionStatus};
 /// How long a lost event (dropped, expired, unreadable) keeps the health degraded.
 pub const LOSS_DEGRADES_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// The issue reported while the broker is unavailable.
-pub const BROKER_UNAVAILABLE: &str = "RabbitMQ connection unavailable";
-
 /// Overall health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,11 +82,16 @@ impl From<&ConnectionStatus> for DependencyHealth {
 }
 
 /// The health report:
-/// `{"status", "service", "dependencies": {"rabbitmq": {...}}, "issues": [...]}`.
+/// `{"status", "service", "dependencies": {"rabbitmq": {...}}, "issues": [...]}`,
+/// where the dependency's key and the broker's name in `issues` come from the
+/// backend ([`BackendInfo`](crate::BackendInfo)).
 ///
 /// ```
-/// use flow_events_core::{ConnectionState, ConnectionStatus, HealthReport};
-/// let mut status = ConnectionStatus::new(ConnectionState::Failed, "amqp://guest:***@rabbitmq:5672/");
+/// use flow_events_core::{BackendInfo, ConnectionState, ConnectionStatus, HealthReport};
+/// let rabbitmq = BackendInfo::new("amqp", "amqp://guest:***@rabbitmq:5672/")
+///     .with_display_name("RabbitMQ")
+///     .with_dependency("rabbitmq");
+/// let mut status = ConnectionStatus::for_backend(ConnectionState::Failed, &rabbitmq);
 /// status.pending_events = 15;
 /// let report = HealthReport::new("Admin Service", &status, false);
 /// let json = serde_json::to_value(&report).unwrap();
@@ -105,7 +107,7 @@ pub struct HealthReport {
     pub status: HealthStatus,
     /// The service name.
     pub service: String,
-    /// Per dependency (`rabbitmq`).
+    /// Per dependency (`rabbitmq`, named by the backend).
     pub dependencies: BTreeMap<String, DependencyHealth>,
     /// Human-readable issues; empty when all is well.
     pub issues: Vec<String>,
@@ -117,9 +119,12 @@ impl HealthReport {
     pub fn new(service: impl Into<String>, status: &ConnectionStatus, required: bool) -> Self {
         let mut issues = Vec::new();
         if !status.connected {
-            issues.push(BROKER_UNAVAILABLE.to_owned());
+            issues.push(Self::unavailable(status.broker));
         } else if status.blocked {
-            issues.push("RabbitMQ is blocking publishers (resource alarm)".to_owned());
+            issues.push(format!(
+                "{} is blocking publishers (resource alarm)",
+                status.broker
+            ));
         }
         // A loss degrades the health for a while after it happened; the
         // counters stay in the report (and in metrics) for good.
@@ -154,7 +159,7 @@ impl HealthReport {
             HealthStatus::Healthy
         };
         let mut dependencies = BTreeMap::new();
-        dependencies.insert("rabbitmq".to_owned(), DependencyHealth::from(status));
+        dependencies.insert(status.dependency.to_owned(), DependencyHealth::from(status));
         Self {
             status: health,
             service: service.into(),
@@ -162,15 +167,28 @@ impl HealthReport {
             issues,
         }
     }
+
+    /// The issue reported while the broker named `broker` is unavailable
+    /// (`RabbitMQ connection unavailable`, as in the original design).
+    pub fn unavailable(broker: &str) -> String {
+        format!("{broker} connection unavailable")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rabbitmq(state: ConnectionState) -> ConnectionStatus {
+        let info = crate::BackendInfo::new("amqp", "amqp://guest:***@h:5672/")
+            .with_display_name("RabbitMQ")
+            .with_dependency("rabbitmq");
+        ConnectionStatus::for_backend(state, &info)
+    }
+
     #[test]
     fn connected_is_healthy_with_original_keys_first() {
-        let s = ConnectionStatus::new(ConnectionState::Connected, "amqp://guest:***@h:5672/");
+        let s = rabbitmq(ConnectionState::Connected);
         let r = HealthReport::new("Admin Service", &s, true);
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.starts_with(
@@ -182,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_loss_degrades_for_a_while_then_clears() {
-        let mut s = ConnectionStatus::new(ConnectionState::Connected, "u");
+        let mut s = rabbitmq(ConnectionState::Connected);
         s.dropped_events = 3;
         s.last_loss = Some(chrono::Utc::now());
         let r = HealthReport::new("svc", &s, false);
@@ -198,10 +216,10 @@ mod tests {
 
     #[test]
     fn required_and_down_is_unhealthy() {
-        let s = ConnectionStatus::new(ConnectionState::Connecting, "u");
+        let s = rabbitmq(ConnectionState::Connecting);
         let r = HealthReport::new("svc", &s, true);
         assert_eq!(r.status, HealthStatus::Unhealthy);
         assert_eq!(r.status.http_status(), 503);
-        assert_eq!(r.issues, vec![BROKER_UNAVAILABLE.to_owned()]);
+        assert_eq!(r.issues, vec!["RabbitMQ connection unavailable".to_owned()]);
     }
 }

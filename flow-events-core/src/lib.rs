@@ -36,9 +36,7 @@ pub use error::{
 };
 pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventType, MAX_EVENT_TYPE_LEN};
 pub use fallback::{Fallback, Route, Routed, SinkFn, sink_fn};
-pub use health::{
-    BROKER_UNAVAILABLE, DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR,
-};
+pub use health::{DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR};
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
 pub use pattern::{InvalidPattern, TopicPattern};
 pub use resilient::{Resilient, ResilientBuilder, ShutdownReport};

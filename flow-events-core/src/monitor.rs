@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::backend::BackendInfo;
+
 /// The state of the connection to the broker, serialised in lowercase exactly
 /// as the original design named them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +93,13 @@ pub struct ConnectionStatus {
     pub last_connected: Option<DateTime<Utc>>,
     /// The broker URL, password redacted.
     pub url: String,
+    /// The broker's name for people (`RabbitMQ`), as its backend gives it.
+    #[serde(skip)]
+    pub broker: &'static str,
+    /// The key of the broker's entry under `dependencies` in a health report
+    /// (`rabbitmq`), as its backend gives it.
+    #[serde(skip)]
+    pub dependency: &'static str,
     /// Publish calls accepted (confirmed or buffered).
     pub published: u64,
     /// Events confirmed by the broker (directly or from the buffer).
@@ -112,7 +121,16 @@ fn serialize_opt_secs<S: serde::Serializer>(
 }
 
 impl ConnectionStatus {
-    /// An empty status in `state` for `url` (counters zero).
+    /// An empty status in `state` for the backend `info` (counters zero).
+    pub fn for_backend(state: ConnectionState, info: &BackendInfo) -> Self {
+        let mut status = Self::new(state, info.url.clone());
+        status.broker = info.display_name;
+        status.dependency = info.dependency;
+        status
+    }
+
+    /// An empty status in `state` for `url` (counters zero), of a backend
+    /// named `broker`.
     pub fn new(state: ConnectionState, url: impl Into<String>) -> Self {
         Self {
             state,
@@ -131,6 +149,8 @@ impl ConnectionStatus {
             since: Utc::now(),
             last_connected: None,
             url: url.into(),
+            broker: "broker",
+            dependency: "broker",
             published: 0,
             confirmed: 0,
             buffered: 0,

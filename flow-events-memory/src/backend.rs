@@ -45,9 +45,6 @@ impl Backend for MemoryBackend {
     }
 
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: "memory",
-            url: "memory://".to_owned(),
-        }
+        BackendInfo::new("memory", "memory://").with_display_name("in-memory broker")
     }
 }

@@ -26,10 +26,7 @@ impl Backend for Down {
         Err(BackendError::connection("connection refused"))
     }
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: "amqp",
-            url: "amqp://127.0.0.1:1/".into(),
-        }
+        BackendInfo::new("amqp", "amqp://127.0.0.1:1/")
     }
 }
 

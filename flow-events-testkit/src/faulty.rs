@@ -48,7 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// # #[async_trait::async_trait]
 /// # impl Backend for Inner {
 /// #     async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> { Err(BackendError::connection("x")) }
-/// #     fn info(&self) -> BackendInfo { BackendInfo { name: "memory", url: "memory://".into() } }
+/// #     fn info(&self) -> BackendInfo { BackendInfo::new("memory", "memory://") }
 /// # }
 /// let (backend, faults) = Faulty::wrap(Inner);
 /// faults.go_down();            // every connect fails until come_up()

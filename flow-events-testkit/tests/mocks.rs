@@ -140,10 +140,9 @@ async fn backend_and_session_mocks_stand_in_for_a_broker() {
             let s: Arc<dyn Session> = Arc::new(session.take().expect("connected once"));
             Ok(s)
         });
-    backend.expect_info().return_const(BackendInfo {
-        name: "mock",
-        url: "mock://".to_owned(),
-    });
+    backend
+        .expect_info()
+        .return_const(BackendInfo::new("mock", "mock://"));
 
     assert_eq!(backend.info().name, "mock");
     let err = backend.connect().await.err().unwrap();

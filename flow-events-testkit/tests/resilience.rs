@@ -193,7 +193,7 @@ async fn start_down_buffers_1000_then_delivers_all_in_order() {
     assert!(!s.connected);
     let health = r.health("Admin Service");
     assert_eq!(health.status, HealthStatus::Degraded);
-    assert_eq!(health.issues, ["RabbitMQ connection unavailable"]);
+    assert_eq!(health.issues, ["in-memory broker connection unavailable"]);
 
     faults.come_up();
     let got = receive(&mut rx, 1000).await;
@@ -373,6 +373,7 @@ async fn required_mode_fails_after_the_configured_retries() {
         Err(StartError::BrokerUnavailable {
             attempts,
             last_error,
+            ..
         }) => {
             assert_eq!(attempts, 4);
             assert!(last_error.contains("connection refused"), "{last_error}");
@@ -788,10 +789,12 @@ impl flow_events_core::Backend for SecretBackend {
         ))
     }
     fn info(&self) -> flow_events_core::BackendInfo {
-        flow_events_core::BackendInfo {
-            name: "amqp",
-            url: flow_events_core::redact_url("amqp://guest:hunter2@rabbitmq:5672/"),
-        }
+        flow_events_core::BackendInfo::new(
+            "amqp",
+            flow_events_core::redact_url("amqp://guest:hunter2@rabbitmq:5672/"),
+        )
+        .with_display_name("RabbitMQ")
+        .with_dependency("rabbitmq")
     }
 }
 

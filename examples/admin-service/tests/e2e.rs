@@ -379,7 +379,7 @@ async fn memory_backend_confirms_and_counts() {
         .wait_health("connected", |h| h["status"] == "healthy")
         .await;
     assert_eq!(health["service"], "Admin Service");
-    assert_eq!(health["dependencies"]["rabbitmq"]["connected"], true);
+    assert_eq!(health["dependencies"]["memory"]["connected"], true);
     assert_eq!(health["issues"], serde_json::json!([]));
 
     let r = service
@@ -1087,7 +1087,7 @@ async fn outbox_keeps_buffered_events_across_a_restart() {
     let second = Service::start(&[("FLOW_EVENTS_OUTBOX_PATH", outbox)]).await;
     second
         .wait_health("the outbox drained", |h| {
-            h["dependencies"]["rabbitmq"]["pending_events"] == 0
+            h["dependencies"]["memory"]["pending_events"] == 0
         })
         .await;
     assert_eq!(second.metric("flow_events_confirmed_total").await, 3.0);

@@ -29,7 +29,7 @@
 //! #     async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> {
 //! #         Err(BackendError::connection("connection refused"))
 //! #     }
-//! #     fn info(&self) -> BackendInfo { BackendInfo { name: "amqp", url: "amqp://guest:***@rabbitmq:5672/".into() } }
+//! #     fn info(&self) -> BackendInfo { BackendInfo::new("amqp", "amqp://guest:***@rabbitmq:5672/").with_display_name("RabbitMQ") }
 //! # }
 //! # let backend = Down;
 //! // `backend` is any Backend: flow-events-memory's or flow-events-amqp's.

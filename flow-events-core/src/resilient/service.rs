@@ -135,12 +135,13 @@ impl ResilientBuilder {
                     )
                 };
                 resilient.stop_supervisor().await;
+                let broker = resilient.shared.info.display_name;
                 tracing::error!(
                     attempts,
-                    "{} is required (RABBITMQ_REQUIRED=true) but unavailable after {attempts} attempts: {last_error}",
-                    supervisor::broker_name(&resilient.shared)
+                    "{broker} is required (RABBITMQ_REQUIRED=true) but unavailable after {attempts} attempts: {last_error}",
                 );
                 return Err(StartError::BrokerUnavailable {
+                    broker,
                     attempts,
                     last_error,
                 });

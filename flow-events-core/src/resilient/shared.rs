@@ -228,7 +228,7 @@ impl Shared {
     pub(crate) fn status(&self) -> ConnectionStatus {
         let inner = self.lock();
         let c = &self.counters;
-        let mut s = ConnectionStatus::new(inner.state, self.info.url.clone());
+        let mut s = ConnectionStatus::for_backend(inner.state, &self.info);
         s.blocked = inner.blocked;
         s.pending_events = inner.buffer.len();
         s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());

@@ -18,13 +18,9 @@ use super::backoff;
 use super::buffer::Pending;
 use super::shared::{Current, Shared};
 
-/// "RabbitMQ" for the AMQP backend, otherwise the backend's name: the log
-/// lines of the original design name RabbitMQ.
+/// The broker's name in log lines, as the backend gives it.
 pub(crate) fn broker_name(shared: &Shared) -> &'static str {
-    match shared.info.name {
-        "amqp" => "RabbitMQ",
-        other => other,
-    }
+    shared.info.display_name
 }
 
 /// Runs until the shared cancellation token fires.
