@@ -124,6 +124,14 @@ pub trait Session: Send + Sync + 'static {
         watch::channel(false).1
     }
 
+    /// The address this session is connected to, for status, health and
+    /// logs: with several broker addresses configured, the one in use. It
+    /// must never show a password (redact it as [`crate::redact_url`] does).
+    /// The default, `None`, leaves the backend's [`BackendInfo::url`] shown.
+    fn url(&self) -> Option<String> {
+        None
+    }
+
     /// Closes the session.
     async fn close(&self);
 }

@@ -271,6 +271,10 @@ impl Session for FaultySession {
         self.faults.blocked.subscribe()
     }
 
+    fn url(&self) -> Option<String> {
+        self.inner.url()
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }

@@ -225,10 +225,21 @@ impl Shared {
         }
     }
 
+    /// The address shown: the current session's while connected, otherwise
+    /// the backend's (every configured address).
+    pub(crate) fn url(&self, inner: &Inner) -> String {
+        inner
+            .session
+            .as_ref()
+            .and_then(|s| s.url())
+            .unwrap_or_else(|| self.info.url.clone())
+    }
+
     pub(crate) fn status(&self) -> ConnectionStatus {
         let inner = self.lock();
         let c = &self.counters;
         let mut s = ConnectionStatus::for_backend(inner.state, &self.info);
+        s.url = self.url(&inner);
         s.blocked = inner.blocked;
         s.pending_events = inner.buffer.len();
         s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());

@@ -119,13 +119,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 fn on_connected(shared: &Shared, session: &Arc<dyn Session>, reconnect: bool) {
-    let pending = {
+    let (pending, url) = {
         let mut inner = shared.lock();
         inner.session = Some(session.clone());
         inner.reconnect_attempts = 0;
         inner.last_connected = Some(Utc::now());
         shared.set_state(&mut inner, ConnectionState::Connected);
-        inner.buffer.len()
+        (inner.buffer.len(), shared.url(&inner))
     };
     if reconnect {
         shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -135,8 +135,8 @@ fn on_connected(shared: &Shared, session: &Arc<dyn Session>, reconnect: bool) {
         c.session = Some(session.clone());
     });
     tracing::info!(
-        url = %shared.info.url, pending,
-        "connected to {} at {}", broker_name(shared), shared.info.url
+        url = %url, pending,
+        "connected to {} at {url}", broker_name(shared)
     );
 }
 
