@@ -28,8 +28,11 @@ use crate::wire;
 /// connections (one publishes, one consumes, so that a publisher blocked by
 /// the broker cannot starve the consumers).
 ///
-/// `Config::url()` may list several URLs separated by commas: a connect tries
-/// them in turn, starting from the one after the last that failed.
+/// `Config::url()` may list several URLs separated by commas, the nodes of a
+/// cluster say: the first connect starts at a random one (so that a fleet of
+/// services spreads over the nodes), and every connect tries them in turn
+/// from the one after the last used, so that a node that died is tried last
+/// (see [`connect_order`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,7 +58,7 @@ pub struct AmqpBackend {
 struct Inner {
     config: Config,
     options: AmqpOptions,
-    /// The index of the URL the next connect starts from.
+    /// The index of the URL the next connect starts from (modulo their number).
     next_url: AtomicUsize,
     /// The broker's largest message, once a refusal has told it (0: not
     /// known); shared by every session, so that an event known to be too
@@ -69,11 +72,12 @@ impl AmqpBackend {
     /// until [`Backend::connect`], so that a bad URL is reported like any
     /// other connection failure (as a `Configuration` error).
     pub fn new(config: &Config, options: AmqpOptions) -> Self {
+        let urls = config.url().map_or(0, |u| u.split().len());
         Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 options,
-                next_url: AtomicUsize::new(0),
+                next_url: AtomicUsize::new(fastrand::usize(..urls.max(1))),
                 broker_max_message: Arc::default(),
             }),
         }
@@ -113,6 +117,7 @@ impl AmqpBackend {
                 config.exchange().to_owned(),
                 options.clone(),
                 address.scrub.clone(),
+                address.redacted.clone(),
             )),
             Err(e) => {
                 tokio::join!(
@@ -203,18 +208,21 @@ impl Backend for AmqpBackend {
             return Err(BackendError::configuration("no broker URL configured"));
         }
         let n = urls.len();
-        let start = self.inner.next_url.load(Ordering::Relaxed) % n;
         let mut first_config_error: Option<BackendError> = None;
         let mut last_error: Option<BackendError> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
+        for i in connect_order(self.inner.next_url.load(Ordering::Relaxed), n) {
             let result = match Address::parse(&urls[i], self.heartbeat_secs()) {
                 Ok(address) => self.connect_to(&address).await,
                 Err(e) => Err(e),
             };
             match result {
                 Ok(session) => {
-                    self.inner.next_url.store(i, Ordering::Relaxed);
+                    // When this session is lost, the next connect tries the
+                    // other URLs first: its node may be the one that died.
+                    self.inner.next_url.store((i + 1) % n, Ordering::Relaxed);
+                    if n > 1 {
+                        tracing::debug!(url = %urls[i], "connected to broker URL {} of {n}", i + 1);
+                    }
                     return Ok(Arc::new(session));
                 }
                 Err(e) => {
@@ -266,6 +274,13 @@ impl Backend for AmqpBackend {
     }
 }
 
+/// The indexes of `n` URLs in the order a connect tries them: each once,
+/// starting at `next` (modulo `n`) and going round.
+fn connect_order(next: usize, n: usize) -> impl Iterator<Item = usize> {
+    let start = if n == 0 { 0 } else { next % n };
+    (0..n).map(move |k| (start + k) % n)
+}
+
 impl fmt::Debug for AmqpBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpBackend")
@@ -273,5 +288,44 @@ impl fmt::Debug for AmqpBackend {
             .field("exchange", &self.inner.config.exchange())
             .field("options", &self.inner.options)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_order_goes_round_once_from_next() {
+        assert_eq!(connect_order(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(connect_order(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
+        assert_eq!(connect_order(7, 3).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(connect_order(5, 1).collect::<Vec<_>>(), [0]);
+        assert_eq!(connect_order(5, 0).count(), 0);
+    }
+
+    fn backend(urls: &str) -> AmqpBackend {
+        let config = Config::builder().with_url(urls).build().expect("config");
+        AmqpBackend::new(&config, AmqpOptions::new())
+    }
+
+    #[test]
+    fn the_first_connect_starts_at_a_random_url() {
+        let urls = "amqp://a:5672,amqp://b:5672,amqp://c:5672";
+        let mut starts = [0_usize; 3];
+        for _ in 0..300 {
+            let start = backend(urls).inner.next_url.load(Ordering::Relaxed);
+            starts[start] += 1;
+        }
+        // Each of the three is the first choice about 100 times in 300; the
+        // chance that one is never chosen is (2/3)^300.
+        assert!(starts.iter().all(|&k| k > 0), "{starts:?}");
+        assert_eq!(
+            backend("amqp://a:5672")
+                .inner
+                .next_url
+                .load(Ordering::Relaxed),
+            0
+        );
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct AmqpSession {
     exchange: String,
     options: AmqpOptions,
     scrub: Scrub,
+    /// The broker's URL, password redacted.
+    url: String,
     cancel: CancellationToken,
 }
 
@@ -54,6 +56,7 @@ impl AmqpSession {
         exchange: String,
         options: AmqpOptions,
         scrub: Scrub,
+        url: String,
     ) -> Self {
         let state = publisher.state.clone();
         let cancel = CancellationToken::new();
@@ -84,6 +87,7 @@ impl AmqpSession {
             exchange,
             options,
             scrub,
+            url,
             cancel,
         }
     }
@@ -222,6 +226,10 @@ impl Session for AmqpSession {
 
     fn blocked(&self) -> watch::Receiver<bool> {
         self.state.watch_blocked()
+    }
+
+    fn url(&self) -> Option<String> {
+        Some(self.url.clone())
     }
 
     async fn close(&self) {
