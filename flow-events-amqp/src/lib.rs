@@ -16,5 +16,5 @@ mod transport;
 mod wire;
 
 pub use backend::AmqpBackend;
-pub use options::AmqpOptions;
+pub use options::{AmqpOptions, ENV_QUEUE_TYPE};
 pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE};

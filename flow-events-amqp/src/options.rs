@@ -3,7 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use flow_events_core::QueueKind;
+use flow_events_core::{ConfigError, QueueKind};
+
+/// `RABBITMQ_QUEUE_TYPE`: the queue kind of subscriptions that do not ask for
+/// one, `classic` (default) or `quorum`; read by [`AmqpOptions::from_env`].
+pub const ENV_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
 
 /// Settings of [`AmqpBackend`](crate::AmqpBackend); each setter documents its default.
 ///
@@ -53,6 +57,35 @@ impl AmqpOptions {
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The defaults, with the settings the environment gives:
+    /// [`ENV_QUEUE_TYPE`] (`RABBITMQ_QUEUE_TYPE`). Unset or empty variables
+    /// keep their defaults; an invalid value is an error naming the variable.
+    /// The shared settings are read by `Config::from_env`.
+    ///
+    /// ```
+    /// use flow_events_amqp::{AmqpOptions, ENV_QUEUE_TYPE};
+    /// use flow_events_core::QueueKind;
+    /// let options = AmqpOptions::from_lookup(|name| {
+    ///     (name == ENV_QUEUE_TYPE).then(|| "quorum".to_owned())
+    /// })?;
+    /// assert_eq!(options.queue_kind(), QueueKind::Quorum);
+    /// # Ok::<(), flow_events_core::ConfigError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`AmqpOptions::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut options = Self::default();
+        if let Some(v) = lookup(ENV_QUEUE_TYPE).filter(|v| !v.trim().is_empty()) {
+            options.queue_kind = parse_queue_kind(&v).ok_or_else(|| {
+                ConfigError::new(ENV_QUEUE_TYPE, &v, "expected classic or quorum")
+            })?;
+        }
+        Ok(options)
     }
 
     /// The name of the publishing service: the `app_id` property of every
@@ -164,6 +197,15 @@ impl AmqpOptions {
     }
 }
 
+/// `classic` or `quorum`, in any case.
+fn parse_queue_kind(v: &str) -> Option<QueueKind> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "classic" => Some(QueueKind::Classic),
+        "quorum" => Some(QueueKind::Quorum),
+        _ => None,
+    }
+}
+
 impl fmt::Debug for AmqpOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpOptions")
@@ -195,6 +237,47 @@ mod tests {
         assert_eq!(o.dead_letter_queue("billing"), "billing.dead");
         assert_eq!(o.queue_kind(), QueueKind::Classic);
         assert!(o.tls_ca_pem().is_none());
+    }
+
+    fn from(vars: &[(&str, &str)]) -> Result<AmqpOptions, ConfigError> {
+        AmqpOptions::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn reads_the_queue_type() {
+        assert_eq!(from(&[]).unwrap(), AmqpOptions::default());
+        assert_eq!(
+            from(&[(ENV_QUEUE_TYPE, "  ")]).unwrap(),
+            AmqpOptions::default()
+        );
+        for (value, kind) in [
+            ("quorum", QueueKind::Quorum),
+            (" Quorum ", QueueKind::Quorum),
+            ("classic", QueueKind::Classic),
+            ("CLASSIC", QueueKind::Classic),
+        ] {
+            assert_eq!(
+                from(&[(ENV_QUEUE_TYPE, value)]).unwrap().queue_kind(),
+                kind,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_queue_type_names_the_variable() {
+        for value in ["stream", "quorum,classic", "qurom"] {
+            let err = from(&[(ENV_QUEUE_TYPE, value)]).expect_err(value);
+            assert_eq!(err.variable(), ENV_QUEUE_TYPE);
+            assert!(
+                err.to_string().contains("expected classic or quorum"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,31 @@
 
 use std::sync::Arc;
 
-use flow_events_core::{Backend, Config, ENV_URL};
+use flow_events_core::{Backend, Config, ConfigError, ENV_URL};
+
+/// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`); nothing in a
+/// build without the `amqp` feature.
+#[cfg(feature = "amqp")]
+pub(crate) type AmqpSettings = flow_events_amqp::AmqpOptions;
+/// The AMQP backend's own settings; nothing in a build without the `amqp` feature.
+#[cfg(not(feature = "amqp"))]
+pub(crate) type AmqpSettings = ();
+
+/// Reads the AMQP backend's own settings through `lookup`.
+#[cfg(feature = "amqp")]
+pub(crate) fn amqp_settings(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<AmqpSettings, ConfigError> {
+    flow_events_amqp::AmqpOptions::from_lookup(lookup)
+}
+
+/// Reads the AMQP backend's own settings: none without the `amqp` feature.
+#[cfg(not(feature = "amqp"))]
+pub(crate) fn amqp_settings(
+    _lookup: impl Fn(&str) -> Option<String>,
+) -> Result<AmqpSettings, ConfigError> {
+    Ok(())
+}
 
 /// The chosen backend and how to describe it in the start-up log.
 pub(crate) struct Selected {
@@ -26,18 +50,27 @@ impl std::fmt::Debug for Selected {
     }
 }
 
-/// Builds the backend for `config`. `service` names the connection on the broker.
-pub(crate) fn select(config: &Config, service: &str) -> anyhow::Result<Selected> {
+/// Builds the backend for `config` and `amqp`. `service` names the connection on the broker.
+pub(crate) fn select(
+    config: &Config,
+    amqp_settings: &AmqpSettings,
+    service: &str,
+) -> anyhow::Result<Selected> {
     match config.url() {
-        Some(url) => amqp(config, service, url.redacted()),
+        Some(url) => amqp(config, amqp_settings, service, url.redacted()),
         None => memory(),
     }
 }
 
 #[cfg(feature = "amqp")]
-fn amqp(config: &Config, service: &str, redacted: &str) -> anyhow::Result<Selected> {
-    use flow_events_amqp::{AmqpBackend, AmqpOptions};
-    let options = AmqpOptions::new().with_app_id(service);
+fn amqp(
+    config: &Config,
+    options: &AmqpSettings,
+    service: &str,
+    redacted: &str,
+) -> anyhow::Result<Selected> {
+    use flow_events_amqp::AmqpBackend;
+    let options = options.clone().with_app_id(service);
     let backend = AmqpBackend::new(config, options);
     Ok(Selected {
         backend: Arc::new(backend),
@@ -57,7 +90,12 @@ fn amqp(config: &Config, service: &str, redacted: &str) -> anyhow::Result<Select
 }
 
 #[cfg(not(feature = "amqp"))]
-fn amqp(_config: &Config, _service: &str, redacted: &str) -> anyhow::Result<Selected> {
+fn amqp(
+    _config: &Config,
+    _options: &AmqpSettings,
+    _service: &str,
+    redacted: &str,
+) -> anyhow::Result<Selected> {
     anyhow::bail!(
         "{ENV_URL} is set ({redacted}) but this build has no RabbitMQ backend \
          (built without the `amqp` feature); unset {ENV_URL} to use the in-memory broker"

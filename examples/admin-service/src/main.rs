@@ -59,9 +59,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         service_name,
         shutdown_grace,
         config,
+        amqp,
         ..
     } = settings;
-    let selected = backend::select(&config, &service_name)?;
+    let selected = backend::select(&config, &amqp, &service_name)?;
     if selected.name == "memory" && config.required() {
         tracing::warn!("{ENV_REQUIRED}=true has no effect without RABBITMQ_URL");
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use flow_events_core::{Config, ConfigError};
 
+use crate::backend::{self, AmqpSettings};
+
 /// `PORT`: the HTTP port (default 8012).
 pub(crate) const ENV_PORT: &str = "PORT";
 /// `SERVICE_NAME`: the name in `/health` and the logs (default `Admin Service`).
@@ -41,6 +43,8 @@ pub(crate) struct Settings {
     pub(crate) log_filter: String,
     pub(crate) shutdown_grace: Duration,
     pub(crate) config: Config,
+    /// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`).
+    pub(crate) amqp: AmqpSettings,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
             None => DEFAULT_SHUTDOWN_GRACE,
         };
         let config = Config::from_lookup(&lookup)?;
+        let amqp = backend::amqp_settings(&lookup)?;
         Ok(Self {
             port,
             service_name,
@@ -78,6 +83,7 @@ impl Settings {
             log_filter,
             shutdown_grace,
             config,
+            amqp,
         })
     }
 }
@@ -162,6 +168,15 @@ mod tests {
         assert_eq!(s.config.exchange(), "my.events");
     }
 
+    #[cfg(feature = "amqp")]
+    #[test]
+    fn reads_the_queue_type() {
+        use flow_events_core::QueueKind;
+        assert_eq!(from(&[]).unwrap().amqp.queue_kind(), QueueKind::Classic);
+        let s = from(&[("RABBITMQ_QUEUE_TYPE", "quorum")]).unwrap();
+        assert_eq!(s.amqp.queue_kind(), QueueKind::Quorum);
+    }
+
     #[test]
     fn invalid_values_name_their_variable() {
         for (var, value) in [
@@ -172,6 +187,8 @@ mod tests {
             (ENV_SHUTDOWN_GRACE, "soon"),
             (ENV_SHUTDOWN_GRACE, "-1"),
             ("RABBITMQ_MAX_RETRIES", "x"),
+            #[cfg(feature = "amqp")]
+            ("RABBITMQ_QUEUE_TYPE", "stream"),
         ] {
             let err = from(&[(var, value)]).expect_err(var);
             assert_eq!(err.variable(), var);
