@@ -53,7 +53,13 @@ pub struct BrokerLock {
 impl BrokerLock {
     /// Waits (at most ten minutes) for the lock.
     pub fn acquire() -> Self {
-        let path = std::env::temp_dir().join("flow-events-broker-faults.lock");
+        Self::acquire_file("flow-events-broker-faults.lock")
+    }
+
+    /// Waits (at most ten minutes) for the lock file `name` in the temp
+    /// folder: another lock of the same kind, for another shared resource.
+    pub fn acquire_file(name: &str) -> Self {
+        let path = std::env::temp_dir().join(name);
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod broker;
+pub mod cluster;
 pub mod logs;
 pub mod received;
 pub mod traffic;
@@ -86,9 +87,22 @@ pub async fn raw() -> (Connection, Channel) {
 pub struct Cleanup {
     queues: Vec<String>,
     exchanges: Vec<String>,
+    /// Where to delete them: the first of these that answers (the test
+    /// broker when empty).
+    urls: Vec<String>,
 }
 
 impl Cleanup {
+    /// A cleanup on the broker at the first of `urls` that answers (the
+    /// nodes of a cluster, say).
+    pub fn on(urls: &[&str]) -> Self {
+        Self {
+            queues: Vec::new(),
+            exchanges: Vec::new(),
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
+
     pub fn queue(&mut self, name: &str) -> &mut Self {
         self.queues.push(name.to_owned());
         self
@@ -110,6 +124,10 @@ impl Drop for Cleanup {
         if queues.is_empty() && exchanges.is_empty() {
             return;
         }
+        let mut urls = std::mem::take(&mut self.urls);
+        if urls.is_empty() {
+            urls.push(URL.to_owned());
+        }
         // A runtime of its own on a thread of its own: this may run inside
         // the test's runtime, where blocking on a future is not allowed.
         let done = std::thread::spawn(move || {
@@ -118,12 +136,19 @@ impl Drop for Cleanup {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let Ok(Ok(conn)) = tokio::time::timeout(
-                    WAIT,
-                    Connection::connect(URL, ConnectionProperties::default()),
-                )
-                .await
-                else {
+                let mut connected = None;
+                for url in &urls {
+                    if let Ok(Ok(conn)) = tokio::time::timeout(
+                        WAIT,
+                        Connection::connect(url, ConnectionProperties::default()),
+                    )
+                    .await
+                    {
+                        connected = Some(conn);
+                        break;
+                    }
+                }
+                let Some(conn) = connected else {
                     return;
                 };
                 for q in queues {
