@@ -179,8 +179,11 @@ check_ports_free() {
 
 # Writes the run folder: cookie, environment file, each node's configuration.
 prepare() {
-    mkdir -p "$DIR"
-    chmod 755 "$DIR"
+    if [[ ! -d "$DIR" ]]; then
+        mkdir -p "$DIR"
+        # The nodes' user must reach its folders in it.
+        chmod 755 "$DIR"
+    fi
     mkdir -p "$DIR/home"
     chmod 700 "$DIR/home"
     local cookie="$DIR/home/.erlang.cookie"
@@ -411,8 +414,11 @@ cmd_status() {
 
 cmd_clean() {
     cmd_stop
-    rm -rf "$DIR"
-    say "removed $DIR"
+    [[ -d "$DIR" ]] || return 0
+    # Only what this script wrote: the run folder may be one the user chose.
+    rm -rf "$DIR/home" "$DIR/rabbitmq-env.conf" "$DIR"/node-[1-3]
+    rmdir "$DIR" 2>/dev/null || true
+    say "removed the cluster's files from $DIR"
 }
 
 usage() {
@@ -420,19 +426,25 @@ usage() {
     exit 2
 }
 
-SBIN="$(find_sbin)"
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    kill-node)
-        check_node_number "${2:-}"
-        cmd_kill_node "$2"
-        ;;
-    start-node)
-        check_node_number "${2:-}"
-        cmd_start_node "$2"
-        ;;
-    clean) cmd_clean ;;
-    *) usage ;;
-esac
+main() {
+    SBIN="$(find_sbin)"
+    case "${1:-}" in
+        start) cmd_start ;;
+        stop) cmd_stop ;;
+        status) cmd_status ;;
+        kill-node)
+            check_node_number "${2:-}"
+            cmd_kill_node "$2"
+            ;;
+        start-node)
+            check_node_number "${2:-}"
+            cmd_start_node "$2"
+            ;;
+        clean) cmd_clean ;;
+        *) usage ;;
+    esac
+}
+
+# On one line: bash has read the whole script before it runs, so a script
+# changed meanwhile (a checkout) does not change what a long start does.
+main "$@"; exit
