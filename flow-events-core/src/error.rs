@@ -146,8 +146,14 @@ pub enum PublishErrorKind {
     ShuttingDown,
     /// The backend refused this event for good (see the source).
     Refused,
-    /// No connection and no buffer to fall back on.
+    /// No connection and no buffer to fall back on (or the broker is
+    /// blocking publishers).
     NotConnected,
+    /// The broker nacked the event; publishing it again may succeed.
+    Nacked,
+    /// The publish or its confirm took longer than the publish timeout: the
+    /// event may or may not have reached the broker.
+    Timeout,
     /// The durable store could not keep the event (disk full, write error).
     StoreFailed {
         /// What the store said.
@@ -167,6 +173,8 @@ impl fmt::Display for PublishErrorKind {
             Self::ShuttingDown => f.write_str("shutting down"),
             Self::Refused => f.write_str("refused by the broker"),
             Self::NotConnected => f.write_str("not connected"),
+            Self::Nacked => f.write_str("nacked by the broker"),
+            Self::Timeout => f.write_str("no confirm within the publish timeout"),
             Self::StoreFailed { reason } => write!(f, "could not store the event: {reason}"),
         }
     }

@@ -50,6 +50,7 @@
 
 mod backoff;
 mod buffer;
+mod confirmed;
 mod consumer;
 mod service;
 mod shared;

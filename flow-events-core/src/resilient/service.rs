@@ -34,7 +34,7 @@ use super::supervisor;
 /// drain what is pending.
 #[derive(Clone, Debug)]
 pub struct Resilient {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     owner: Arc<Owner>,
 }
 

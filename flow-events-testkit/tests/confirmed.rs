@@ -1,0 +1,235 @@
+//! `Resilient::publish_confirmed`: a broker confirm or the event handed back,
+//! never the buffer. Memory backend with faults injected, tokio's paused clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use flow_events_core::{
+    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSource,
+    PublishErrorKind, Resilient, Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+};
+use flow_events_memory::MemoryBroker;
+use flow_events_testkit::faulty::{FaultHandle, Faulty};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const LONG: Duration = Duration::from_secs(3600);
+
+fn event(n: usize) -> Event {
+    Event::try_new("order.created", serde_json::json!({ "n": n })).unwrap()
+}
+
+async fn start(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHandle) {
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    let r = Resilient::builder(backend)
+        .with_config(config)
+        .start()
+        .await
+        .unwrap();
+    (r, faults)
+}
+
+async fn connected(broker: &MemoryBroker) -> (Resilient, FaultHandle) {
+    let (r, faults) = start(broker, Config::default()).await;
+    timeout(
+        LONG,
+        r.watch_state()
+            .wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (r, faults)
+}
+
+/// A subscription on `r`: the payload numbers of what arrives, in order.
+async fn numbers_received(r: &Resilient) -> (SubscriptionHandle, mpsc::UnboundedReceiver<u64>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = r
+        .subscribe(
+            Subscription::new("confirmed", TopicPattern::new("order.*").unwrap()).unwrap(),
+            handler_fn(move |d: Delivery| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(d.event().data()["n"].as_u64().unwrap_or(u64::MAX));
+                    Decision::Ack
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    (handle, rx)
+}
+
+async fn receive(rx: &mut mpsc::UnboundedReceiver<u64>, n: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.push(timeout(LONG, rx.recv()).await.unwrap().unwrap());
+    }
+    got
+}
+
+fn kinds(results: &[Result<(), flow_events_core::PublishError>]) -> Vec<Option<PublishErrorKind>> {
+    results
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.kind().clone()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn confirmed_when_connected_and_delivered_in_order() {
+    let broker = MemoryBroker::new();
+    let (r, _faults) = connected(&broker).await;
+    let (_sub, mut rx) = numbers_received(&r).await;
+    r.publish_confirmed(event(0)).await.unwrap();
+    let results = r
+        .publish_confirmed_batch((1..50).map(event).collect())
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{:?}", kinds(&results));
+    assert_eq!(receive(&mut rx, 50).await, (0..50).collect::<Vec<u64>>());
+    let status = r.status();
+    assert_eq!(status.confirmed, 50);
+    assert_eq!(status.pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_connected_hands_the_event_back_and_buffers_nothing() {
+    let broker = MemoryBroker::new();
+    let (backend, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let r = Resilient::builder(backend).start().await.unwrap();
+    let sent = event(7);
+    let err = r.publish_confirmed(sent.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::NotConnected);
+    assert_eq!(err.into_event(), sent);
+    assert_eq!(r.status().pending_events, 0);
+    assert_eq!(r.status().failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blocking_broker_is_not_connected() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = connected(&broker).await;
+    faults.set_blocked(true);
+    let deadline = tokio::time::Instant::now() + LONG;
+    while !r.status().blocked {
+        assert!(tokio::time::Instant::now() < deadline, "never blocked");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let err = r.publish_confirmed(event(1)).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::NotConnected);
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nack_and_refusal_name_their_kind_and_do_not_stop_the_rest() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = connected(&broker).await;
+    let (_sub, mut rx) = numbers_received(&r).await;
+    faults.nack_next_publishes(1);
+    let results = r.publish_confirmed_batch((0..3).map(event).collect()).await;
+    assert_eq!(
+        kinds(&results),
+        [Some(PublishErrorKind::Nacked), None, None]
+    );
+    faults.refuse_next_publishes(1);
+    let results = r.publish_confirmed_batch((3..6).map(event).collect()).await;
+    assert_eq!(
+        kinds(&results),
+        [Some(PublishErrorKind::Refused), None, None]
+    );
+    // The nacked event reached the memory broker (the nack is injected after
+    // it); the refused one did not.
+    assert_eq!(receive(&mut rx, 5).await, [0, 1, 2, 4, 5]);
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_send_stops_the_batch_so_nothing_overtakes() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = connected(&broker).await;
+    faults.fail_next_publishes(1);
+    let sent: Vec<Event> = (0..4).map(event).collect();
+    let results = r.publish_confirmed_batch(sent.clone()).await;
+    assert_eq!(
+        kinds(&results),
+        vec![Some(PublishErrorKind::NotConnected); 4]
+    );
+    let back: Vec<Event> = results
+        .into_iter()
+        .map(|r| r.unwrap_err().into_event())
+        .collect();
+    assert_eq!(back, sent);
+    assert_eq!(broker.published_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirm_that_never_comes_is_a_timeout() {
+    let broker = MemoryBroker::new();
+    let config = Config::builder()
+        .with_publish_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (r, faults) = start(&broker, config).await;
+    timeout(
+        LONG,
+        r.watch_state()
+            .wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    faults.delay_confirms(Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    let err = r.publish_confirmed(event(1)).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::Timeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_lost_before_the_confirm_hands_the_event_back() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = connected(&broker).await;
+    faults.delay_confirms(Duration::from_secs(5));
+    let publishing = tokio::spawn({
+        let r = r.clone();
+        async move { r.publish_confirmed(event(1)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    faults.drop_connection();
+    let err = publishing.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::NotConnected);
+    assert_eq!(r.status().pending_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutting_down_refuses() {
+    let broker = MemoryBroker::new();
+    let (r, _faults) = connected(&broker).await;
+    r.shutdown(Duration::from_secs(1)).await;
+    let err = r.publish_confirmed(event(1)).await.unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::ShuttingDown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_large_is_refused_alone() {
+    let broker = MemoryBroker::new();
+    let config = Config::builder().with_max_event_bytes(300).build().unwrap();
+    let (r, _faults) = start(&broker, config).await;
+    timeout(
+        LONG,
+        r.watch_state()
+            .wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let big = Event::try_new("order.created", serde_json::json!("x".repeat(400))).unwrap();
+    let results = r.publish_confirmed_batch(vec![big, event(1)]).await;
+    assert!(matches!(
+        kinds(&results)[..],
+        [Some(PublishErrorKind::TooLarge { .. }), None]
+    ));
+}
