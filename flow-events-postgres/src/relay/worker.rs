@@ -1,0 +1,413 @@
+//! The relay's tasks: the publishing loop, the listener that wakes it, and
+//! the measurer that fills the table's figures into the status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use flow_events_core::{
+    ConnectionMonitor, ConnectionState, Event, PublishError, PublishErrorKind, Resilient,
+};
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Settings;
+use super::status::{RelayState, RelayStatus};
+use crate::error::{Error, Result};
+use crate::tables::Tables;
+
+pub(crate) struct Ctx {
+    pool: PgPool,
+    sink: Resilient,
+    settings: Settings,
+    status: Arc<watch::Sender<RelayStatus>>,
+    cancel: CancellationToken,
+    wake: Notify,
+    channel: String,
+    select: String,
+    delete: String,
+    retry: String,
+    dead: String,
+    measure: String,
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        pool: PgPool,
+        tables: &Tables,
+        sink: Resilient,
+        settings: Settings,
+        status: Arc<watch::Sender<RelayStatus>>,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let outbox = tables.outbox();
+        Arc::new(Self {
+            pool,
+            sink,
+            settings,
+            status,
+            cancel,
+            wake: Notify::new(),
+            channel: tables.channel(),
+            // No "id > last seen" cursor: every committed row not yet
+            // deleted is a candidate, so a row whose transaction took its id
+            // early and committed late is never skipped.
+            select: format!(
+                "SELECT id, body, attempts, \
+                 extract(epoch FROM clock_timestamp() - enqueued_at)::float8 AS age \
+                 FROM {outbox} WHERE dead_reason IS NULL \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ),
+            delete: format!("DELETE FROM {outbox} WHERE id = ANY($1)"),
+            retry: format!(
+                "UPDATE {outbox} SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)"
+            ),
+            dead: format!(
+                "UPDATE {outbox} AS o SET dead_reason = d.reason, attempts = o.attempts + 1 \
+                 FROM unnest($1::int8[], $2::text[]) AS d(id, reason) WHERE o.id = d.id"
+            ),
+            measure: format!(
+                "SELECT count(*) FILTER (WHERE dead_reason IS NULL), \
+                 count(*) FILTER (WHERE dead_reason IS NOT NULL), \
+                 extract(epoch FROM clock_timestamp() - min(enqueued_at) FILTER (WHERE dead_reason IS NULL))::float8 \
+                 FROM {outbox}"
+            ),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn set_state(&self, state: RelayState) {
+        self.status.send_if_modified(|s| {
+            let changed = s.state != state;
+            s.state = state;
+            changed
+        });
+    }
+
+    /// A delay before the next try after `failures` failed rounds in a row:
+    /// `min * 2^(failures-1)` capped at `max`, half of it fixed and half
+    /// drawn at random (so relays that failed together spread out, and no
+    /// draw comes close to zero).
+    fn backoff(&self, failures: u32) -> Duration {
+        let Settings {
+            min_backoff,
+            max_backoff,
+            ..
+        } = self.settings;
+        let exp = min_backoff.saturating_mul(1 << failures.saturating_sub(1).min(20));
+        let ceiling = exp.min(max_backoff);
+        ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    /// Sleeps for `d`; false if the relay is stopped meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+struct Round {
+    taken: usize,
+    /// Rows whose publish failed and that stay for a retry.
+    failed: usize,
+}
+
+/// The relay task.
+pub(crate) async fn run(ctx: Arc<Ctx>) {
+    let listener = tokio::spawn(listen(ctx.clone()));
+    let measurer = tokio::spawn(measure(ctx.clone()));
+    let mut state = ctx.sink.watch_state();
+    let mut failures: u32 = 0;
+    tracing::info!(relay = %ctx.name(), channel = %ctx.channel, "outbox relay started");
+    loop {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
+        if *state.borrow_and_update() != ConnectionState::Connected {
+            ctx.set_state(RelayState::WaitingForBroker);
+            tracing::debug!(relay = %ctx.name(), "waiting for the broker");
+            let connected = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => break,
+                r = state.wait_for(|s| *s == ConnectionState::Connected) => r.is_ok(),
+            };
+            if !connected {
+                tracing::warn!(relay = %ctx.name(), "the event sink is gone; the relay stops");
+                break;
+            }
+        }
+        match round(&ctx).await {
+            Ok(r) if r.failed == 0 => {
+                failures = 0;
+                if r.taken >= ctx.settings.batch_size {
+                    // A full batch: more rows are likely waiting.
+                    continue;
+                }
+            }
+            outcome => {
+                failures = failures.saturating_add(1);
+                if let Err(e) = &outcome {
+                    tracing::warn!(relay = %ctx.name(), error = %e, "outbox relay round failed: {e}");
+                    ctx.status
+                        .send_modify(|s| s.last_error = Some(e.to_string()));
+                }
+                ctx.set_state(RelayState::BackingOff);
+                if !ctx.pause(ctx.backoff(failures)).await {
+                    break;
+                }
+                continue;
+            }
+        }
+        ctx.set_state(RelayState::Idle);
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => break,
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(ctx.settings.poll_interval) => {}
+        }
+    }
+    ctx.cancel.cancel();
+    let _ = listener.await;
+    let _ = measurer.await;
+    ctx.set_state(RelayState::Stopped);
+    tracing::info!(relay = %ctx.name(), "outbox relay stopped");
+}
+
+/// One round: takes up to a batch of committed rows (locking them, skipping
+/// rows another relay holds), publishes them with confirms, deletes the
+/// confirmed ones, marks the refused ones dead, and commits.
+async fn round(ctx: &Ctx) -> Result<Round> {
+    let mut tx = ctx.pool.begin().await?;
+    let rows = sqlx::query(&ctx.select)
+        .bind(i64::try_from(ctx.settings.batch_size).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(Round::default());
+    }
+    ctx.set_state(RelayState::Publishing);
+    let taken_at = Instant::now();
+    let taken = rows.len();
+    let mut meta: Vec<(i64, i32, f64)> = Vec::with_capacity(taken);
+    let mut events: Vec<Event> = Vec::with_capacity(taken);
+    let mut dead: Vec<(i64, String)> = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let body: String = row.try_get("body")?;
+        let attempts: i32 = row.try_get("attempts")?;
+        let age: f64 = row.try_get("age")?;
+        match serde_json::from_str::<Event>(&body) {
+            Ok(event) => {
+                meta.push((id, attempts, age));
+                events.push(event);
+            }
+            Err(e) => {
+                tracing::error!(
+                    relay = %ctx.name(), row = id, error = %e,
+                    "outbox row {id} is not a readable event, marking it dead: {e}"
+                );
+                dead.push((id, format!("unreadable event: {e}")));
+            }
+        }
+    }
+
+    let results = ctx.sink.publish_confirmed_batch(events).await;
+
+    let mut confirmed: Vec<i64> = Vec::with_capacity(taken);
+    let mut retry: Vec<i64> = Vec::new();
+    let mut retried = 0u64;
+    let mut lag = None;
+    let mut last_error = None;
+    for ((id, attempts, age), result) in meta.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                confirmed.push(id);
+                if attempts > 0 {
+                    retried += 1;
+                }
+                lag = Some(Duration::from_secs_f64(age.max(0.0)) + taken_at.elapsed());
+            }
+            Err(e) => match dead_reason(&e, attempts, ctx.settings.max_nacks) {
+                Some(reason) => {
+                    tracing::error!(
+                        relay = %ctx.name(), row = id, id = %e.event().id(),
+                        event_type = %e.event().event_type(),
+                        "outbox event {} ({}) given up, the row stays marked dead: {reason}",
+                        e.event().id(), e.event().event_type()
+                    );
+                    dead.push((id, reason));
+                }
+                None => {
+                    tracing::debug!(relay = %ctx.name(), row = id, error = %e, "publish failed, the row stays for a retry");
+                    last_error = Some(describe(&e));
+                    retry.push(id);
+                }
+            },
+        }
+    }
+
+    let recorded = async {
+        if !confirmed.is_empty() {
+            sqlx::query(&ctx.delete)
+                .bind(&confirmed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !retry.is_empty() {
+            sqlx::query(&ctx.retry)
+                .bind(&retry)
+                .bind(last_error.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !dead.is_empty() {
+            let (ids, reasons): (Vec<i64>, Vec<String>) = dead.iter().cloned().unzip();
+            sqlx::query(&ctx.dead)
+                .bind(ids)
+                .bind(reasons)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = recorded {
+        // The confirmed events stay in the table and go out again.
+        let n = confirmed.len() as u64;
+        ctx.status.send_modify(|s| s.unrecorded += n);
+        tracing::warn!(
+            relay = %ctx.name(), confirmed = n, error = %e,
+            "{n} confirmed outbox rows could not be deleted; they will be published again"
+        );
+        return Err(Error::Database(e));
+    }
+
+    ctx.status.send_modify(|s| {
+        s.published += confirmed.len() as u64;
+        s.retried += retried;
+        s.failed_publishes += retry.len() as u64;
+        s.marked_dead += dead.len() as u64;
+        s.batches += 1;
+        if lag.is_some() {
+            s.last_publish_lag = lag;
+            s.last_published_at = Some(Utc::now());
+        }
+        s.last_error = last_error.clone();
+    });
+    Ok(Round {
+        taken,
+        failed: retry.len(),
+    })
+}
+
+/// Why a failed row is given up, or `None` to retry it.
+fn dead_reason(e: &PublishError, attempts: i32, max_nacks: i32) -> Option<String> {
+    match e.kind() {
+        PublishErrorKind::Refused | PublishErrorKind::TooLarge { .. } => Some(describe(e)),
+        PublishErrorKind::Nacked if attempts.saturating_add(1) >= max_nacks => Some(format!(
+            "nacked by the broker {} times",
+            attempts.saturating_add(1)
+        )),
+        _ => None,
+    }
+}
+
+/// The error and its backend cause, without the payload.
+fn describe(e: &PublishError) -> String {
+    match e.backend_error() {
+        Some(cause) => format!("{}: {cause}", e.kind()),
+        None => e.kind().to_string(),
+    }
+}
+
+/// Listens on the outbox channel and wakes the loop on every notification
+/// (and after every reconnection, for what was missed meanwhile).
+async fn listen(ctx: Arc<Ctx>) {
+    let mut failures: u32 = 0;
+    loop {
+        let connected = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            r = connect_listener(&ctx) => r,
+        };
+        match connected {
+            Ok(mut listener) => {
+                failures = 0;
+                ctx.wake.notify_one();
+                loop {
+                    let next = tokio::select! {
+                        _ = ctx.cancel.cancelled() => return,
+                        n = listener.try_recv() => n,
+                    };
+                    match next {
+                        Ok(Some(_)) => ctx.wake.notify_one(),
+                        Ok(None) => {
+                            tracing::debug!(relay = %ctx.name(), "outbox listener lost its connection");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(relay = %ctx.name(), error = %e, "outbox listener failed: {e}; polling meanwhile");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(relay = %ctx.name(), error = %e, "cannot listen for outbox notifications: {e}; polling meanwhile");
+            }
+        }
+        failures = failures.saturating_add(1);
+        if !ctx.pause(ctx.backoff(failures)).await {
+            return;
+        }
+    }
+}
+
+async fn connect_listener(ctx: &Ctx) -> Result<PgListener> {
+    let mut listener = PgListener::connect_with(&ctx.pool).await?;
+    listener.listen(&ctx.channel).await?;
+    Ok(listener)
+}
+
+/// Measures the rows waiting, the dead rows and the oldest age every status
+/// interval.
+async fn measure(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(ctx.settings.status_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let measured = sqlx::query(&ctx.measure).fetch_one(&ctx.pool).await;
+        let figures = measured.and_then(|row| {
+            Ok((
+                row.try_get::<i64, _>(0)?,
+                row.try_get::<i64, _>(1)?,
+                row.try_get::<Option<f64>, _>(2)?,
+            ))
+        });
+        match figures {
+            Ok((waiting, dead, oldest)) => ctx.status.send_modify(|s| {
+                s.rows_waiting = Some(u64::try_from(waiting).unwrap_or(0));
+                s.dead_rows = Some(u64::try_from(dead).unwrap_or(0));
+                s.oldest_waiting_age = oldest.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
+                s.measured_at = Some(Utc::now());
+            }),
+            Err(e) => {
+                tracing::debug!(relay = %ctx.name(), error = %e, "cannot measure the outbox");
+                ctx.status.send_modify(|s| s.rows_waiting = None);
+            }
+        }
+    }
+}
