@@ -110,8 +110,12 @@ impl Inbox {
                 }
                 match inbox.purge(&pool, keep_for).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::debug!(consumer = %inbox.consumer, purged = n, "purged handled event ids"),
-                    Err(e) => tracing::warn!(consumer = %inbox.consumer, error = %e, "could not purge handled event ids: {e}"),
+                    Ok(n) => {
+                        tracing::debug!(consumer = %inbox.consumer, purged = n, "purged handled event ids")
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = %inbox.consumer, error = %e, "could not purge handled event ids: {e}")
+                    }
                 }
             }
         });

@@ -1,6 +1,6 @@
 //! The schema, shipped with the crate and applied on request.
 
-use sqlx::{Executor, PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 
 use crate::error::Result;
 use crate::tables::Tables;
@@ -26,17 +26,20 @@ pub async fn migrate(pool: &PgPool, tables: &Tables) -> Result<Vec<i32>> {
         .execute(&mut *tx)
         .await?;
     if let Some(schema) = tables.schema() {
-        tx.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
-            .await?;
+        run(
+            &mut tx,
+            &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+        )
+        .await?;
     }
     let migrations = tables.migrations();
-    tx.execute(
-        format!(
+    run(
+        &mut tx,
+        &format!(
             "CREATE TABLE IF NOT EXISTS {migrations} (\
              version integer PRIMARY KEY, name text NOT NULL, \
              applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        .as_str(),
+        ),
     )
     .await?;
     let applied: Vec<i32> = sqlx::query(&format!("SELECT version FROM {migrations}"))
@@ -46,11 +49,11 @@ pub async fn migrate(pool: &PgPool, tables: &Tables) -> Result<Vec<i32>> {
         .map(|row| row.try_get::<i32, _>(0))
         .collect::<Result<_, _>>()?;
     let mut done = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        if applied.contains(version) {
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
             continue;
         }
-        sqlx::raw_sql(&tables.render(sql)).execute(&mut *tx).await?;
+        run(&mut tx, &tables.render(sql)).await?;
         sqlx::query(&format!(
             "INSERT INTO {migrations} (version, name) VALUES ($1, $2)"
         ))
@@ -58,13 +61,19 @@ pub async fn migrate(pool: &PgPool, tables: &Tables) -> Result<Vec<i32>> {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        done.push(*version);
+        done.push(version);
     }
     tx.commit().await?;
     if !done.is_empty() {
         tracing::info!(outbox = %tables.outbox(), versions = ?done, "applied outbox and inbox migrations");
     }
     Ok(done)
+}
+
+/// Runs `sql` (one or more statements, no parameters) on `conn`.
+async fn run(conn: &mut PgConnection, sql: &str) -> Result<()> {
+    conn.execute(sql).await?;
+    Ok(())
 }
 
 /// Drops the tables of `tables` (outbox, inbox, migrations); the schema
@@ -76,6 +85,6 @@ pub async fn drop_tables(pool: &PgPool, tables: &Tables) -> Result<()> {
         tables.inbox(),
         tables.migrations()
     );
-    pool.execute(sql.as_str()).await?;
-    Ok(())
+    let mut conn = pool.acquire().await?;
+    run(&mut conn, &sql).await
 }

@@ -159,11 +159,7 @@ impl Relay {
     /// publish timeout) and waits for it.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
         }

@@ -36,6 +36,8 @@ pub struct RelayStatus {
     pub name: String,
     /// What it is doing.
     pub state: RelayState,
+    /// Whether it is listening for notifications (otherwise it only polls).
+    pub listening: bool,
     /// Rows waiting to be published (dead rows not counted); `None` until
     /// first measured or while the database cannot be read.
     pub rows_waiting: Option<u64>,
@@ -83,6 +85,7 @@ impl RelayStatus {
         Self {
             name,
             state: RelayState::Starting,
+            listening: false,
             rows_waiting: None,
             oldest_waiting_age: None,
             dead_rows: None,

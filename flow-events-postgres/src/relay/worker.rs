@@ -343,6 +343,7 @@ async fn listen(ctx: Arc<Ctx>) {
         match connected {
             Ok(mut listener) => {
                 failures = 0;
+                ctx.status.send_modify(|s| s.listening = true);
                 ctx.wake.notify_one();
                 loop {
                     let next = tokio::select! {
@@ -361,6 +362,7 @@ async fn listen(ctx: Arc<Ctx>) {
                         }
                     }
                 }
+                ctx.status.send_modify(|s| s.listening = false);
             }
             Err(e) => {
                 tracing::warn!(relay = %ctx.name(), error = %e, "cannot listen for outbox notifications: {e}; polling meanwhile");

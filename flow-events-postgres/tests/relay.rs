@@ -1,0 +1,449 @@
+//! The relay over the memory backend against the local PostgreSQL: what
+//! commits is published, what rolls back is not, late commits are not
+//! skipped, refused rows are kept and reported, the relay waits for the
+//! broker, several relays share a table.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flow_events_core::{
+    ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSource, Resilient,
+    Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+};
+use flow_events_memory::MemoryBroker;
+use flow_events_postgres::sqlx::{self, PgPool};
+use flow_events_postgres::{Outbox, Relay, RelayState, RelayStatus, Tables};
+use flow_events_testkit::faulty::{FaultHandle, Faulty};
+
+use common::{TestTables, WAIT, outbox_rows, until};
+
+/// A sink over the memory broker with faults, connected, and a consumer on
+/// it that records every event received, in order.
+struct Sink {
+    broker: MemoryBroker,
+    sink: Resilient,
+    faults: FaultHandle,
+    received: Arc<Mutex<Vec<Event>>>,
+    _consumer: (Resilient, SubscriptionHandle),
+}
+
+impl Sink {
+    async fn start() -> Self {
+        let broker = MemoryBroker::new();
+        let (backend, faults) = Faulty::wrap(broker.backend());
+        let sink = Resilient::builder(backend).start().await.unwrap();
+        let consumer = Resilient::builder(broker.backend()).start().await.unwrap();
+        for r in [&sink, &consumer] {
+            tokio::time::timeout(
+                WAIT,
+                r.watch_state()
+                    .wait_for(|s| *s == ConnectionState::Connected),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let handle = consumer
+            .subscribe(
+                Subscription::new("relayed", TopicPattern::new("#").unwrap()).unwrap(),
+                handler_fn(move |d: Delivery| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push(d.into_event());
+                        Decision::Ack
+                    }
+                }),
+            )
+            .await
+            .unwrap();
+        Self {
+            broker,
+            sink,
+            faults,
+            received,
+            _consumer: (consumer, handle),
+        }
+    }
+
+    fn ids(&self) -> Vec<EventId> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Event::id)
+            .collect()
+    }
+
+    async fn until_received(&self, ids: &[EventId]) {
+        until(&format!("{} events received", ids.len()), WAIT, || async {
+            let got = self.ids();
+            ids.iter().all(|id| got.contains(id))
+        })
+        .await;
+    }
+}
+
+fn event(n: usize) -> Event {
+    Event::try_new("order.created", serde_json::json!({ "n": n })).unwrap()
+}
+
+fn relay(pool: &PgPool, tables: &Tables, sink: &Resilient) -> flow_events_postgres::RelayBuilder {
+    Relay::builder(pool.clone(), tables, sink.clone())
+        .with_status_interval(Duration::from_millis(50))
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+async fn commit_events(pool: &PgPool, outbox: &Outbox, events: &[Event]) {
+    let mut tx = pool.begin().await.unwrap();
+    for e in events {
+        outbox.enqueue(&mut tx, e).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn until_status(relay: &Relay, what: &str, check: impl Fn(&RelayStatus) -> bool) {
+    let mut rx = relay.watch_status();
+    if tokio::time::timeout(WAIT, rx.wait_for(|s| check(s)))
+        .await
+        .is_err()
+    {
+        panic!("{what}: not within {WAIT:?}; status {:?}", relay.status());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_are_published_and_rolled_back_ones_never() {
+    require_database!("committed_events_are_published_and_rolled_back_ones_never");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "commit").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink).start();
+
+    let committed: Vec<Event> = (0..20).map(event).collect();
+    let rolled_back = event(99);
+    let mut tx = pool.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &rolled_back).await.unwrap();
+    tx.rollback().await.unwrap();
+    commit_events(&pool, &outbox, &committed).await;
+
+    let ids: Vec<EventId> = committed.iter().map(Event::id).collect();
+    sink.until_received(&ids).await;
+    until("outbox empty", WAIT, || async {
+        outbox_rows(&pool, &tables).await == 0
+    })
+    .await;
+    until_status(&relay, "idle with nothing waiting", |s| {
+        s.state == RelayState::Idle && s.rows_waiting == Some(0) && s.published == 20
+    })
+    .await;
+    // In commit order, each exactly once, and nothing of the rolled-back one.
+    assert_eq!(sink.ids(), ids);
+    let status = relay.status();
+    assert!(status.last_publish_lag.is_some());
+    assert_eq!(status.possible_duplicates(), 0);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["state"], "idle");
+    assert_eq!(json["rows_waiting"], 0);
+    relay.shutdown().await;
+    assert_eq!(relay.status().state, RelayState::Stopped);
+}
+
+/// The classic relay bug: transaction A takes its id first, B takes a larger
+/// one and commits; the relay publishes B; then A commits. A relay reading
+/// "id > last published" would never see A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_commits_late_with_a_smaller_id_is_not_skipped() {
+    require_database!("a_row_that_commits_late_with_a_smaller_id_is_not_skipped");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "late").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink).start();
+
+    let early = event(1);
+    let late = event(2);
+    let mut slow = pool.begin().await.unwrap();
+    outbox.enqueue(&mut slow, &early).await.unwrap();
+    commit_events(&pool, &outbox, std::slice::from_ref(&late)).await;
+    sink.until_received(&[late.id()]).await;
+    until_status(&relay, "the later row published", |s| s.published == 1).await;
+
+    slow.commit().await.unwrap();
+    sink.until_received(&[early.id()]).await;
+    assert_eq!(sink.ids(), [late.id(), early.id()]);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_the_relay_without_polling() {
+    require_database!("a_notification_wakes_the_relay_without_polling");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "notify").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start();
+    until_status(&relay, "listening and idle", |s| {
+        s.listening && s.state == RelayState::Idle
+    })
+    .await;
+    // Let the wake-up of the listener's connection pass: idle again after it.
+    let batches = relay.status().batches;
+    let e = event(1);
+    commit_events(&pool, &outbox, std::slice::from_ref(&e)).await;
+    sink.until_received(&[e.id()]).await;
+    until_status(&relay, "one more batch", |s| s.batches == batches + 1).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notify_the_poll_finds_the_rows() {
+    require_database!("without_notify_the_poll_finds_the_rows");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "poll").await;
+    let outbox = Outbox::new(&tables).without_notify();
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink)
+        .with_poll_interval(Duration::from_millis(100))
+        .start();
+    until_status(&relay, "listening and idle", |s| {
+        s.listening && s.state == RelayState::Idle
+    })
+    .await;
+    let events: Vec<Event> = (0..5).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    sink.until_received(&events.iter().map(Event::id).collect::<Vec<_>>())
+        .await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_waits_for_the_broker_and_reports_what_waits() {
+    require_database!("the_relay_waits_for_the_broker_and_reports_what_waits");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "waits").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    sink.faults.go_down();
+    sink.faults.drop_connection();
+    tokio::time::timeout(
+        WAIT,
+        sink.sink
+            .watch_state()
+            .wait_for(|s| *s != ConnectionState::Connected),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let relay = relay(&pool, &tables, &sink.sink).start();
+    let events: Vec<Event> = (0..10).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    until_status(&relay, "waiting with 10 rows", |s| {
+        s.state == RelayState::WaitingForBroker
+            && s.rows_waiting == Some(10)
+            && s.oldest_waiting_age.is_some()
+    })
+    .await;
+    assert_eq!(relay.status().batches, 0);
+    assert_eq!(
+        relay.status().failed_publishes,
+        0,
+        "no publish tried while down"
+    );
+    assert_eq!(sink.sink.status().pending_events, 0, "nothing buffered");
+    assert_eq!(outbox_rows(&pool, &tables).await, 10);
+
+    sink.faults.come_up();
+    sink.until_received(&events.iter().map(Event::id).collect::<Vec<_>>())
+        .await;
+    until_status(&relay, "nothing waiting", |s| s.rows_waiting == Some(0)).await;
+    assert_eq!(sink.ids(), events.iter().map(Event::id).collect::<Vec<_>>());
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_unreadable_rows_are_kept_dead_and_the_rest_flows() {
+    require_database!("refused_and_unreadable_rows_are_kept_dead_and_the_rest_flows");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "dead").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    // A row nobody can read as an event.
+    sqlx::query(&format!(
+        "INSERT INTO {} (event_id, event_type, body) VALUES (gen_random_uuid(), 'x', 'not json')",
+        tables.outbox()
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sink.faults.refuse_next_publishes(1);
+    let events: Vec<Event> = (0..3).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    let relay = relay(&pool, &tables, &sink.sink).start();
+
+    sink.until_received(&[events[1].id(), events[2].id()]).await;
+    until_status(&relay, "two dead rows", |s| {
+        s.dead_rows == Some(2) && s.marked_dead == 2 && s.rows_waiting == Some(0)
+    })
+    .await;
+    let reasons: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT event_type, dead_reason FROM {} ORDER BY id",
+        tables.outbox()
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons[0].1.starts_with("unreadable event"), "{reasons:?}");
+    assert_eq!(reasons[1].0, "order.created");
+    assert!(reasons[1].1.contains("refused"), "{reasons:?}");
+    assert!(!sink.ids().contains(&events[0].id()));
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_rows_are_retried_then_given_up_after_the_limit() {
+    require_database!("nacked_rows_are_retried_then_given_up_after_the_limit");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "nack").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink).with_max_nacks(3).start();
+
+    // Nacked twice, then confirmed: published, counted as retried.
+    sink.faults.nack_next_publishes(2);
+    let first = event(1);
+    commit_events(&pool, &outbox, std::slice::from_ref(&first)).await;
+    until_status(&relay, "published after two nacks", |s| s.published == 1).await;
+    let status = relay.status();
+    assert_eq!(status.failed_publishes, 2);
+    assert_eq!(status.retried, 1);
+
+    // Nacked three times: given up, kept dead.
+    sink.faults.nack_next_publishes(3);
+    let second = event(2);
+    commit_events(&pool, &outbox, std::slice::from_ref(&second)).await;
+    until_status(&relay, "given up after three nacks", |s| s.marked_dead == 1).await;
+    let (attempts, reason): (i32, String) = sqlx::query_as(&format!(
+        "SELECT attempts, dead_reason FROM {}",
+        tables.outbox()
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 3);
+    assert!(reason.contains("nacked by the broker 3 times"), "{reason}");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_connection_is_made_again() {
+    require_database!("a_lost_listener_connection_is_made_again");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "listener").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink)
+        .with_poll_interval(Duration::from_secs(3600))
+        .start();
+    until_status(&relay, "listening", |s| s.listening).await;
+    let killed: Vec<(bool,)> =
+        sqlx::query_as("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1")
+            .bind(format!("LISTEN \"{}\"", tables.channel()))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(killed.len(), 1, "the listener's backend");
+    // Listening again after the loss; a notification then wakes the relay.
+    until_status(&relay, "listening again", |s| s.listening).await;
+    let mut rx = relay.watch_status();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            commit_events(&pool, &outbox, &[event(1)]).await;
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                rx.wait_for(|s| s.published >= 1),
+            )
+            .await
+            .is_ok()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a notification after the listener's loss wakes the relay");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_table_publish_everything() {
+    require_database!("two_relays_on_one_table_publish_everything");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "tworelays").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relays = [
+        relay(&pool, &tables, &sink.sink)
+            .with_name("a")
+            .with_batch_size(16)
+            .start(),
+        relay(&pool, &tables, &sink.sink)
+            .with_name("b")
+            .with_batch_size(16)
+            .start(),
+    ];
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let pool = pool.clone();
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for t in 0..50 {
+                    let events: Vec<Event> = (0..5).map(|i| event(w * 1000 + t * 5 + i)).collect();
+                    commit_events(&pool, &outbox, &events).await;
+                    ids.extend(events.iter().map(Event::id));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.extend(w.await.unwrap());
+    }
+    sink.until_received(&ids).await;
+    until("outbox empty", WAIT, || async {
+        outbox_rows(&pool, &tables).await == 0
+    })
+    .await;
+    let mut counts: HashMap<EventId, usize> = HashMap::new();
+    for id in sink.ids() {
+        *counts.entry(id).or_default() += 1;
+    }
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    let published: Vec<u64> = relays.iter().map(|r| r.status().published).collect();
+    println!(
+        "two relays over memory: {} events, {} received, {duplicates} duplicates, published by each: {published:?}",
+        ids.len(),
+        sink.ids().len()
+    );
+    assert_eq!(counts.len(), ids.len());
+    assert_eq!(published.iter().sum::<u64>(), ids.len() as u64);
+    assert_eq!(
+        sink.broker.published_count(),
+        (ids.len() + duplicates) as u64
+    );
+    for r in &relays {
+        r.shutdown().await;
+    }
+}
