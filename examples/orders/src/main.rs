@@ -129,7 +129,7 @@ async fn generate_orders(
     let mut out = tokio::io::stdout();
     for n in 0u64.. {
         let customer = format!("c{}", (worker + n) % 7);
-        let amount = i64::try_from(fastrand::u32(100..10_000))?;
+        let amount = i64::from(fastrand::u32(100..10_000));
         let line = if fastrand::u8(0..5) == 0 {
             format!(
                 "rolled-back {}\n",

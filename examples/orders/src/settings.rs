@@ -59,7 +59,7 @@ impl Settings {
             None => 8013,
         };
         let prefix = var(ENV_TABLE_PREFIX).unwrap_or_else(|| "orders".to_owned());
-        let tables = Tables::new(&prefix).with_context(|| format!("{ENV_TABLE_PREFIX}"))?;
+        let tables = Tables::new(&prefix).context(ENV_TABLE_PREFIX)?;
         let relay_poll = match var(ENV_RELAY_POLL) {
             Some(v) => Duration::try_from_secs_f64(
                 v.parse()
