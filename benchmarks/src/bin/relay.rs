@@ -352,10 +352,8 @@ async fn consume(b: &Bench) -> anyhow::Result<(lapin::Connection, lapin::Channel
     tokio::spawn(async move {
         while let Some(Ok(d)) = consumer.next().await {
             let now = Instant::now();
-            if let Some(id) = d.properties.message_id() {
-                if let Ok(mut seen) = seen.lock() {
-                    seen.insert(id.to_string(), now);
-                }
+            if let (Some(id), Ok(mut seen)) = (d.properties.message_id(), seen.lock()) {
+                seen.insert(id.to_string(), now);
             }
         }
     });
