@@ -39,7 +39,7 @@ pub use fallback::{Fallback, Route, Routed, SinkFn, sink_fn};
 pub use health::{DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR};
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
 pub use pattern::{InvalidPattern, TopicPattern};
-pub use resilient::{Resilient, ResilientBuilder, ShutdownReport};
+pub use resilient::{Resilient, ResilientBuilder, SentBatch, ShutdownReport};
 pub use sink::{EventSink, PublishOutcome};
 pub use source::{
     Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,

@@ -233,3 +233,18 @@ async fn too_large_is_refused_alone() {
         [Some(PublishErrorKind::TooLarge { .. }), None]
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_batch_sent_before_the_first_is_confirmed_follows_it() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = connected(&broker).await;
+    let (_sub, mut rx) = numbers_received(&r).await;
+    faults.delay_confirms(Duration::from_millis(100));
+    let first = r.send_confirmed_batch((0..10).map(event).collect()).await;
+    let second = r.send_confirmed_batch((10..20).map(event).collect()).await;
+    assert_eq!((first.len(), second.len()), (10, 10));
+    let (first, second) = tokio::join!(first.confirmed(), second.confirmed());
+    assert!(first.iter().chain(&second).all(Result::is_ok));
+    assert_eq!(receive(&mut rx, 20).await, (0..20).collect::<Vec<u64>>());
+    assert_eq!(r.status().confirmed, 20);
+}

@@ -51,6 +51,16 @@ impl Resilient {
         &self,
         events: Vec<Event>,
     ) -> Vec<Result<(), PublishError>> {
+        self.send_confirmed_batch(events).await.confirmed().await
+    }
+
+    /// The first half of [`Resilient::publish_confirmed_batch`]: returns once
+    /// every event is sent (or refused), in order; the confirms are awaited
+    /// with [`SentBatch::confirmed`]. A caller can send its next batch while
+    /// the confirms of this one come in, and keep the broker busy. Dropping
+    /// the `SentBatch` gives up on the confirms (the events may have reached
+    /// the broker).
+    pub async fn send_confirmed_batch(&self, events: Vec<Event>) -> SentBatch {
         let shared = &*self.shared;
         let limit = shared.config.max_event_bytes();
         let publish_timeout = shared.config.publish_timeout();
@@ -117,7 +127,42 @@ impl Resilient {
                 }
             }
         }
+        SentBatch {
+            slots,
+            owner: self.clone(),
+        }
+    }
+}
 
+/// Events sent by [`Resilient::send_confirmed_batch`], their confirms to come.
+#[must_use = "the confirms are known only once awaited"]
+pub struct SentBatch {
+    slots: Vec<Slot>,
+    owner: Resilient,
+}
+
+impl std::fmt::Debug for SentBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentBatch")
+            .field("events", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentBatch {
+    /// How many events the batch holds (sent or already refused).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Awaits the confirms: one result per event, in the order given.
+    pub async fn confirmed(self) -> Vec<Result<(), PublishError>> {
+        let Self { mut slots, owner } = self;
         let confirms = slots.iter_mut().filter_map(|slot| match slot {
             Slot::Sent(_, confirm) => Some(confirm),
             Slot::Done(_) => None,
@@ -143,7 +188,7 @@ impl Resilient {
             .collect();
         let confirmed = results.iter().filter(|r| r.is_ok()).count() as u64;
         let failed = results.len() as u64 - confirmed;
-        let c = &shared.counters;
+        let c = &owner.shared.counters;
         c.published.fetch_add(confirmed, Ordering::Relaxed);
         c.confirmed.fetch_add(confirmed, Ordering::Relaxed);
         c.failed.fetch_add(failed, Ordering::Relaxed);

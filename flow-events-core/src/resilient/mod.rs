@@ -56,4 +56,5 @@ mod service;
 mod shared;
 mod supervisor;
 
+pub use confirmed::SentBatch;
 pub use service::{Resilient, ResilientBuilder, ShutdownReport};

@@ -126,8 +126,10 @@ pub struct Relay {
 
 impl Relay {
     /// A builder for a relay publishing the outbox of `tables`, read through
-    /// `pool`, to `sink`. The relay uses two connections of the pool: one to
-    /// listen for notifications, one for its batches.
+    /// `pool`, to `sink`. The relay uses up to three connections of the
+    /// pool at once: one to listen for notifications, and one for each of the
+    /// two batches it may hold (one in flight, the next being sent), plus one
+    /// now and then to measure the table.
     pub fn builder(pool: PgPool, tables: &Tables, sink: Resilient) -> RelayBuilder {
         RelayBuilder {
             pool,

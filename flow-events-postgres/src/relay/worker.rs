@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Event, PublishError, PublishErrorKind, Resilient,
+    ConnectionMonitor, ConnectionState, Event, PublishError, PublishErrorKind, Resilient, SentBatch,
 };
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
@@ -114,26 +114,44 @@ impl Ctx {
     }
 }
 
-/// What one round did.
+/// What finishing a batch did.
 #[derive(Debug, Default)]
 struct Round {
-    taken: usize,
     /// Rows whose publish failed and that stay for a retry.
     failed: usize,
 }
 
-/// The relay task.
+/// A batch taken and sent, its confirms to come: the transaction holds the
+/// rows' locks until it commits their deletion.
+struct Sent {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// Row id, attempts before this one, age when taken (seconds).
+    meta: Vec<(i64, i32, f64)>,
+    dead: Vec<(i64, String)>,
+    batch: SentBatch,
+    taken_at: Instant,
+    taken: usize,
+}
+
+/// The relay task. One batch may be in flight (sent, confirms awaited)
+/// while the next is taken and sent behind it, so the broker is kept busy
+/// while a batch's deletions commit; the next batch is sent after the one
+/// before on the same session, so the order holds.
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let listener = tokio::spawn(listen(ctx.clone()));
     let measurer = tokio::spawn(measure(ctx.clone()));
     let mut state = ctx.sink.watch_state();
     let mut failures: u32 = 0;
+    let mut in_flight: Option<Sent> = None;
     tracing::info!(relay = %ctx.name(), channel = %ctx.channel, "outbox relay started");
     loop {
         if ctx.cancel.is_cancelled() {
             break;
         }
         if *state.borrow_and_update() != ConnectionState::Connected {
+            if let Some(sent) = in_flight.take() {
+                let _ = finish(&ctx, sent).await;
+            }
             ctx.set_state(RelayState::WaitingForBroker);
             tracing::debug!(relay = %ctx.name(), "waiting for the broker");
             let connected = tokio::select! {
@@ -146,27 +164,47 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 break;
             }
         }
-        match round(&ctx).await {
-            Ok(r) if r.failed == 0 => {
-                failures = 0;
-                if r.taken >= ctx.settings.batch_size {
-                    // A full batch: more rows are likely waiting.
-                    continue;
+        let next = take_and_send(&ctx).await;
+        let previous = match in_flight.take() {
+            Some(sent) => Some(finish(&ctx, sent).await),
+            None => None,
+        };
+        let mut error = None;
+        let mut failed = false;
+        match previous {
+            Some(Ok(r)) => failed |= r.failed > 0,
+            Some(Err(e)) => error = Some(e),
+            None => {}
+        }
+        match next {
+            Ok(Some(sent)) => in_flight = Some(sent),
+            Ok(None) => {}
+            Err(e) => error = Some(e),
+        }
+        if failed || error.is_some() {
+            if let Some(sent) = in_flight.take() {
+                match finish(&ctx, sent).await {
+                    Ok(_) => {}
+                    Err(e) => error = Some(e),
                 }
             }
-            outcome => {
-                failures = failures.saturating_add(1);
-                if let Err(e) = &outcome {
-                    tracing::warn!(relay = %ctx.name(), error = %e, "outbox relay round failed: {e}");
-                    ctx.status
-                        .send_modify(|s| s.last_error = Some(e.to_string()));
-                }
-                ctx.set_state(RelayState::BackingOff);
-                if !ctx.pause(ctx.backoff(failures)).await {
-                    break;
-                }
-                continue;
+            failures = failures.saturating_add(1);
+            if let Some(e) = &error {
+                tracing::warn!(relay = %ctx.name(), error = %e, "outbox relay round failed: {e}");
+                ctx.status
+                    .send_modify(|s| s.last_error = Some(e.to_string()));
             }
+            ctx.set_state(RelayState::BackingOff);
+            if !ctx.pause(ctx.backoff(failures)).await {
+                break;
+            }
+            continue;
+        }
+        failures = 0;
+        if in_flight.is_some() {
+            // Rows were taken: more may be waiting; the next round takes
+            // them and finishes this batch.
+            continue;
         }
         ctx.set_state(RelayState::Idle);
         tokio::select! {
@@ -176,6 +214,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             _ = tokio::time::sleep(ctx.settings.poll_interval) => {}
         }
     }
+    if let Some(sent) = in_flight.take() {
+        let _ = finish(&ctx, sent).await;
+    }
     ctx.cancel.cancel();
     let _ = listener.await;
     let _ = measurer.await;
@@ -183,10 +224,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     tracing::info!(relay = %ctx.name(), "outbox relay stopped");
 }
 
-/// One round: takes up to a batch of committed rows (locking them, skipping
-/// rows another relay holds), publishes them with confirms, deletes the
-/// confirmed ones, marks the refused ones dead, and commits.
-async fn round(ctx: &Ctx) -> Result<Round> {
+/// Takes up to a batch of committed rows (locking them, skipping rows
+/// another relay or the batch in flight holds) and sends their events.
+/// `None` when no row is waiting.
+async fn take_and_send(ctx: &Ctx) -> Result<Option<Sent>> {
     let mut tx = ctx.pool.begin().await?;
     let rows = sqlx::query(&ctx.select)
         .bind(i64::try_from(ctx.settings.batch_size).unwrap_or(i64::MAX))
@@ -194,7 +235,7 @@ async fn round(ctx: &Ctx) -> Result<Round> {
         .await?;
     if rows.is_empty() {
         tx.commit().await?;
-        return Ok(Round::default());
+        return Ok(None);
     }
     ctx.set_state(RelayState::Publishing);
     let taken_at = Instant::now();
@@ -221,8 +262,29 @@ async fn round(ctx: &Ctx) -> Result<Round> {
             }
         }
     }
+    let batch = ctx.sink.send_confirmed_batch(events).await;
+    Ok(Some(Sent {
+        tx,
+        meta,
+        dead,
+        batch,
+        taken_at,
+        taken,
+    }))
+}
 
-    let results = ctx.sink.publish_confirmed_batch(events).await;
+/// Awaits a sent batch's confirms, deletes the confirmed rows, marks the
+/// refused ones dead, counts the failed ones for a retry, and commits.
+async fn finish(ctx: &Ctx, sent: Sent) -> Result<Round> {
+    let Sent {
+        mut tx,
+        meta,
+        mut dead,
+        batch,
+        taken_at,
+        taken,
+    } = sent;
+    let results = batch.confirmed().await;
 
     let mut confirmed: Vec<i64> = Vec::with_capacity(taken);
     let mut retry: Vec<i64> = Vec::new();
@@ -306,7 +368,6 @@ async fn round(ctx: &Ctx) -> Result<Round> {
         s.last_error = last_error.clone();
     });
     Ok(Round {
-        taken,
         failed: retry.len(),
     })
 }
