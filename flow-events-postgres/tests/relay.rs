@@ -447,3 +447,85 @@ async fn two_relays_on_one_table_publish_everything() {
         r.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_stops_nothing_for_good() {
+    require_database!("the_database_going_away_stops_nothing_for_good");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "dbdown").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    // The relay reaches the database through a proxy that can be cut.
+    let proxy = flow_events_testkit::proxy::TcpProxy::start("127.0.0.1:5432")
+        .await
+        .unwrap();
+    let via_proxy = common::database_url().replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let relay_pool = flow_events_postgres::sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&via_proxy)
+        .await
+        .unwrap();
+    let relay = relay(&relay_pool, &tables, &sink.sink).start();
+    until_status(&relay, "listening and idle", |s| {
+        s.listening && s.state == RelayState::Idle
+    })
+    .await;
+
+    proxy.handle().down();
+    proxy.handle().cut();
+    let events: Vec<Event> = (0..5).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    until_status(&relay, "the loss noticed", |s| {
+        !s.listening && s.state == RelayState::BackingOff && s.last_error.is_some()
+    })
+    .await;
+    println!(
+        "while the database is away: {:?}",
+        relay.status().last_error
+    );
+    assert!(sink.ids().is_empty());
+    assert_eq!(sink.sink.status().pending_events, 0);
+
+    proxy.handle().up();
+    sink.until_received(&events.iter().map(Event::id).collect::<Vec<_>>())
+        .await;
+    until_status(&relay, "recovered", |s| {
+        s.listening && s.last_error.is_none() && s.rows_waiting == Some(0)
+    })
+    .await;
+    assert_eq!(sink.ids().len(), 5, "each once");
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_lost_before_the_confirms_republishes_and_counts_it() {
+    require_database!("a_broker_lost_before_the_confirms_republishes_and_counts_it");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "lostconfirm").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = relay(&pool, &tables, &sink.sink).start();
+    sink.faults.delay_confirms(Duration::from_secs(3600));
+    let events: Vec<Event> = (0..10).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    // Sent, the confirms never come: the connection drops under them.
+    sink.until_received(&events.iter().map(Event::id).collect::<Vec<_>>())
+        .await;
+    sink.faults.delay_confirms(Duration::ZERO);
+    sink.faults.drop_connection();
+    until_status(&relay, "published after the reconnection", |s| {
+        s.published == 10 && s.rows_waiting == Some(0)
+    })
+    .await;
+    let status = relay.status();
+    let received = sink.ids().len();
+    println!(
+        "lost before the confirms: {received} deliveries of 10 events, relay counts {} possible duplicates",
+        status.possible_duplicates()
+    );
+    assert_eq!(received, 20, "each event twice on the wire");
+    assert_eq!(status.retried, 10, "every republished row counted");
+    assert_eq!(status.failed_publishes, 10);
+    relay.shutdown().await;
+}

@@ -182,7 +182,14 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_every_committed_order_counts_once() {
-    if !available("PostgreSQL", "127.0.0.1:5432") || !available("RabbitMQ", "127.0.0.1:5672") {
+    let database = database_url();
+    let database_addr = database
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .replace("localhost", "127.0.0.1");
+    if !available("PostgreSQL", &database_addr) || !available("RabbitMQ", "127.0.0.1:5672") {
         return;
     }
     let rounds: usize = std::env::var("CRASH_ROUNDS")
