@@ -9,7 +9,9 @@
 # against raw lapin and aio-pika, drain, outage, memory), then plots the
 # outage run.
 # Before them, the decorator's criterion bench and the durable outbox's bench
-# (no broker needed); BENCH_DECORATOR=0 or BENCH_OUTBOX=0 skips one.
+# (no broker needed); BENCH_DECORATOR=0 or BENCH_OUTBOX=0 skips one. After
+# them, flow-events-relay-bench (the Postgres outbox relay; needs PostgreSQL,
+# BENCH_RELAY=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +43,14 @@ target/release/flow-events-bench \
     --python "$venv/bin/python" \
     --out "$results/latest.json" \
     "$@" | tee "$results/latest.txt"
+
+if [ "${BENCH_RELAY:-1}" != 0 ]; then
+    echo "== transactional outbox relay against direct publishing (PostgreSQL at \$DATABASE_URL or the local test database)"
+    target/release/flow-events-relay-bench \
+        --url "$url" \
+        ${DATABASE_URL:+--database-url "$DATABASE_URL"} \
+        --out "$results/relay.json" | tee "$results/relay.txt"
+fi
 
 "$venv/bin/python" benchmarks/python/plot_outage.py "$results/latest.json" "$results/outage.svg"
 echo "plot written to $results/outage.svg"
