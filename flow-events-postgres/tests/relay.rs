@@ -529,3 +529,34 @@ async fn a_broker_lost_before_the_confirms_republishes_and_counts_it() {
     assert_eq!(status.failed_publishes, 10);
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_broker_holds_the_rows_until_it_unblocks() {
+    require_database!("a_blocking_broker_holds_the_rows_until_it_unblocks");
+    let pool = common::pool().await;
+    let tables = TestTables::new(&pool, "blocked").await;
+    let outbox = Outbox::new(&tables);
+    let sink = Sink::start().await;
+    let relay = Relay::builder(pool.clone(), &tables, sink.sink.clone())
+        .with_status_interval(Duration::from_millis(50))
+        // A long backoff: only the end of the block can end the wait early.
+        .with_backoff(Duration::from_secs(60), Duration::from_secs(60))
+        .start();
+    sink.faults.set_blocked(true);
+    until("the sink sees the block", WAIT, || async {
+        sink.sink.status().blocked
+    })
+    .await;
+    let events: Vec<Event> = (0..3).map(event).collect();
+    commit_events(&pool, &outbox, &events).await;
+    until_status(&relay, "waiting on the blocked broker", |s| {
+        s.state == RelayState::WaitingForBroker && s.failed_publishes > 0
+    })
+    .await;
+    assert_eq!(outbox_rows(&pool, &tables).await, 3);
+    assert_eq!(sink.sink.status().pending_events, 0);
+    sink.faults.set_blocked(false);
+    sink.until_received(&events.iter().map(Event::id).collect::<Vec<_>>())
+        .await;
+    relay.shutdown().await;
+}

@@ -105,6 +105,27 @@ impl Ctx {
         ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
     }
 
+    /// Waits after `failures` failed rounds; false if the relay is stopped
+    /// meanwhile. While the broker blocks publishers (a resource alarm: the
+    /// sink stays connected), the wait ends as soon as the block lifts,
+    /// checked every 50 ms, instead of at the end of a backoff that may have
+    /// grown to seconds.
+    async fn back_off(&self, failures: u32) -> bool {
+        let delay = self.backoff(failures);
+        if !self.sink.status().blocked {
+            self.set_state(RelayState::BackingOff);
+            return self.pause(delay).await;
+        }
+        self.set_state(RelayState::WaitingForBroker);
+        let deadline = Instant::now() + self.settings.max_backoff;
+        while self.sink.status().blocked && Instant::now() < deadline {
+            if !self.pause(Duration::from_millis(50)).await {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Sleeps for `d`; false if the relay is stopped meanwhile.
     async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
@@ -194,8 +215,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 ctx.status
                     .send_modify(|s| s.last_error = Some(e.to_string()));
             }
-            ctx.set_state(RelayState::BackingOff);
-            if !ctx.pause(ctx.backoff(failures)).await {
+            if !ctx.back_off(failures).await {
                 break;
             }
             continue;
