@@ -76,6 +76,7 @@ async fn an_order_is_counted_once_and_health_shows_the_relay() {
     let tables = Tables::new(&format!("t_api_{:08x}", fastrand::u32(..))).unwrap();
     migrate(&pool, &tables).await.unwrap();
     let store = OrderStore::new(&tables);
+    let _drop = DropTables(tables.clone());
     store.create_tables(&pool).await.unwrap();
 
     let broker = MemoryBroker::new();
@@ -157,6 +158,32 @@ async fn an_order_is_counted_once_and_health_shows_the_relay() {
 
     relay.shutdown().await;
     events.shutdown(Duration::from_secs(1)).await;
-    store.drop_tables(&pool).await.unwrap();
-    drop_tables(&pool, &tables).await.unwrap();
+}
+
+/// Drops the test's tables when dropped, also on a panic.
+struct DropTables(Tables);
+
+impl Drop for DropTables {
+    fn drop(&mut self) {
+        let tables = self.0.clone();
+        // A runtime of its own on a thread of its own: this runs inside the
+        // test's runtime, where blocking on a future is not allowed.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(pool) = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(DATABASE_URL)
+                    .await
+                {
+                    let _ = OrderStore::new(&tables).drop_tables(&pool).await;
+                    let _ = drop_tables(&pool, &tables).await;
+                }
+            });
+        });
+        let _ = done.join();
+    }
 }
