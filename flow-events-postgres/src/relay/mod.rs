@@ -1,6 +1,8 @@
 //! The relay: publishes committed outbox rows through a resilient sink, and
 //! deletes each row only on the broker's confirm.
 
+mod listen;
+mod measure;
 mod status;
 mod worker;
 

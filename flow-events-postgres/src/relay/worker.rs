@@ -1,5 +1,5 @@
-//! The relay's tasks: the publishing loop, the listener that wakes it, and
-//! the measurer that fills the table's figures into the status.
+//! The relay's publishing loop: take a batch, send it, finish the one
+//! before; back off after a failure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,6 @@ use chrono::Utc;
 use flow_events_core::{
     ConnectionMonitor, ConnectionState, Event, PublishError, PublishErrorKind, Resilient, SentBatch,
 };
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -20,18 +19,18 @@ use crate::error::{Error, Result};
 use crate::tables::Tables;
 
 pub(crate) struct Ctx {
-    pool: PgPool,
-    sink: Resilient,
-    settings: Settings,
-    status: Arc<watch::Sender<RelayStatus>>,
-    cancel: CancellationToken,
-    wake: Notify,
-    channel: String,
-    select: String,
-    delete: String,
-    retry: String,
-    dead: String,
-    measure: String,
+    pub(super) pool: PgPool,
+    pub(super) sink: Resilient,
+    pub(super) settings: Settings,
+    pub(super) status: Arc<watch::Sender<RelayStatus>>,
+    pub(super) cancel: CancellationToken,
+    pub(super) wake: Notify,
+    pub(super) channel: String,
+    pub(super) select: String,
+    pub(super) delete: String,
+    pub(super) retry: String,
+    pub(super) dead: String,
+    pub(super) measure: String,
 }
 
 impl Ctx {
@@ -78,7 +77,7 @@ impl Ctx {
         })
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.settings.name
     }
 
@@ -94,7 +93,7 @@ impl Ctx {
     /// `min * 2^(failures-1)` capped at `max`, half of it fixed and half
     /// drawn at random (so relays that failed together spread out, and no
     /// draw comes close to zero).
-    fn backoff(&self, failures: u32) -> Duration {
+    pub(super) fn backoff(&self, failures: u32) -> Duration {
         let Settings {
             min_backoff,
             max_backoff,
@@ -127,7 +126,7 @@ impl Ctx {
     }
 
     /// Sleeps for `d`; false if the relay is stopped meanwhile.
-    async fn pause(&self, d: Duration) -> bool {
+    pub(super) async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(d) => true,
@@ -159,8 +158,8 @@ struct Sent {
 /// while a batch's deletions commit; the next batch is sent after the one
 /// before on the same session, so the order holds.
 pub(crate) async fn run(ctx: Arc<Ctx>) {
-    let listener = tokio::spawn(listen(ctx.clone()));
-    let measurer = tokio::spawn(measure(ctx.clone()));
+    let listener = tokio::spawn(super::listen::listen(ctx.clone()));
+    let measurer = tokio::spawn(super::measure::measure(ctx.clone()));
     let mut state = ctx.sink.watch_state();
     let mut failures: u32 = 0;
     let mut in_flight: Option<Sent> = None;
@@ -409,88 +408,5 @@ fn describe(e: &PublishError) -> String {
     match e.backend_error() {
         Some(cause) => format!("{}: {cause}", e.kind()),
         None => e.kind().to_string(),
-    }
-}
-
-/// Listens on the outbox channel and wakes the loop on every notification
-/// (and after every reconnection, for what was missed meanwhile).
-async fn listen(ctx: Arc<Ctx>) {
-    let mut failures: u32 = 0;
-    loop {
-        let connected = tokio::select! {
-            _ = ctx.cancel.cancelled() => return,
-            r = connect_listener(&ctx) => r,
-        };
-        match connected {
-            Ok(mut listener) => {
-                failures = 0;
-                ctx.status.send_modify(|s| s.listening = true);
-                ctx.wake.notify_one();
-                loop {
-                    let next = tokio::select! {
-                        _ = ctx.cancel.cancelled() => return,
-                        n = listener.try_recv() => n,
-                    };
-                    match next {
-                        Ok(Some(_)) => ctx.wake.notify_one(),
-                        Ok(None) => {
-                            tracing::debug!(relay = %ctx.name(), "outbox listener lost its connection");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(relay = %ctx.name(), error = %e, "outbox listener failed: {e}; polling meanwhile");
-                            break;
-                        }
-                    }
-                }
-                ctx.status.send_modify(|s| s.listening = false);
-            }
-            Err(e) => {
-                tracing::warn!(relay = %ctx.name(), error = %e, "cannot listen for outbox notifications: {e}; polling meanwhile");
-            }
-        }
-        failures = failures.saturating_add(1);
-        if !ctx.pause(ctx.backoff(failures)).await {
-            return;
-        }
-    }
-}
-
-async fn connect_listener(ctx: &Ctx) -> Result<PgListener> {
-    let mut listener = PgListener::connect_with(&ctx.pool).await?;
-    listener.listen(&ctx.channel).await?;
-    Ok(listener)
-}
-
-/// Measures the rows waiting, the dead rows and the oldest age every status
-/// interval.
-async fn measure(ctx: Arc<Ctx>) {
-    let mut tick = tokio::time::interval(ctx.settings.status_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let measured = sqlx::query(&ctx.measure).fetch_one(&ctx.pool).await;
-        let figures = measured.and_then(|row| {
-            Ok((
-                row.try_get::<i64, _>(0)?,
-                row.try_get::<i64, _>(1)?,
-                row.try_get::<Option<f64>, _>(2)?,
-            ))
-        });
-        match figures {
-            Ok((waiting, dead, oldest)) => ctx.status.send_modify(|s| {
-                s.rows_waiting = Some(u64::try_from(waiting).unwrap_or(0));
-                s.dead_rows = Some(u64::try_from(dead).unwrap_or(0));
-                s.oldest_waiting_age = oldest.map(|secs| Duration::from_secs_f64(secs.max(0.0)));
-                s.measured_at = Some(Utc::now());
-            }),
-            Err(e) => {
-                tracing::debug!(relay = %ctx.name(), error = %e, "cannot measure the outbox");
-                ctx.status.send_modify(|s| s.rows_waiting = None);
-            }
-        }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod sink;
+
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
