@@ -1,0 +1,708 @@
+//! The NATS settings, read from their own `NATS_*` variables.
+//!
+//! The resilience settings (retries, backoff, buffer, publish timeout,
+//! largest event) stay in `flow_events_core::Config`; this type holds what
+//! only the NATS backend needs.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use flow_events_core::{BrokerUrl, ConfigError};
+
+use crate::redact::redact;
+
+/// `NATS_URL`: the server URL, or several separated by commas (tried in turn).
+pub const ENV_URL: &str = "NATS_URL";
+/// `NATS_STREAM`: the stream that holds the events (default `FLOW_EVENTS`).
+pub const ENV_STREAM: &str = "NATS_STREAM";
+/// `NATS_SUBJECT_PREFIX`: events go to `<prefix>.<event type>` (default `flow.events`).
+pub const ENV_SUBJECT_PREFIX: &str = "NATS_SUBJECT_PREFIX";
+/// `NATS_USER`: user name (with `NATS_PASSWORD`), when the URL carries none.
+pub const ENV_USER: &str = "NATS_USER";
+/// `NATS_PASSWORD`: password of `NATS_USER`.
+pub const ENV_PASSWORD: &str = "NATS_PASSWORD";
+/// `NATS_TOKEN`: an authentication token.
+pub const ENV_TOKEN: &str = "NATS_TOKEN";
+/// `NATS_NKEY`: an nkey seed (`SU...`).
+pub const ENV_NKEY: &str = "NATS_NKEY";
+/// `NATS_CREDS`: path of a credentials file (user JWT and nkey seed).
+pub const ENV_CREDS: &str = "NATS_CREDS";
+/// `NATS_TLS`: `true` requires TLS even for `nats://` URLs (`tls://` URLs always use it).
+pub const ENV_TLS: &str = "NATS_TLS";
+/// `NATS_TLS_CA`: path of a PEM file of CA certificates trusted beside the system's roots.
+pub const ENV_TLS_CA: &str = "NATS_TLS_CA";
+/// `NATS_TLS_CERT`: path of the client certificate (PEM), with `NATS_TLS_KEY`.
+pub const ENV_TLS_CERT: &str = "NATS_TLS_CERT";
+/// `NATS_TLS_KEY`: path of the client certificate's key (PEM).
+pub const ENV_TLS_KEY: &str = "NATS_TLS_KEY";
+/// `NATS_DUPLICATE_WINDOW`: seconds in which a republished event id is dropped (default 120).
+pub const ENV_DUPLICATE_WINDOW: &str = "NATS_DUPLICATE_WINDOW";
+/// `NATS_RETENTION`: `interest` (default) or `limits`.
+pub const ENV_RETENTION: &str = "NATS_RETENTION";
+/// `NATS_MAX_AGE`: seconds an event is kept in the stream at most (default: no limit).
+pub const ENV_MAX_AGE: &str = "NATS_MAX_AGE";
+/// `NATS_ACK_WAIT`: seconds before an unsettled delivery is delivered again (default 30).
+pub const ENV_ACK_WAIT: &str = "NATS_ACK_WAIT";
+/// `NATS_RETRY_DELAY`: seconds before a retried delivery comes again (default 1).
+pub const ENV_RETRY_DELAY: &str = "NATS_RETRY_DELAY";
+/// `NATS_DEAD_LETTER`: `false` turns the dead-letter stream off (default `true`).
+pub const ENV_DEAD_LETTER: &str = "NATS_DEAD_LETTER";
+/// `NATS_CONNECT_TIMEOUT`: seconds one connection attempt may take (default 5).
+pub const ENV_CONNECT_TIMEOUT: &str = "NATS_CONNECT_TIMEOUT";
+/// `NATS_PING_INTERVAL`: seconds between pings; a server silent for about
+/// three of them is taken as lost (default 10).
+pub const ENV_PING_INTERVAL: &str = "NATS_PING_INTERVAL";
+
+/// Every variable [`NatsConfig::from_env`] reads, in the order of the README.
+pub const ENV_VARS: &[&str] = &[
+    ENV_URL,
+    ENV_STREAM,
+    ENV_SUBJECT_PREFIX,
+    ENV_USER,
+    ENV_PASSWORD,
+    ENV_TOKEN,
+    ENV_NKEY,
+    ENV_CREDS,
+    ENV_TLS,
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_DUPLICATE_WINDOW,
+    ENV_RETENTION,
+    ENV_MAX_AGE,
+    ENV_ACK_WAIT,
+    ENV_RETRY_DELAY,
+    ENV_DEAD_LETTER,
+    ENV_CONNECT_TIMEOUT,
+    ENV_PING_INTERVAL,
+];
+
+/// A secret setting: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// How the stream keeps events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Retention {
+    /// An event is kept until every subscription whose filter takes it has
+    /// acknowledged it (or it has no subscription at all when published):
+    /// the closest to a topic exchange with durable queues. The default.
+    #[default]
+    Interest,
+    /// Events are kept until the stream's limits (`max_age`) remove them,
+    /// whatever the subscriptions did: they can be read again.
+    Limits,
+}
+
+impl FromStr for Retention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "interest" => Ok(Self::Interest),
+            "limits" => Ok(Self::Limits),
+            _ => Err("expected interest or limits".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Interest => "interest",
+            Self::Limits => "limits",
+        })
+    }
+}
+
+/// The NATS settings. Built from the `NATS_*` variables with
+/// [`NatsConfig::from_env`] or in code with [`NatsConfig::builder`];
+/// `Debug` shows no secret.
+///
+/// ```
+/// use std::time::Duration;
+/// use flow_events_nats::NatsConfig;
+/// let config = NatsConfig::builder()
+///     .with_url("nats://alice:s3cret@localhost:4222")
+///     .with_stream("BILLING")
+///     .with_subject_prefix("billing.events")
+///     .with_retry_delay(Duration::from_millis(500))
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.stream(), "BILLING");
+/// assert_eq!(config.dead_letter_stream(), "BILLING_DEAD");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsConfig {
+    url: Option<BrokerUrl>,
+    stream: String,
+    subject_prefix: String,
+    user: Option<String>,
+    password: Option<Secret>,
+    token: Option<Secret>,
+    nkey: Option<Secret>,
+    creds: Option<PathBuf>,
+    tls: bool,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    duplicate_window: Duration,
+    retention: Retention,
+    max_age: Option<Duration>,
+    ack_wait: Duration,
+    retry_delay: Duration,
+    dead_letter: bool,
+    connect_timeout: Duration,
+    ping_interval: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            stream: "FLOW_EVENTS".to_owned(),
+            subject_prefix: "flow.events".to_owned(),
+            user: None,
+            password: None,
+            token: None,
+            nkey: None,
+            creds: None,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            duplicate_window: Duration::from_secs(120),
+            retention: Retention::Interest,
+            max_age: None,
+            ack_wait: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            dead_letter: true,
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> NatsConfigBuilder {
+        NatsConfigBuilder {
+            config: NatsConfig::default(),
+        }
+    }
+
+    /// Reads the `NATS_*` variables ([`ENV_VARS`]); unset or empty ones keep
+    /// their defaults. An invalid value is an error naming the variable
+    /// (secrets are never quoted).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`NatsConfig::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut b = NatsConfig::builder();
+        if let Some(v) = get(ENV_URL) {
+            b = b.with_url(v.trim());
+        }
+        if let Some(v) = get(ENV_STREAM) {
+            b = b.with_stream(v.trim());
+        }
+        if let Some(v) = get(ENV_SUBJECT_PREFIX) {
+            b = b.with_subject_prefix(v.trim());
+        }
+        if let Some(v) = get(ENV_USER) {
+            b.config.user = Some(v.trim().to_owned());
+        }
+        if let Some(v) = lookup(ENV_PASSWORD).filter(|v| !v.is_empty()) {
+            b.config.password = Some(Secret(v));
+        }
+        if let Some(v) = get(ENV_TOKEN) {
+            b = b.with_token(v.trim());
+        }
+        if let Some(v) = get(ENV_NKEY) {
+            b = b.with_nkey_seed(v.trim());
+        }
+        if let Some(v) = get(ENV_CREDS) {
+            b = b.with_credentials_file(v.trim());
+        }
+        if let Some(v) = get(ENV_TLS) {
+            b = b.with_tls(parse_bool(ENV_TLS, &v)?);
+        }
+        if let Some(v) = get(ENV_TLS_CA) {
+            b = b.with_tls_ca_file(v.trim());
+        }
+        if let Some(v) = get(ENV_TLS_CERT) {
+            b.config.tls_cert = Some(v.trim().into());
+        }
+        if let Some(v) = get(ENV_TLS_KEY) {
+            b.config.tls_key = Some(v.trim().into());
+        }
+        if let Some(v) = get(ENV_DUPLICATE_WINDOW) {
+            b = b.with_duplicate_window(parse_secs(ENV_DUPLICATE_WINDOW, &v)?);
+        }
+        if let Some(v) = get(ENV_RETENTION) {
+            let r = v
+                .parse()
+                .map_err(|reason: String| ConfigError::new(ENV_RETENTION, &v, reason))?;
+            b = b.with_retention(r);
+        }
+        if let Some(v) = get(ENV_MAX_AGE) {
+            b = b.with_max_age(Some(parse_secs(ENV_MAX_AGE, &v)?));
+        }
+        if let Some(v) = get(ENV_ACK_WAIT) {
+            b = b.with_ack_wait(parse_secs(ENV_ACK_WAIT, &v)?);
+        }
+        if let Some(v) = get(ENV_RETRY_DELAY) {
+            b = b.with_retry_delay(parse_secs(ENV_RETRY_DELAY, &v)?);
+        }
+        if let Some(v) = get(ENV_DEAD_LETTER) {
+            b = b.with_dead_letter(parse_bool(ENV_DEAD_LETTER, &v)?);
+        }
+        if let Some(v) = get(ENV_CONNECT_TIMEOUT) {
+            b = b.with_connect_timeout(parse_secs(ENV_CONNECT_TIMEOUT, &v)?);
+        }
+        if let Some(v) = get(ENV_PING_INTERVAL) {
+            b = b.with_ping_interval(parse_secs(ENV_PING_INTERVAL, &v)?);
+        }
+        b.build_named(true)
+    }
+
+    /// The server URL(s), if set.
+    pub fn url(&self) -> Option<&BrokerUrl> {
+        self.url.as_ref()
+    }
+    /// The URL(s) with every password and token replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        self.url
+            .as_ref()
+            .map(|u| redact(u.expose()))
+            .unwrap_or_default()
+    }
+    /// The stream of the events.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+    /// The subject prefix: events go to `<prefix>.<event type>`.
+    pub fn subject_prefix(&self) -> &str {
+        &self.subject_prefix
+    }
+    /// The dead-letter stream: `<stream>_DEAD`.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DEAD", self.stream)
+    }
+    /// The dead-letter subject prefix: `<prefix>-dead`; a subscription's dead
+    /// letters go to `<prefix>-dead.<subscription>`.
+    pub fn dead_letter_prefix(&self) -> String {
+        format!("{}-dead", self.subject_prefix)
+    }
+    /// Whether rejected events go to the dead-letter stream.
+    pub fn dead_letter(&self) -> bool {
+        self.dead_letter
+    }
+    /// Whether TLS is required for every URL.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+    /// Extra CA certificates (PEM file).
+    pub fn tls_ca_file(&self) -> Option<&PathBuf> {
+        self.tls_ca.as_ref()
+    }
+    /// The client certificate and key files, when both are set.
+    pub fn tls_client_cert(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.tls_cert.as_ref().zip(self.tls_key.as_ref())
+    }
+    /// The user name given outside the URL.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    pub(crate) fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+    pub(crate) fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+    pub(crate) fn nkey(&self) -> Option<&Secret> {
+        self.nkey.as_ref()
+    }
+    /// The credentials file, if set.
+    pub fn credentials_file(&self) -> Option<&PathBuf> {
+        self.creds.as_ref()
+    }
+    /// The stream's duplicate window.
+    pub fn duplicate_window(&self) -> Duration {
+        self.duplicate_window
+    }
+    /// The stream's retention.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+    /// The longest an event stays in the stream, if limited.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+    /// How long the server waits for a delivery to be settled before
+    /// delivering it again.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+    /// The delay of a retried delivery (the nak's delay).
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+    /// The longest one connection attempt may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// The interval between pings to the server.
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+}
+
+/// Builds a [`NatsConfig`]; every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct NatsConfigBuilder {
+    config: NatsConfig,
+}
+
+impl NatsConfigBuilder {
+    /// The server URL, or several separated by commas. Default: none
+    /// (connecting fails with a configuration error).
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = Some(BrokerUrl::new(url));
+        self
+    }
+    /// The events' stream. Default `FLOW_EVENTS`.
+    pub fn with_stream(mut self, stream: impl Into<String>) -> Self {
+        self.config.stream = stream.into();
+        self
+    }
+    /// The subject prefix. Default `flow.events`.
+    pub fn with_subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.subject_prefix = prefix.into();
+        self
+    }
+    /// User name and password (when the URL carries none). Default: none.
+    pub fn with_user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.config.user = Some(user.into());
+        self.config.password = Some(Secret(password.into()));
+        self
+    }
+    /// An authentication token. Default: none.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = Some(Secret(token.into()));
+        self
+    }
+    /// An nkey seed. Default: none.
+    pub fn with_nkey_seed(mut self, seed: impl Into<String>) -> Self {
+        self.config.nkey = Some(Secret(seed.into()));
+        self
+    }
+    /// A credentials file (JWT and seed). Default: none.
+    pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.creds = Some(path.into());
+        self
+    }
+    /// Require TLS for every URL. Default `false` (`tls://` URLs use it anyway).
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.config.tls = tls;
+        self
+    }
+    /// Trust the CA certificates of this PEM file too. Default: the system's roots only.
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.tls_ca = Some(path.into());
+        self
+    }
+    /// Present this client certificate (PEM files). Default: none.
+    pub fn with_tls_client_cert(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.tls_cert = Some(cert.into());
+        self.config.tls_key = Some(key.into());
+        self
+    }
+    /// The stream's duplicate window. Default 120 s.
+    pub fn with_duplicate_window(mut self, window: Duration) -> Self {
+        self.config.duplicate_window = window;
+        self
+    }
+    /// The stream's retention. Default [`Retention::Interest`].
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
+        self
+    }
+    /// The longest an event stays in the stream. Default: no limit.
+    pub fn with_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.config.max_age = max_age;
+        self
+    }
+    /// How long a delivery may stay unsettled before it is delivered again.
+    /// Default 30 s.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.config.ack_wait = ack_wait;
+        self
+    }
+    /// The delay before a retried delivery comes again. Default 1 s.
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.config.retry_delay = delay;
+        self
+    }
+    /// Dead-letter rejected events into the dead-letter stream. Default `true`.
+    pub fn with_dead_letter(mut self, on: bool) -> Self {
+        self.config.dead_letter = on;
+        self
+    }
+    /// The longest one connection attempt may take. Default 5 s.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+    /// The interval between pings. Default 10 s.
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<NatsConfig, ConfigError> {
+        self.build_named(false)
+    }
+
+    fn build_named(self, env: bool) -> Result<NatsConfig, ConfigError> {
+        let c = self.config;
+        let name = |env_name: &'static str, setter: &'static str| {
+            if env { env_name } else { setter }
+        };
+        if let Err(reason) = check_name(&c.stream) {
+            return Err(ConfigError::new(
+                name(ENV_STREAM, "stream"),
+                &c.stream,
+                reason,
+            ));
+        }
+        if let Err(reason) = check_prefix(&c.subject_prefix) {
+            return Err(ConfigError::new(
+                name(ENV_SUBJECT_PREFIX, "subject_prefix"),
+                &c.subject_prefix,
+                reason,
+            ));
+        }
+        for (value, env_name, setter) in [
+            (c.duplicate_window, ENV_DUPLICATE_WINDOW, "duplicate_window"),
+            (c.ack_wait, ENV_ACK_WAIT, "ack_wait"),
+            (c.connect_timeout, ENV_CONNECT_TIMEOUT, "connect_timeout"),
+            (c.ping_interval, ENV_PING_INTERVAL, "ping_interval"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(
+                    name(env_name, setter),
+                    "0",
+                    "must be more than 0",
+                ));
+            }
+        }
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return Err(ConfigError::new(
+                name(ENV_TLS_CERT, "tls_client_cert"),
+                "",
+                format!("{ENV_TLS_CERT} and {ENV_TLS_KEY} go together"),
+            ));
+        }
+        if c.password.is_some() && c.user.is_none() {
+            return Err(ConfigError::new(
+                name(ENV_USER, "user"),
+                "",
+                format!("{ENV_PASSWORD} is set without {ENV_USER}"),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+/// A stream name: no whitespace, `.`, `*`, `>`, or path separators.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("must be 1 to 255 bytes");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err("must not contain whitespace, '.', '*', '>', '/' or '\\'");
+    }
+    Ok(())
+}
+
+/// A subject prefix: words separated by `.`, none empty or a wildcard.
+fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.is_empty() || prefix.len() > 200 {
+        return Err("must be 1 to 200 bytes");
+    }
+    if prefix.split('.').any(|w| {
+        w.is_empty()
+            || w == "*"
+            || w == ">"
+            || w.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err("must be words separated by '.', without whitespace or wildcards");
+    }
+    Ok(())
+}
+
+fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(var, v, "expected true or false")),
+    }
+}
+
+fn parse_secs(var: &str, v: &str) -> Result<Duration, ConfigError> {
+    let secs: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, v, "expected a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(ConfigError::new(
+            var,
+            v,
+            "expected a non-negative number of seconds",
+        ));
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| ConfigError::new(var, v, "number of seconds out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<NatsConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        NatsConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.url(), None);
+        assert_eq!(c.stream(), "FLOW_EVENTS");
+        assert_eq!(c.subject_prefix(), "flow.events");
+        assert_eq!(c.dead_letter_prefix(), "flow.events-dead");
+        assert_eq!(c.duplicate_window(), Duration::from_secs(120));
+        assert_eq!(c.retention(), Retention::Interest);
+        assert!(c.dead_letter());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = from(&[
+            (ENV_URL, "nats://a:b@h1:4222, nats://h2:4222"),
+            (ENV_STREAM, "ORDERS"),
+            (ENV_SUBJECT_PREFIX, "shop.orders"),
+            (ENV_USER, "bob"),
+            (ENV_PASSWORD, "pw"),
+            (ENV_TOKEN, "tok"),
+            (ENV_NKEY, "SUAxxx"),
+            (ENV_CREDS, "/etc/nats/user.creds"),
+            (ENV_TLS, "true"),
+            (ENV_TLS_CA, "/etc/ca.pem"),
+            (ENV_TLS_CERT, "/etc/c.pem"),
+            (ENV_TLS_KEY, "/etc/k.pem"),
+            (ENV_DUPLICATE_WINDOW, "60"),
+            (ENV_RETENTION, "limits"),
+            (ENV_MAX_AGE, "86400"),
+            (ENV_ACK_WAIT, "10"),
+            (ENV_RETRY_DELAY, "0.5"),
+            (ENV_DEAD_LETTER, "false"),
+            (ENV_CONNECT_TIMEOUT, "2"),
+            (ENV_PING_INTERVAL, "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.url().unwrap().split().len(), 2);
+        assert_eq!(c.stream(), "ORDERS");
+        assert_eq!(c.dead_letter_stream(), "ORDERS_DEAD");
+        assert_eq!(c.user(), Some("bob"));
+        assert_eq!(c.password().unwrap().expose(), "pw");
+        assert_eq!(c.token().unwrap().expose(), "tok");
+        assert_eq!(c.nkey().unwrap().expose(), "SUAxxx");
+        assert!(c.credentials_file().is_some() && c.tls() && c.tls_ca_file().is_some());
+        assert!(c.tls_client_cert().is_some());
+        assert_eq!(c.retention(), Retention::Limits);
+        assert_eq!(c.max_age(), Some(Duration::from_secs(86400)));
+        assert_eq!(c.retry_delay(), Duration::from_millis(500));
+        assert!(!c.dead_letter());
+        assert_eq!(c.ping_interval(), Duration::from_secs(3));
+        assert_eq!(ENV_VARS.len(), 20);
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let c = from(&[
+            (ENV_URL, "nats://alice:urlpass@h:4222,nats://tokentok@h2"),
+            (ENV_USER, "bob"),
+            (ENV_PASSWORD, "envpass"),
+            (ENV_TOKEN, "envtoken"),
+            (ENV_NKEY, "SUAseedseed"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {}", c.redacted_url());
+        for secret in ["urlpass", "tokentok", "envpass", "envtoken", "SUAseedseed"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(c.redacted_url(), "nats://alice:***@h:4222,nats://***@h2");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for (var, value) in [
+            (ENV_STREAM, "has.dot"),
+            (ENV_STREAM, "a b"),
+            (ENV_SUBJECT_PREFIX, "a..b"),
+            (ENV_SUBJECT_PREFIX, "a.>"),
+            (ENV_SUBJECT_PREFIX, "a.*"),
+            (ENV_DUPLICATE_WINDOW, "0"),
+            (ENV_DUPLICATE_WINDOW, "soon"),
+            (ENV_RETENTION, "workqueue"),
+            (ENV_TLS, "maybe"),
+            (ENV_ACK_WAIT, "-1"),
+        ] {
+            let e = from(&[(var, value)]).expect_err(value);
+            assert_eq!(e.variable(), var, "{value}");
+        }
+        assert_eq!(
+            from(&[(ENV_PASSWORD, "x")]).unwrap_err().variable(),
+            ENV_USER
+        );
+        assert_eq!(
+            from(&[(ENV_TLS_CERT, "c.pem")]).unwrap_err().variable(),
+            ENV_TLS_CERT
+        );
+    }
+}

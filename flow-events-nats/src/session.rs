@@ -1,0 +1,201 @@
+//! One session: one NATS connection, its JetStream context, publishes with
+//! acks, and the subscriptions made on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_trait::async_trait;
+use flow_events_core::{
+    BackendError, Confirmation, DeliveryStream, Event, Session, Subscription,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::consume;
+use crate::errors;
+use crate::redact::Scrub;
+use crate::state::SessionState;
+use crate::wire;
+
+/// What a backend's sessions share: settings and counters.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) stream: String,
+    pub(crate) prefix: String,
+    /// `(stream, subject prefix)` of the dead letters, when on.
+    pub(crate) dead_letter: Option<(String, String)>,
+    pub(crate) ack_wait: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) max_event_bytes: usize,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+    /// Publishes the stream acknowledged as duplicates (dropped by its
+    /// duplicate window): republished events that had arrived before.
+    pub(crate) duplicates: AtomicU64,
+}
+
+/// A live session. Dropping it ends its subscriptions; the connection
+/// closes when the last handle of its client is gone.
+pub(crate) struct NatsSession {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) state: Arc<SessionState>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) scrub: Scrub,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for NatsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSession")
+            .field("stream", &self.settings.stream)
+            .field("lost", &self.state.lost().map(|e| e.to_string()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for NatsSession {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Counts a duplicate acknowledged by the stream.
+fn count_duplicate(settings: &Settings, ack: &jetstream::publish::PublishAck) {
+    if ack.duplicate {
+        settings.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl NatsSession {
+    /// Fails when the session is lost.
+    fn check_usable(&self) -> Result<(), BackendError> {
+        match self.state.lost() {
+            Some(lost) => Err(lost),
+            None => Ok(()),
+        }
+    }
+
+    /// The refusal of an event larger than `limit` (`what` says whose limit).
+    fn too_large(event: &Event, size: usize, limit: usize, what: &str) -> BackendError {
+        BackendError::event_refused(format!(
+            "event {} ({}) is {size} bytes, larger than {what} ({limit} bytes)",
+            event.id(),
+            event.event_type()
+        ))
+    }
+}
+
+#[async_trait]
+impl Session for NatsSession {
+    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+        let settings = &self.settings;
+        let subject = wire::subject(&settings.prefix, event)?;
+        let body = wire::encode_body(event)?;
+        if body.len() > settings.max_event_bytes {
+            return Err(Self::too_large(
+                event,
+                body.len(),
+                settings.max_event_bytes,
+                "the configured limit",
+            ));
+        }
+        let headers = wire::headers(event);
+        // The server refuses a message (headers and body) over its
+        // max_payload; say so before sending, with the sizes.
+        let size = body.len() + headers_len(&headers);
+        let max_payload = self.client.server_info().max_payload;
+        if max_payload > 0 && size > max_payload {
+            return Err(Self::too_large(
+                event,
+                size,
+                max_payload,
+                "the server's max_payload",
+            ));
+        }
+        self.check_usable()?;
+        let what = format!("publishing event {} ({})", event.id(), event.event_type());
+        let sent = tokio::time::timeout(
+            settings.operation_timeout,
+            self.js.publish_with_headers(subject, headers, body),
+        )
+        .await;
+        let ack = match sent {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => return Err(errors::publish(&e, &what, &self.scrub, settings.operation_timeout)),
+            Err(_) => return Err(BackendError::timeout(&what, settings.operation_timeout)),
+        };
+        let state = self.state.clone();
+        let settings = self.settings.clone();
+        let scrub = self.scrub.clone();
+        let what = format!("publish ack of event {} ({})", event.id(), event.event_type());
+        Ok(Box::pin(async move {
+            // A lost connection fails the confirm at once: the event goes
+            // again on the next session, and the duplicate window drops it
+            // there if it had arrived.
+            let answer = tokio::select! {
+                biased;
+                answer = ack.into_future() => answer,
+                lost = state.wait_lost() => {
+                    return Err(BackendError::new(lost.kind(), format!("{what}: {}", lost.message())));
+                }
+            };
+            match answer {
+                Ok(ack) => {
+                    count_duplicate(&settings, &ack);
+                    Ok(())
+                }
+                Err(e) => {
+                    let error = errors::publish(&e, &what, &scrub, settings.publish_timeout);
+                    if e.kind() == PublishErrorKind::StreamNotFound {
+                        // The stream is gone: a new session creates it again.
+                        state.set_lost(&error);
+                    }
+                    Err(error)
+                }
+            }
+        }))
+    }
+
+    async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError> {
+        self.check_usable()?;
+        consume::subscribe(self, subscription).await
+    }
+
+    async fn closed(&self) -> BackendError {
+        self.state.wait_lost().await
+    }
+
+    async fn close(&self) {
+        self.state.set_lost(&BackendError::closed("session closed"));
+        self.cancel.cancel();
+        // Writes what is queued (acks, naks) and closes the connection.
+        let _ = tokio::time::timeout(self.settings.operation_timeout, self.client.drain()).await;
+    }
+}
+
+/// The bytes `headers` take on the wire (`NATS/1.0\r\n`, `Name: value\r\n`
+/// each, and the closing `\r\n`).
+fn headers_len(headers: &async_nats::HeaderMap) -> usize {
+    let mut len = "NATS/1.0\r\n\r\n".len();
+    for (name, values) in headers.iter() {
+        for value in values {
+            len += AsRef::<str>::as_ref(name).len() + 2 + value.as_str().len() + 2;
+        }
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_length_counts_every_line() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("A", "bc");
+        assert_eq!(headers_len(&h), 12 + 1 + 2 + 2 + 2);
+    }
+}
