@@ -170,10 +170,12 @@ impl Address {
             .connection_timeout(nats.connect_timeout())
             .ping_interval(nats.ping_interval())
             .request_timeout(Some(nats.connect_timeout().max(std::time::Duration::from_secs(5))))
-            // One attempt: the first connect is that attempt, and after a
-            // loss the client gives up at once (its session is over).
+            // One attempt, without delay: the first connect is that
+            // attempt. After a loss the client may try once more, but its
+            // session is over by then (the event callback below ends it)
+            // and the decorator's supervisor owns reconnecting.
             .max_reconnects(Some(1))
-            .reconnect_delay_callback(|_| std::time::Duration::from_secs(3600))
+            .reconnect_delay_callback(|_| std::time::Duration::ZERO)
             .retain_servers_order()
             .ignore_discovered_servers()
             .event_callback(move |event| {
@@ -233,7 +235,11 @@ mod tests {
         let a = parse("127.0.0.1:4222").unwrap();
         assert!(a.auth == UrlAuth::None && !a.tls);
         assert!(parse("tls://h").unwrap().tls);
-        assert!(Address::parse(&BrokerUrl::new("nats://h"), true).unwrap().tls);
+        assert!(
+            Address::parse(&BrokerUrl::new("nats://h"), true)
+                .unwrap()
+                .tls
+        );
         assert_eq!(parse("nats://h").unwrap().server.port(), 4222);
     }
 

@@ -160,6 +160,8 @@ impl NatsBackend {
             settings: settings.clone(),
             scrub,
             cancel: CancellationToken::new(),
+            order: tokio::sync::Mutex::new(()),
+            closing: Arc::new(crate::pull::Closing::new()),
         };
         let streams = self.stream_specs();
         let checked = topology::within(

@@ -147,7 +147,7 @@ impl fmt::Display for Retention {
 /// assert_eq!(config.dead_letter_stream(), "BILLING_DEAD");
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct NatsConfig {
     url: Option<BrokerUrl>,
     stream: String,
@@ -169,6 +169,34 @@ pub struct NatsConfig {
     dead_letter: bool,
     connect_timeout: Duration,
     ping_interval: Duration,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL's own Debug would show a token (`nats://token@host`).
+        f.debug_struct("NatsConfig")
+            .field("url", &self.redacted_url())
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("token", &self.token)
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .field("tls", &self.tls)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("retention", &self.retention)
+            .field("max_age", &self.max_age)
+            .field("ack_wait", &self.ack_wait)
+            .field("retry_delay", &self.retry_delay)
+            .field("dead_letter", &self.dead_letter)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .finish()
+    }
 }
 
 impl Default for NatsConfig {
@@ -283,9 +311,14 @@ impl NatsConfig {
         b.build_named(true)
     }
 
-    /// The server URL(s), if set.
-    pub fn url(&self) -> Option<&BrokerUrl> {
+    /// The server URL(s), if set (with their secrets: see
+    /// [`NatsConfig::redacted_url`] for showing them).
+    pub(crate) fn url(&self) -> Option<&BrokerUrl> {
         self.url.as_ref()
+    }
+    /// Whether a URL is set.
+    pub fn has_url(&self) -> bool {
+        self.url.is_some()
     }
     /// The URL(s) with every password and token replaced by `***`.
     pub fn redacted_url(&self) -> String {

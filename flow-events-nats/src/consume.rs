@@ -14,6 +14,7 @@ use flow_events_core::{
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::pull::Puller;
 use crate::redact::Scrub;
 use crate::session::{NatsSession, Settings};
 use crate::state::SessionState;
@@ -26,9 +27,6 @@ pub const DEAD_LETTER_REASON_HEADER: &str = "Flow-Dead-Letter-Reason";
 pub const DEAD_LETTER_SUBSCRIPTION_HEADER: &str = "Flow-Subscription";
 /// How often the event had been delivered to the subscription.
 pub const DELIVERY_COUNT_HEADER: &str = "Flow-Delivery-Count";
-
-/// How long a pull request waits on the server before the client asks again.
-const PULL_EXPIRES: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Everything a delivery needs to be settled.
 #[derive(Debug, Clone)]
@@ -65,28 +63,38 @@ pub(crate) async fn subscribe(
         ),
     };
     let limit = settings.operation_timeout;
-    let consumer = within(limit, &format!("setting up consumer {name}"), async {
+    within(limit, &format!("setting up consumer {name}"), async {
         let stream = session
             .js
             .get_stream_no_info(&settings.stream)
             .await
             .map_err(|e| {
-                crate::errors::get_stream(&e, &format!("opening stream {}", settings.stream), &session.scrub)
+                crate::errors::get_stream(
+                    &e,
+                    &format!("opening stream {}", settings.stream),
+                    &session.scrub,
+                )
             })?;
         topology::ensure_consumer(&stream, &spec, &session.scrub).await
     })
     .await?;
-    let batch = usize::from(subscription.prefetch()).max(1);
+    let batch = usize::from(subscription.prefetch());
     let messages = within(limit, &format!("pulling from consumer {name}"), async {
-        consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| {
-                BackendError::connection(session.scrub.clean(&format!("pulling from consumer {name}: {e}")))
-            })
+        Puller::start(
+            session.js.clone(),
+            &settings.stream,
+            &name,
+            batch,
+            session.closing.clone(),
+        )
+        .await
+        .map_err(|e| {
+            BackendError::connection(
+                session
+                    .scrub
+                    .clean(&format!("pulling from consumer {name}: {e}")),
+            )
+        })
     })
     .await?;
     let ctx = Context {
@@ -107,16 +115,18 @@ pub(crate) async fn subscribe(
         max_attempts,
         cancel: session.cancel.child_token(),
     };
-    Ok(futures_util::stream::unfold(source, |mut source| async move {
-        let next = source.next().await?;
-        Some((next, source))
-    })
-    .boxed())
+    Ok(
+        futures_util::stream::unfold(source, |mut source| async move {
+            let next = source.next().await?;
+            Some((next, source))
+        })
+        .boxed(),
+    )
 }
 
 /// The state of one subscription's delivery stream.
 struct Source {
-    messages: jetstream::consumer::pull::Stream,
+    messages: Puller,
     ctx: Context,
     /// The pattern to match deliveries against, when the filter is wider.
     pattern: Option<TopicPattern>,
@@ -135,8 +145,8 @@ impl Source {
                 item = self.messages.next() => item,
             };
             let message = match item {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
+                Ok(message) => message,
+                Err(e) => {
                     let error = BackendError::connection(self.ctx.scrub.clean(&format!(
                         "consumer of subscription {}: {e}",
                         self.ctx.subscription
@@ -144,13 +154,6 @@ impl Source {
                     if self.ctx.state.set_lost(&error) {
                         tracing::warn!(error = %error, "subscription ended; the session is given up");
                     }
-                    return None;
-                }
-                None => {
-                    self.ctx.state.set_lost(&BackendError::connection(format!(
-                        "the consumer of subscription {} ended",
-                        self.ctx.subscription
-                    )));
                     return None;
                 }
             };
@@ -190,7 +193,14 @@ impl Source {
                     subscription = %self.ctx.subscription, subject = %message.subject,
                     "a message that is not an event, dead-lettering it: {reason}"
                 );
-                let _ = settle(&self.ctx, &message, Decision::Reject, "not an event", delivered).await;
+                let _ = settle(
+                    &self.ctx,
+                    &message,
+                    Decision::Reject,
+                    "not an event",
+                    delivered,
+                )
+                .await;
                 return None;
             }
         };
@@ -200,7 +210,14 @@ impl Source {
                 delivered, "delivered {delivered} times, more than the subscription's {} attempts \
                 (its last delivery was not settled): dead-lettering it", self.max_attempts
             );
-            let _ = settle(&self.ctx, &message, Decision::Reject, "attempts exhausted", delivered).await;
+            let _ = settle(
+                &self.ctx,
+                &message,
+                Decision::Reject,
+                "attempts exhausted",
+                delivered,
+            )
+            .await;
             return None;
         }
         let delivery = Delivery::new(event, delivered > 1, delivered);
@@ -229,7 +246,14 @@ impl Acker for NatsAcker {
             // Its connection is gone; JetStream delivers it again after ack_wait.
             return Err(lost);
         }
-        settle(&self.ctx, &self.message, decision, "rejected", self.delivered).await
+        settle(
+            &self.ctx,
+            &self.message,
+            decision,
+            "rejected",
+            self.delivered,
+        )
+        .await
     }
 }
 

@@ -85,9 +85,12 @@ pub(crate) fn get_stream(
     scrub: &Scrub,
 ) -> BackendError {
     match e.kind() {
-        GetStreamErrorKind::JetStream(api) => {
-            error(api_kind(&api), what, &format!("{api}{}", api_hint(&api)), scrub)
-        }
+        GetStreamErrorKind::JetStream(api) => error(
+            api_kind(&api),
+            what,
+            &format!("{api}{}", api_hint(&api)),
+            scrub,
+        ),
         GetStreamErrorKind::InvalidStreamName | GetStreamErrorKind::EmptyName => {
             error(BackendErrorKind::Configuration, what, &e.to_string(), scrub)
         }
@@ -102,16 +105,21 @@ pub(crate) fn create_stream(
     scrub: &Scrub,
 ) -> BackendError {
     match e.kind() {
-        CreateStreamErrorKind::JetStream(api) => {
-            error(api_kind(&api), what, &format!("{api}{}", api_hint(&api)), scrub)
-        }
+        CreateStreamErrorKind::JetStream(api) => error(
+            api_kind(&api),
+            what,
+            &format!("{api}{}", api_hint(&api)),
+            scrub,
+        ),
         CreateStreamErrorKind::JetStreamUnavailable => error(
             BackendErrorKind::Configuration,
             what,
             "JetStream is not available (start nats-server with -js)",
             scrub,
         ),
-        CreateStreamErrorKind::TimedOut => error(BackendErrorKind::Timeout, what, "timed out", scrub),
+        CreateStreamErrorKind::TimedOut => {
+            error(BackendErrorKind::Timeout, what, "timed out", scrub)
+        }
         CreateStreamErrorKind::EmptyStreamName | CreateStreamErrorKind::InvalidStreamName => {
             error(BackendErrorKind::Configuration, what, &e.to_string(), scrub)
         }
@@ -126,9 +134,12 @@ pub(crate) fn consumer(
     scrub: &Scrub,
 ) -> BackendError {
     match e.kind() {
-        ConsumerErrorKind::JetStream(api) => {
-            error(api_kind(&api), what, &format!("{api}{}", api_hint(&api)), scrub)
-        }
+        ConsumerErrorKind::JetStream(api) => error(
+            api_kind(&api),
+            what,
+            &format!("{api}{}", api_hint(&api)),
+            scrub,
+        ),
         ConsumerErrorKind::TimedOut => error(BackendErrorKind::Timeout, what, "timed out", scrub),
         ConsumerErrorKind::InvalidName | ConsumerErrorKind::InvalidConsumerType => {
             error(BackendErrorKind::Configuration, what, &e.to_string(), scrub)
@@ -167,7 +178,10 @@ pub(crate) fn publish(
         JsPublishErrorKind::MaxPayloadExceeded => error(
             BackendErrorKind::EventRefused,
             what,
-            &format!("{e}: {}", e.source().map(|s| s.to_string()).unwrap_or_default()),
+            &format!(
+                "{e}: {}",
+                e.source().map(|s| s.to_string()).unwrap_or_default()
+            ),
             scrub,
         ),
         JsPublishErrorKind::TimedOut => BackendError::timeout(what, limit),

@@ -8,9 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_trait::async_trait;
-use flow_events_core::{
-    BackendError, Confirmation, DeliveryStream, Event, Session, Subscription,
-};
+use flow_events_core::{BackendError, Confirmation, DeliveryStream, Event, Session, Subscription};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume;
@@ -45,6 +43,10 @@ pub(crate) struct NatsSession {
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrub: Scrub,
     pub(crate) cancel: CancellationToken,
+    /// The unsubscribes of closed subscriptions still on their way.
+    pub(crate) closing: Arc<crate::pull::Closing>,
+    /// Taken by each send while it hands its message to the client.
+    pub(crate) order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NatsSession {
@@ -117,20 +119,40 @@ impl Session for NatsSession {
         }
         self.check_usable()?;
         let what = format!("publishing event {} ({})", event.id(), event.event_type());
+        // Sends keep their call order: one at a time, in the order they
+        // asked (tokio's mutex is fair), and outside tokio's cooperative
+        // budget, which would otherwise make a send yield once a task has
+        // done many (a batch of a thousand would be sent out of order).
         let sent = tokio::time::timeout(
             settings.operation_timeout,
-            self.js.publish_with_headers(subject, headers, body),
+            tokio::task::unconstrained(async {
+                let _turn = self.order.lock().await;
+                // A subscription closed before this publish must not take it.
+                self.closing.settled(settings.operation_timeout).await;
+                self.js.publish_with_headers(subject, headers, body).await
+            }),
         )
         .await;
         let ack = match sent {
             Ok(Ok(ack)) => ack,
-            Ok(Err(e)) => return Err(errors::publish(&e, &what, &self.scrub, settings.operation_timeout)),
+            Ok(Err(e)) => {
+                return Err(errors::publish(
+                    &e,
+                    &what,
+                    &self.scrub,
+                    settings.operation_timeout,
+                ));
+            }
             Err(_) => return Err(BackendError::timeout(&what, settings.operation_timeout)),
         };
         let state = self.state.clone();
         let settings = self.settings.clone();
         let scrub = self.scrub.clone();
-        let what = format!("publish ack of event {} ({})", event.id(), event.event_type());
+        let what = format!(
+            "publish ack of event {} ({})",
+            event.id(),
+            event.event_type()
+        );
         Ok(Box::pin(async move {
             // A lost connection fails the confirm at once: the event goes
             // again on the next session, and the duplicate window drops it

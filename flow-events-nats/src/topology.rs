@@ -109,7 +109,9 @@ pub(crate) async fn ensure_stream(
             check(spec, &info.config)
         }
         Err(e) => match e.kind() {
-            GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+            GetStreamErrorKind::JetStream(api)
+                if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
                 let what = format!("creating stream {name} for {}", spec.subject);
                 match js.create_stream(spec.config()).await {
                     Ok(_) => {
@@ -347,7 +349,10 @@ mod tests {
                         filter.subject
                     );
                 } else if filter.exact {
-                    assert!(!subject_matches(&filter.subject, &subject), "{pattern}: {t}");
+                    assert!(
+                        !subject_matches(&filter.subject, &subject),
+                        "{pattern}: {t}"
+                    );
                 }
             }
         }

@@ -121,18 +121,15 @@ mod tests {
     fn headers_follow_the_contract() {
         let e = event();
         let h = headers(&e);
-        assert_eq!(
-            h.get(MSG_ID_HEADER).unwrap().as_str(),
-            e.id().to_string()
-        );
+        assert_eq!(h.get(MSG_ID_HEADER).unwrap().as_str(), e.id().to_string());
         assert_eq!(h.get(TYPE_HEADER).unwrap().as_str(), "order.created");
-        let time = chrono::DateTime::parse_from_rfc3339(h.get(TIME_HEADER).unwrap().as_str())
-            .unwrap();
+        let time =
+            chrono::DateTime::parse_from_rfc3339(h.get(TIME_HEADER).unwrap().as_str()).unwrap();
         assert_eq!(time, e.timestamp());
         assert_eq!(h.get(CONTENT_TYPE_HEADER).unwrap().as_str(), CONTENT_TYPE);
         assert_eq!(h.get("traceparent").unwrap().as_str(), "00-abc-def-01");
         assert_eq!(h.get("note").unwrap().as_str(), "héllo 世界");
-        assert!(h.get("bad name").is_none());
+        assert!(h.iter().all(|(n, _)| AsRef::<str>::as_ref(n) != "bad name"));
         assert!(h.get("multi").is_none());
     }
 
@@ -150,6 +147,9 @@ mod tests {
         let e = event();
         assert_eq!(decode(&encode_body(&e).unwrap()).unwrap(), e);
         let err = decode(br#"{"password": "hunter2"}"#).unwrap_err();
-        assert!(!err.contains("hunter2") && err.contains("not an event"), "{err}");
+        assert!(
+            !err.contains("hunter2") && err.contains("not an event"),
+            "{err}"
+        );
     }
 }

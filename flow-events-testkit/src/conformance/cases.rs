@@ -430,9 +430,9 @@ pub async fn concurrent_publishers<H: Harness>(harness: &H) {
     harness.cleanup(scope.names()).await;
 }
 
-/// A payload of 1 MiB arrives intact.
+/// A payload of 1 MiB (or [`Harness::large_payload_bytes`]) arrives intact.
 pub async fn large_payload<H: Harness>(harness: &H) {
-    const SIZE: usize = 1024 * 1024;
+    let size = harness.large_payload_bytes();
     let wait = harness.timeout();
     let mut scope = Scope::new("large");
     let client = harness.client().await;
@@ -441,7 +441,7 @@ pub async fn large_payload<H: Harness>(harness: &H) {
 
     let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut state = 0x2545_f491_u32;
-    let blob: String = (0..SIZE)
+    let blob: String = (0..size)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 17;
@@ -449,8 +449,8 @@ pub async fn large_payload<H: Harness>(harness: &H) {
             char::from(alphabet[state as usize % alphabet.len()])
         })
         .collect();
-    let sent = scope.event("file.uploaded", json!({ "blob": blob, "size": SIZE }));
-    assert!(sent.encoded_len() > SIZE);
+    let sent = scope.event("file.uploaded", json!({ "blob": blob, "size": size }));
+    assert!(sent.encoded_len() > size);
     publish(&client, sent.clone(), "the large event").await;
 
     let got = seen.next(wait, "the large event").await;

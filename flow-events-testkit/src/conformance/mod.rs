@@ -66,6 +66,14 @@ pub trait Harness: Send + Sync + 'static {
         let _ = subscriptions;
     }
 
+    /// The payload size of the `large_payload` case. Default: 1 MiB. A
+    /// backend whose broker takes less in one message says how much it
+    /// takes (NATS: its `max_payload`, 1 MiB by default, counts the
+    /// headers and the envelope too).
+    fn large_payload_bytes(&self) -> usize {
+        1024 * 1024
+    }
+
     /// The longest wait for something that must happen. Default: 30 s, as a
     /// real broker on a small machine can be slow.
     fn timeout(&self) -> Duration {
