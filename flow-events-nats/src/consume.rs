@@ -139,9 +139,13 @@ impl Source {
     /// or closed.
     async fn next(&mut self) -> Option<IncomingDelivery> {
         loop {
+            // The stream ends with its session: a message pulled after the
+            // loss (async-nats may have reconnected underneath) could not be
+            // settled, and the next session pulls it again.
             let item = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return None,
+                _ = self.ctx.state.wait_lost() => return None,
                 item = self.messages.next() => item,
             };
             let message = match item {

@@ -1,0 +1,287 @@
+//! The fault suite: `Resilient` over `NatsBackend` against the real server,
+//! with faults injected by the testkit's TCP proxy (it faults only the
+//! connections that go through it, so these tests run next to the others).
+//!
+//! Each test has its own stream and subjects, deleted at the end even when
+//! it fails. Figures (duplicates, what the duplicate window removed) are
+//! printed; run with `--nocapture` to see them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::received::{Received, numbered};
+use common::{Fixture, WAIT, until, until_state, url_through};
+use flow_events_core::{
+    Config, ConfigBuilder, ConnectionMonitor, ConnectionState, EventSink, EventSource,
+    HealthStatus, PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
+};
+use flow_events_nats::{NatsBackend, NatsConfigBuilder};
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for a drain or a whole delivery.
+const LONG: Duration = Duration::from_secs(120);
+
+/// Quick reconnects and a buffer large enough for every test.
+fn fast(c: ConfigBuilder) -> ConfigBuilder {
+    c.with_retry_delay(Duration::from_millis(100))
+        .with_max_retry_delay(Duration::from_secs(1))
+        .with_max_pending_events(50_000)
+        .with_publish_timeout(Duration::from_secs(10))
+}
+
+/// Short pings and connect timeout, and a short `ack_wait`: what a cut
+/// consumer had received unsettled comes again after it (the server cannot
+/// know what reached the consumer), and with the default 30 s a consumer
+/// cut every 300 ms would soon hold the consumer's `max_ack_pending`
+/// (1 000) deliveries waiting for it.
+fn short_pings(n: NatsConfigBuilder) -> NatsConfigBuilder {
+    n.with_ping_interval(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_ack_wait(Duration::from_secs(2))
+}
+
+fn connected(s: ConnectionState) -> bool {
+    s == ConnectionState::Connected
+}
+
+async fn start(backend: NatsBackend, config: &Config) -> Resilient {
+    Resilient::builder(backend)
+        .with_config(config.clone())
+        .start()
+        .await
+        .expect("start")
+}
+
+/// A consumer of every `fault.*` event on `backend`, connected and subscribed.
+async fn consumer(
+    backend: NatsBackend,
+    config: &Config,
+    name: &str,
+    received: &Received,
+) -> (Resilient, SubscriptionHandle) {
+    let consumer = start(backend, config).await;
+    until_state("consumer connected", &consumer, WAIT, connected).await;
+    let subscription = Subscription::new(name, TopicPattern::new("fault.*").expect("pattern"))
+        .expect("subscription")
+        .with_prefetch(100);
+    let handle = consumer
+        .subscribe(subscription, received.handler())
+        .await
+        .expect("subscribe");
+    (consumer, handle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn buffered_while_down_then_delivered_in_order() {
+    require_server!("buffered_while_down_then_delivered_in_order");
+    const N: u64 = 1_000;
+    let proxy = common::proxy().await;
+    proxy.down();
+    let fx = Fixture::with("downup", fast, short_pings);
+    let received = Received::new();
+    let (consumer, subscribed) =
+        consumer(fx.backend.clone(), &fx.config, "downup", &received).await;
+
+    let publisher_backend = fx.backend_to(&url_through(&proxy));
+    let publisher = start(publisher_backend.clone(), &fx.config).await;
+    let started = Instant::now();
+    for seq in 0..N {
+        let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
+        assert!(
+            matches!(outcome, PublishOutcome::Buffered { .. }),
+            "{seq}: {outcome:?}"
+        );
+    }
+    let buffering = started.elapsed();
+    until("a refused connection attempt", WAIT, || {
+        publisher.status().last_error.is_some()
+    })
+    .await;
+    let status = publisher.status();
+    assert_eq!(status.pending_events, N as usize);
+    assert!(!status.connected);
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("connection error")),
+        "{:?}",
+        status.last_error
+    );
+    let health = publisher.health("test");
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert!(
+        serde_json::to_value(&health).expect("json")["dependencies"]["nats"].is_object(),
+        "health names the dependency nats"
+    );
+
+    let up = Instant::now();
+    proxy.up();
+    until_state("publisher connected", &publisher, WAIT, connected).await;
+    let reconnected = up.elapsed();
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    let drained = up.elapsed();
+    received.wait_distinct(N as usize, LONG).await;
+    let delivered = up.elapsed();
+    println!(
+        "down/up: {N} events buffered in {buffering:?}; after up: connected in {reconnected:?}, \
+         all acked in {drained:?}, all delivered in {delivered:?}, {} duplicates delivered, \
+         {} dropped by the duplicate window",
+        received.duplicates(),
+        publisher_backend.duplicates_dropped()
+    );
+    assert_eq!(
+        received.first_order(),
+        (0..N).collect::<Vec<_>>(),
+        "events arrive in publish order"
+    );
+    assert_eq!(received.duplicates(), 0);
+    let status = publisher.status();
+    assert_eq!(status.confirmed, N);
+    assert_eq!(status.dropped_events, 0);
+    assert_eq!(publisher.health("test").status, HealthStatus::Healthy);
+
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+}
+
+/// Publishes N events from TASKS tasks while the proxy cuts every connection
+/// every EVERY; the consumer goes through the proxy too when
+/// `consumer_through_proxy`.
+async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
+    const N: u64 = 10_000;
+    const TASKS: u64 = 64;
+    const EVERY: Duration = Duration::from_millis(300);
+    // About 2 000 events a second in all: publishing lasts a few seconds
+    // and many cuts fall in it.
+    const PACE: Duration = Duration::from_millis(30);
+    let proxy = common::proxy().await;
+    let url = url_through(&proxy);
+    let fx = Fixture::with(test, fast, short_pings);
+    let received = Received::new();
+    let consumer_backend = if consumer_through_proxy {
+        fx.backend_to(&url)
+    } else {
+        fx.backend.clone()
+    };
+    let (consumer, subscribed) = consumer(consumer_backend, &fx.config, test, &received).await;
+    let publisher_backend = fx.backend_to(&url);
+    let publisher = start(publisher_backend.clone(), &fx.config).await;
+    until_state("publisher connected", &publisher, WAIT, connected).await;
+
+    let stop = CancellationToken::new();
+    let cutter = tokio::spawn({
+        let proxy = proxy.handle();
+        let stop = stop.clone();
+        async move {
+            let mut cuts = 0u32;
+            let mut tick = tokio::time::interval(EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return cuts,
+                    _ = tick.tick() => {
+                        proxy.cut();
+                        cuts += 1;
+                    }
+                }
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let (confirmed, buffered, took) = publish_paced(&publisher, N, TASKS, PACE).await;
+    stop.cancel();
+    let cuts = cutter.await.expect("cutter");
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    let acked_all = started.elapsed();
+    received.wait_distinct(N as usize, LONG).await;
+    let all = started.elapsed();
+    let (p, c) = (publisher.status(), consumer.status());
+    println!(
+        "{test}: {N} events from {TASKS} tasks in {took:?} ({confirmed} confirmed at once, \
+         {buffered} buffered), {cuts} cuts every {EVERY:?}; all acked after {acked_all:?}, \
+         all delivered after {all:?}; publisher reconnects {}, consumer reconnects {}; \
+         {} deliveries, {} duplicates delivered, {} republished events dropped by the \
+         stream's duplicate window",
+        p.reconnects,
+        c.reconnects,
+        received.deliveries(),
+        received.duplicates(),
+        publisher_backend.duplicates_dropped()
+    );
+    assert_eq!(confirmed + buffered, N);
+    assert!(p.reconnects >= 1, "the publisher lost its connection");
+    assert_eq!(p.dropped_events, 0);
+    assert_eq!(p.confirmed, N);
+    if consumer_through_proxy {
+        assert!(c.reconnects >= 1, "the consumer lost its connection");
+    }
+
+    // The consumer keeps going: a later event arrives too.
+    let last = numbered(N);
+    let last_id = last.id();
+    publisher.publish(last).await.expect("publish");
+    until("the last event arrives", LONG, || {
+        received.contains(&last_id)
+    })
+    .await;
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+}
+
+/// Publishes events `0..n` from `tasks` tasks, each one event per `pace`;
+/// every publish must be accepted. Returns (confirmed, buffered, time).
+async fn publish_paced(
+    publisher: &Resilient,
+    n: u64,
+    tasks: u64,
+    pace: Duration,
+) -> (u64, u64, Duration) {
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for first in 0..tasks {
+        let publisher = publisher.clone();
+        set.spawn(async move {
+            let (mut confirmed, mut buffered) = (0u64, 0u64);
+            let mut tick = tokio::time::interval(pace);
+            for seq in (first..n).step_by(usize::try_from(tasks).expect("tasks")) {
+                tick.tick().await;
+                match publisher.publish(numbered(seq)).await {
+                    Ok(PublishOutcome::Confirmed) => confirmed += 1,
+                    Ok(PublishOutcome::Buffered { .. }) => buffered += 1,
+                    other => panic!("event {seq}: {other:?}"),
+                }
+            }
+            (confirmed, buffered)
+        });
+    }
+    let (mut confirmed, mut buffered) = (0, 0);
+    while let Some(done) = set.join_next().await {
+        let (c, b) = done.expect("publishing task");
+        confirmed += c;
+        buffered += b;
+    }
+    (confirmed, buffered, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cuts_while_publishing_lose_nothing() {
+    require_server!("cuts_while_publishing_lose_nothing");
+    cuts_lose_nothing("cuts", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cuts_while_publishing_and_consuming_lose_nothing() {
+    require_server!("cuts_while_publishing_and_consuming_lose_nothing");
+    cuts_lose_nothing("cutsboth", true).await;
+}
