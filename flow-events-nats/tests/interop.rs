@@ -66,7 +66,10 @@ async fn python_consumer_reads_a_published_event() {
         serde_json::json!({"invoice": 7, "total": "12.50", "lines": [1, 2]}),
     )
     .expect("event")
-    .with_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    .with_header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
     session
         .send(&sent)
         .await
