@@ -6,6 +6,8 @@
 
 mod drain;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 mod outage;
 mod payload;
 mod proxy;
@@ -89,6 +91,10 @@ enum Command {
         #[arg(long)]
         events: usize,
     },
+    /// The resilient NATS sink against raw async-nats JetStream publishing
+    /// (needs the `nats` feature and a nats-server with JetStream).
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +139,13 @@ const LEVELS: [usize; 3] = [1, 64, 1024];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    #[cfg(feature = "nats")]
+    if let Some(Command::Nats(nats)) = args.command {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(nats::run(nats));
+    }
     if let Some(Command::MemoryChild { events }) = args.command {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

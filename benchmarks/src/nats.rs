@@ -1,0 +1,200 @@
+//! `flow-events-bench nats`: the resilient sink over the NATS JetStream
+//! backend against raw async-nats JetStream publishing, in the same run,
+//! to one file-backed stream on a local nats-server.
+//!
+//! Each publish waits for its own JetStream publish ack; `in_flight` tasks
+//! publish at once (1, 64, 1024). The raw publish carries what the backend's
+//! does on the wire: the same 1 KiB JSON body and a `Nats-Msg-Id` header
+//! (so the server does the same de-duplication work), plus the type, time
+//! and content-type headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::HeaderMap;
+use flow_events_core::{Config, ConnectionMonitor, ConnectionState, Event, Resilient};
+use flow_events_nats::{NatsBackend, NatsConfig, Retention};
+
+use crate::payload::{EVENT_TYPE, Payload};
+use crate::steady::{self, Run};
+
+/// The clients compared.
+const CLIENTS: [&str; 3] = ["raw async-nats", "flow-events", "nats session"];
+
+/// Options of the NATS comparison.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NatsArgs {
+    /// The NATS server.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Rounds; the table gives medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Publishes per run at 1, 64 and 1024 in flight.
+    #[arg(long, value_delimiter = ',', default_values_t = [2_000, 20_000, 40_000])]
+    counts: Vec<usize>,
+}
+
+/// A raw JetStream publish of `event`'s body with the backend's headers.
+fn raw_headers(event: &Event) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.id().to_string().as_str());
+    headers.insert("Flow-Event-Type", EVENT_TYPE);
+    headers.insert(
+        "Flow-Event-Time",
+        event
+            .timestamp()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .as_str(),
+    );
+    headers.insert("Content-Type", "application/json");
+    headers
+}
+
+async fn raw(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    payload: &Payload,
+    count: usize,
+    in_flight: usize,
+) -> Run {
+    let js = js.clone();
+    let subject: Arc<str> = Arc::from(subject);
+    let payload = payload.clone();
+    steady::drive(
+        count,
+        in_flight,
+        move || {
+            let event = payload.event();
+            let body = bytes::Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+            (raw_headers(&event), body)
+        },
+        move |(headers, body): (HeaderMap, bytes::Bytes)| {
+            let js = js.clone();
+            let subject = subject.clone();
+            async move {
+                match js
+                    .publish_with_headers(subject.to_string(), headers, body)
+                    .await
+                {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs the comparison and prints a table.
+pub(crate) async fn run(args: NatsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.counts.len() == 3, "--counts takes three numbers");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let id = format!("{:08x}", fastrand::u32(..));
+    let stream = format!("BENCH_{id}");
+    let prefix = format!("bench.{id}");
+    let nats = NatsConfig::builder()
+        .with_url(&args.url)
+        .with_stream(&stream)
+        .with_subject_prefix(&prefix)
+        // Kept on disk whatever the consumers: what the raw publisher
+        // writes too.
+        .with_retention(Retention::Limits)
+        .with_dead_letter(false)
+        .build()?;
+    let config = Config::builder().with_max_pending_events(100_000).build()?;
+    let backend = NatsBackend::new(&config, nats).with_connection_name("flow-events-bench");
+    let sink = Resilient::builder(backend.clone())
+        .with_config(config)
+        .start()
+        .await?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        sink.watch_state()
+            .wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .context("connecting the sink")??;
+    let session = flow_events_core::Backend::connect(&backend)
+        .await
+        .context("a session")?;
+    let client = async_nats::ConnectOptions::new()
+        .name("flow-events-bench raw")
+        .connect(args.url.as_str())
+        .await
+        .context("connecting raw async-nats")?;
+    let js = async_nats::jetstream::new(client);
+    let subject = format!("{prefix}.{EVENT_TYPE}");
+    let payload = Payload::new();
+    eprintln!("stream {stream} on {}", sink.status().url);
+
+    let levels = [1usize, 64, 1024];
+    // rates[level][client] over rounds.
+    let mut rates = vec![vec![Vec::new(); CLIENTS.len()]; levels.len()];
+    let mut cpu = vec![vec![Vec::new(); CLIENTS.len()]; levels.len()];
+    for round in 0..args.rounds {
+        for (l, (&in_flight, &count)) in levels.iter().zip(&args.counts).enumerate() {
+            // Alternate who goes first, so that neither always gets a
+            // fresher server.
+            let order = if round % 2 == 1 { [2, 1, 0] } else { [0, 1, 2] };
+            for c in order {
+                let r = match c {
+                    0 => raw(&js, &subject, &payload, count, in_flight).await,
+                    1 => steady::resilient(&sink, &payload, count, in_flight).await,
+                    _ => steady::session(&session, &payload, count, in_flight).await,
+                };
+                anyhow::ensure!(
+                    r.failed == 0,
+                    "{}: {} publishes failed",
+                    CLIENTS[c],
+                    r.failed
+                );
+                eprintln!(
+                    "round {} in flight {in_flight}: {} {:.0} msg/s",
+                    round + 1,
+                    CLIENTS[c],
+                    r.rate
+                );
+                rates[l][c].push(r.rate);
+                cpu[l][c].push(r.cpu_us_per_msg);
+            }
+        }
+    }
+    // The ratio is the median of each round's ratio (the two ran back to
+    // back), which a machine shared with other work disturbs less than a
+    // ratio of medians.
+    println!(
+        "| in flight | raw async-nats msg/s | flow-events msg/s | nats session msg/s | flow-events / raw (median of rounds; min-max) | client CPU us/msg (raw, flow-events) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (l, in_flight) in levels.iter().enumerate() {
+        let m: Vec<f64> = rates[l].iter().map(|v| median(v.clone())).collect();
+        let c: Vec<f64> = cpu[l].iter().map(|v| median(v.clone())).collect();
+        let ratios: Vec<f64> = rates[l][1]
+            .iter()
+            .zip(&rates[l][0])
+            .map(|(f, r)| f / r)
+            .collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {in_flight} | {:.0} | {:.0} | {:.0} | {:.2} ({lo:.2}-{hi:.2}) | {:.1}, {:.1} |",
+            m[0],
+            m[1],
+            m[2],
+            median(ratios.clone()),
+            c[0],
+            c[1]
+        );
+    }
+    session.close().await;
+    sink.shutdown(Duration::from_secs(10)).await;
+    let _ = js.delete_stream(&stream).await;
+    Ok(())
+}
