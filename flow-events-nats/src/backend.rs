@@ -160,7 +160,6 @@ impl NatsBackend {
             settings: settings.clone(),
             scrub,
             cancel: CancellationToken::new(),
-            order: tokio::sync::Mutex::new(()),
             closing: Arc::new(crate::pull::Closing::new()),
         };
         let streams = self.stream_specs();

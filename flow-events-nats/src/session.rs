@@ -45,8 +45,6 @@ pub(crate) struct NatsSession {
     pub(crate) cancel: CancellationToken,
     /// The unsubscribes of closed subscriptions still on their way.
     pub(crate) closing: Arc<crate::pull::Closing>,
-    /// Taken by each send while it hands its message to the client.
-    pub(crate) order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NatsSession {
@@ -108,7 +106,7 @@ impl Session for NatsSession {
         // The server refuses a message (headers and body) over its
         // max_payload; say so before sending, with the sizes.
         let size = body.len() + headers_len(&headers);
-        let max_payload = self.client.server_info().max_payload;
+        let max_payload = self.client.max_payload();
         if max_payload > 0 && size > max_payload {
             return Err(Self::too_large(
                 event,
@@ -118,24 +116,23 @@ impl Session for NatsSession {
             ));
         }
         self.check_usable()?;
-        let what = format!("publishing event {} ({})", event.id(), event.event_type());
-        // Sends keep their call order: one at a time, in the order they
-        // asked (tokio's mutex is fair), and outside tokio's cooperative
-        // budget, which would otherwise make a send yield once a task has
-        // done many (a batch of a thousand would be sent out of order).
-        let sent = tokio::time::timeout(
-            settings.operation_timeout,
-            tokio::task::unconstrained(async {
-                let _turn = self.order.lock().await;
-                // A subscription closed before this publish must not take it.
-                self.closing.settled(settings.operation_timeout).await;
-                self.js.publish_with_headers(subject, headers, body).await
-            }),
-        )
+        // Sends keep their call order: handing a message to the client waits
+        // only on tokio's fair (first come, first served) semaphores, for a
+        // place among the acks awaited and in the client's queue, and it
+        // runs outside tokio's cooperative budget, which would otherwise
+        // make a send yield once its task has done many (a batch of a
+        // thousand publishes would go out of order). The caller bounds the
+        // wait (the decorator by its publish timeout).
+        let sent = tokio::task::unconstrained(async {
+            // A subscription closed before this publish must not take it.
+            self.closing.settled(settings.operation_timeout).await;
+            self.js.publish_with_headers(subject, headers, body).await
+        })
         .await;
         let ack = match sent {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(e)) => {
+            Ok(ack) => ack,
+            Err(e) => {
+                let what = format!("publishing event {} ({})", event.id(), event.event_type());
                 return Err(errors::publish(
                     &e,
                     &what,
@@ -143,17 +140,13 @@ impl Session for NatsSession {
                     settings.operation_timeout,
                 ));
             }
-            Err(_) => return Err(BackendError::timeout(&what, settings.operation_timeout)),
         };
         let state = self.state.clone();
         let settings = self.settings.clone();
         let scrub = self.scrub.clone();
-        let what = format!(
-            "publish ack of event {} ({})",
-            event.id(),
-            event.event_type()
-        );
+        let (id, event_type) = (event.id(), event.event_type().clone());
         Ok(Box::pin(async move {
+            let what = || format!("publish ack of event {id} ({event_type})");
             // A lost connection fails the confirm at once: the event goes
             // again on the next session, and the duplicate window drops it
             // there if it had arrived.
@@ -161,7 +154,7 @@ impl Session for NatsSession {
                 biased;
                 answer = ack.into_future() => answer,
                 lost = state.wait_lost() => {
-                    return Err(BackendError::new(lost.kind(), format!("{what}: {}", lost.message())));
+                    return Err(BackendError::new(lost.kind(), format!("{}: {}", what(), lost.message())));
                 }
             };
             match answer {
@@ -170,7 +163,7 @@ impl Session for NatsSession {
                     Ok(())
                 }
                 Err(e) => {
-                    let error = errors::publish(&e, &what, &scrub, settings.publish_timeout);
+                    let error = errors::publish(&e, &what(), &scrub, settings.publish_timeout);
                     if e.kind() == PublishErrorKind::StreamNotFound {
                         // The stream is gone: a new session creates it again.
                         state.set_lost(&error);
