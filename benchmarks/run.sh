@@ -11,7 +11,8 @@
 # Before them, the decorator's criterion bench and the durable outbox's bench
 # (no broker needed); BENCH_DECORATOR=0 or BENCH_OUTBOX=0 skips one. After
 # them, flow-events-relay-bench (the Postgres outbox relay; needs PostgreSQL,
-# BENCH_RELAY=0 skips it).
+# BENCH_RELAY=0 skips it), and the NATS comparison against nats-server with
+# JetStream at 127.0.0.1:4222 (or NATS_URL; BENCH_NATS=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,3 +55,13 @@ fi
 
 "$venv/bin/python" benchmarks/python/plot_outage.py "$results/latest.json" "$results/outage.svg"
 echo "plot written to $results/outage.svg"
+
+# NATS JetStream beside RabbitMQ: the resilient NATS sink against raw async-nats
+# (the `nats` feature of the benchmarks crate). BENCH_NATS=0 skips it.
+nats_url=${NATS_URL:-nats://127.0.0.1:4222}
+if [ "${BENCH_NATS:-1}" != 0 ]; then
+    echo "== flow-events-bench nats against $(sed -E 's#//[^@/]*@#//***@#' <<<"$nats_url")"
+    cargo build --release -p flow-events-benchmarks --features nats
+    target/release/flow-events-bench nats --url "$nats_url" --rounds 9 --counts 2000,20000,20000 \
+        | tee "$results/nats.txt"
+fi
