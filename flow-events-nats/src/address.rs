@@ -44,8 +44,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some(hex) = bytes.get(i + 1..i + 3)
+            && let Ok(hex) = std::str::from_utf8(hex)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
         {
             out.push(b);
             i += 3;
@@ -224,6 +225,8 @@ mod tests {
         assert!(!a.server.has_user_pass());
         assert_eq!(a.redacted, "nats://alice:***@h:4223");
         assert_eq!(a.secrets().collect::<Vec<_>>(), ["p@ss"]);
+        assert_eq!(percent_decode("a%4"), "a%4");
+        assert_eq!(percent_decode("%é%41"), "%éA");
         let t = parse("nats://s3cret@h").unwrap();
         assert!(t.auth == UrlAuth::Token("s3cret".into()));
         assert_eq!(t.redacted, "nats://***@h");

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use flow_events_core::{
@@ -299,7 +298,7 @@ async fn dead_letter(
     let Some(subject) = &ctx.dead_letter_subject else {
         return Ok(());
     };
-    let mut headers = message.headers.clone().unwrap_or_else(HeaderMap::new);
+    let mut headers = message.headers.clone().unwrap_or_default();
     let original_id = headers
         .get(MSG_ID_HEADER)
         .map(|v| v.as_str().to_owned())
