@@ -285,3 +285,99 @@ async fn cuts_while_publishing_and_consuming_lose_nothing() {
     require_server!("cuts_while_publishing_and_consuming_lose_nothing");
     cuts_lose_nothing("cutsboth", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_connection_ends_the_session() {
+    require_server!("a_cut_connection_ends_the_session");
+    let proxy = common::proxy().await;
+    let fx = Fixture::with("cutsession", fast, short_pings);
+    let session = flow_events_core::Backend::connect(&fx.backend_to(&url_through(&proxy)))
+        .await
+        .expect("connect");
+    let cut = Instant::now();
+    proxy.cut();
+    let reason = tokio::time::timeout(WAIT, session.closed())
+        .await
+        .expect("closed() resolves when the connection is lost");
+    println!("cut noticed after {:?}: {reason}", cut.elapsed());
+    assert_eq!(
+        reason.kind(),
+        flow_events_core::BackendErrorKind::Connection,
+        "{reason}"
+    );
+    let event = numbered(0);
+    assert!(
+        session.send(&event).await.is_err(),
+        "a lost session sends nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blackhole_is_noticed_by_pings_and_drains_after() {
+    require_server!("blackhole_is_noticed_by_pings_and_drains_after");
+    const PING: Duration = Duration::from_secs(1);
+    const BEFORE: u64 = 10;
+    const DURING: u64 = 100;
+    let proxy = common::proxy().await;
+    let fx = Fixture::with("blackhole", fast, |n| {
+        short_pings(n).with_ping_interval(PING)
+    });
+    let received = Received::new();
+    let (consumer, subscribed) =
+        consumer(fx.backend.clone(), &fx.config, "blackhole", &received).await;
+    let publisher =
+        std::sync::Arc::new(start(fx.backend_to(&url_through(&proxy)), &fx.config).await);
+    until_state("publisher connected", &*publisher, WAIT, connected).await;
+    for seq in 0..BEFORE {
+        assert_eq!(
+            publisher.publish(numbered(seq)).await.expect("publish"),
+            PublishOutcome::Confirmed
+        );
+    }
+
+    proxy.blackhole();
+    let publishing = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            let mut longest = Duration::ZERO;
+            for seq in BEFORE..BEFORE + DURING {
+                let one = Instant::now();
+                publisher.publish(numbered(seq)).await.expect("accepted");
+                longest = longest.max(one.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            longest
+        }
+    });
+    let noticed = until_state("the partition noticed", &*publisher, WAIT * 2, |s| {
+        !connected(s)
+    })
+    .await;
+    let longest = publishing.await.expect("publishing");
+    assert!(publisher.status().pending_events > 0 || received.distinct() > BEFORE as usize);
+    assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
+
+    let restored = Instant::now();
+    proxy.restore();
+    until_state("publisher reconnected", &*publisher, LONG, connected).await;
+    until("buffer drained", LONG, || {
+        publisher.status().pending_events == 0
+    })
+    .await;
+    received
+        .wait_distinct((BEFORE + DURING) as usize, LONG)
+        .await;
+    println!(
+        "blackhole: noticed after {noticed:?} (ping interval {PING:?}), longest publish during \
+         it {longest:?}, all delivered {:?} after restore, {} duplicates",
+        restored.elapsed(),
+        received.duplicates()
+    );
+    assert!(
+        noticed <= PING * 5,
+        "noticed after {noticed:?}, more than five ping intervals"
+    );
+    subscribed.close().await;
+    consumer.shutdown(WAIT).await;
+    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+}
