@@ -62,7 +62,9 @@ pub(crate) fn select(
     amqp_settings: &AmqpSettings,
     service: &str,
 ) -> anyhow::Result<Selected> {
-    select_with(config, amqp_settings, service, |name| std::env::var(name).ok())
+    select_with(config, amqp_settings, service, |name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Like [`select`], reading the NATS variables through `lookup`.
@@ -254,8 +256,13 @@ mod tests {
     #[cfg(feature = "memory")]
     #[test]
     fn nothing_set_picks_memory() {
-        let selected =
-            select_with(&Config::default(), &AmqpSettings::default(), "svc", lookup(&[("NATS_URL", "  ")])).expect("memory");
+        let selected = select_with(
+            &Config::default(),
+            &AmqpSettings::default(),
+            "svc",
+            lookup(&[("NATS_URL", "  ")]),
+        )
+        .expect("memory");
         assert_eq!(selected.name, "memory");
     }
 }
