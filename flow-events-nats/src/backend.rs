@@ -161,6 +161,7 @@ impl NatsBackend {
             scrub,
             cancel: CancellationToken::new(),
             closing: Arc::new(crate::pull::Closing::new()),
+            url: address.redacted.clone(),
         };
         let streams = self.stream_specs();
         let checked = topology::within(

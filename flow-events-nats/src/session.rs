@@ -43,6 +43,8 @@ pub(crate) struct NatsSession {
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrub: Scrub,
     pub(crate) cancel: CancellationToken,
+    /// The address of the connection, its secrets redacted.
+    pub(crate) url: String,
     /// The unsubscribes of closed subscriptions still on their way.
     pub(crate) closing: Arc<crate::pull::Closing>,
 }
@@ -181,6 +183,10 @@ impl Session for NatsSession {
 
     async fn closed(&self) -> BackendError {
         self.state.wait_lost().await
+    }
+
+    fn url(&self) -> Option<String> {
+        Some(self.url.clone())
     }
 
     async fn close(&self) {

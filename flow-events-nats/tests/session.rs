@@ -188,9 +188,21 @@ async fn bad_addresses_are_reported_without_secrets() {
 async fn several_urls_are_tried_in_turn() {
     require_server!("several_urls_are_tried_in_turn");
     let fx = Fixture::new("urls");
-    let backend = fx.backend_to(&format!("nats://127.0.0.1:1, {}", common::URL));
+    let backend = fx.backend_to(&format!("nats://u:secret-pw@127.0.0.1:1, {}", common::URL));
     let session = backend.connect().await.expect("the second URL works");
+    assert_eq!(
+        session.url().as_deref(),
+        Some(common::URL),
+        "the address in use"
+    );
     session.close().await;
+    // Status and health show the address in use, never a password.
+    let client = resilient(backend, &fx).await;
+    until_state("connected", &client, WAIT, connected).await;
+    assert_eq!(client.status().url, common::URL);
+    let health = serde_json::to_string(&client.health("test")).expect("json");
+    assert!(!health.contains("secret-pw"), "{health}");
+    client.shutdown(WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
