@@ -63,12 +63,17 @@ pub(crate) fn connect(e: &async_nats::ConnectError, what: &str, scrub: &Scrub) -
         }
         ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => BackendErrorKind::Configuration,
         ConnectErrorKind::TimedOut => BackendErrorKind::Timeout,
+        // A TLS handshake that fails on the certificate (rustls reports it
+        // as invalid data), or a TLS URL pointed at a plain port: not fixed
+        // by retrying.
+        _ if tls_refused(e) => BackendErrorKind::Configuration,
         _ => BackendErrorKind::Connection,
     };
     let hint = match e.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             " (check the user, password, token, nkey or credentials file)"
         }
+        _ if tls_refused(e) => " (check the server's certificate and NATS_TLS_CA)",
         _ => "",
     };
     let detail = match e.source() {
@@ -76,6 +81,24 @@ pub(crate) fn connect(e: &async_nats::ConnectError, what: &str, scrub: &Scrub) -
         None => format!("{e}{hint}"),
     };
     error(kind, what, &detail, scrub)
+}
+
+/// Whether `e` (or an error under it) is an I/O error of invalid data or
+/// input, as a refused TLS certificate is.
+fn tls_refused(e: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Classifies a failed stream lookup.

@@ -152,3 +152,67 @@ async fn token() {
     let shown = format!("{e} {e:?} {wrong:?} {}", wrong.info().url);
     assert!(!shown.contains("bad-t0ken"), "{shown}");
 }
+
+/// A CA and a server certificate for `localhost` signed by it, written to
+/// `dir`: (CA file, certificate file, key file).
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &ca)
+        .expect("leaf");
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&files.0, ca.pem()).expect("write ca");
+    std::fs::write(&files.1, leaf.pem()).expect("write cert");
+    std::fs::write(&files.2, leaf_key.serialize_pem()).expect("write key");
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_the_configured_ca() {
+    let certs = tempfile::tempdir().expect("temporary directory");
+    let (ca, cert, key) = certificates(certs.path());
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    let Some(server) = Server::start(
+        "tls_with_the_configured_ca",
+        &["--tls", "--tlscert", &cert, "--tlskey", &key],
+    ) else {
+        return;
+    };
+    let trusted = server.backend("tls://localhost:PORT", |n| n.with_tls_ca_file(&ca));
+    trusted
+        .connect()
+        .await
+        .expect("TLS with the configured CA")
+        .close()
+        .await;
+    let required = server.backend("nats://localhost:PORT", |n| {
+        n.with_tls(true).with_tls_ca_file(&ca)
+    });
+    required
+        .connect()
+        .await
+        .expect("NATS_TLS=true on a nats:// URL")
+        .close()
+        .await;
+    // Without the CA the server's certificate is not trusted: a
+    // configuration error, not something to retry in a hot loop.
+    let untrusted = server.backend("tls://localhost:PORT", |n| n);
+    let e = untrusted.connect().await.err().expect("refused");
+    assert_eq!(e.kind(), BackendErrorKind::Configuration, "{e}");
+}
