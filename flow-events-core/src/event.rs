@@ -1,10 +1,12 @@
-//! The event envelope: id, type, JSON payload, timestamp and headers.
+//! The event envelope: id, type, JSON payload (kept as its encoded text),
+//! timestamp and headers.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// Longest event type accepted, in bytes (the AMQP short-string limit).
@@ -173,45 +175,125 @@ impl<'de> Deserialize<'de> for EventType {
     }
 }
 
+/// Why an event could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidEventReason {
+    /// The event type is not valid.
+    #[error(transparent)]
+    Type(#[from] InvalidEventType),
+    /// The payload could not be encoded as JSON (the serializer's message).
+    #[error("the payload cannot be encoded as JSON: {0}")]
+    Data(String),
+}
+
 /// An event could not be built: the reason, and the payload handed back.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid event: {reason}")]
-pub struct InvalidEvent {
-    /// Why the event type was refused.
-    pub reason: InvalidEventType,
+pub struct InvalidEvent<T = serde_json::Value> {
+    /// Why the event was refused.
+    pub reason: InvalidEventReason,
     /// The payload that was to be sent, handed back.
-    pub data: serde_json::Value,
+    pub data: T,
 }
 
 /// One event: a stable id, a type (the routing key), a JSON payload, a timestamp
 /// and optional string headers.
 ///
+/// The payload is kept as its JSON text, encoded once and validated: no
+/// `serde_json::Value` tree is held per event, so a pending event costs about
+/// its encoded size. [`Event::data_as`] reads it into a type of yours,
+/// [`Event::data`] into a `serde_json::Value`, [`Event::raw_data`] gives the text.
+///
 /// Serialises to `{"id", "type", "data", "timestamp", "headers"}` with an RFC 3339
-/// timestamp; `headers` is left out when empty.
+/// timestamp; `headers` is left out when empty. The payload's text is written as it
+/// is, so what a constructor took in is what goes on the wire.
 ///
 /// ```
 /// use flow_events_core::Event;
-/// let event = Event::try_new("order.created", serde_json::json!({"order_id": 42})).unwrap();
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Order { order_id: u64 }
+///
+/// let event = Event::try_new("order.created", Order { order_id: 42 }).unwrap();
 /// assert_eq!(event.event_type().as_str(), "order.created");
+/// assert_eq!(event.raw_data().get(), r#"{"order_id":42}"#);
+/// assert_eq!(event.data_as::<Order>().unwrap().order_id, 42);
+/// assert_eq!(event.data()["order_id"], 42);
 /// let json = serde_json::to_string(&event).unwrap();
 /// let back: Event = serde_json::from_str(&json).unwrap();
 /// assert_eq!(back, event);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     id: EventId,
     #[serde(rename = "type")]
     event_type: EventType,
-    data: serde_json::Value,
+    #[serde(deserialize_with = "deserialize_data")]
+    data: Box<RawValue>,
     timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+}
+
+impl PartialEq for Event {
+    /// Equal parts, the payload compared as text.
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.event_type == other.event_type
+            && self.data.get() == other.data.get()
+            && self.timestamp == other.timestamp
+            && self.headers == other.headers
+    }
 }
 
 impl Event {
     /// A new event of `event_type` with a fresh id and the current time (to the
     /// microsecond, which every JSON reader, Python's included, parses).
     pub fn new(event_type: EventType, data: serde_json::Value) -> Self {
+        Self::with_raw(event_type, value_to_raw(&data))
+    }
+
+    /// Validates `event_type`, encodes `data` once and builds the event; on
+    /// error the payload is handed back.
+    pub fn try_new<T: Serialize>(event_type: &str, data: T) -> Result<Self, InvalidEvent<T>> {
+        let event_type = match EventType::new(event_type) {
+            Ok(t) => t,
+            Err(reason) => {
+                return Err(InvalidEvent {
+                    reason: reason.into(),
+                    data,
+                });
+            }
+        };
+        match serde_json::value::to_raw_value(&data) {
+            Ok(raw) => Ok(Self::with_raw(event_type, raw)),
+            Err(e) => Err(InvalidEvent {
+                reason: InvalidEventReason::Data(e.to_string()),
+                data,
+            }),
+        }
+    }
+
+    /// An event whose payload is the JSON text `json`, as it is (a request
+    /// body, say). The text is validated (one JSON value that a
+    /// `serde_json::Value` can hold: numbers in range, nesting at most 128
+    /// deep) without building a tree, and copied once.
+    ///
+    /// ```
+    /// use flow_events_core::{Event, EventType};
+    /// let t = EventType::new("order.created").unwrap();
+    /// let event = Event::from_json(t.clone(), br#"{"order_id": 42}"#).unwrap();
+    /// assert_eq!(event.raw_data().get(), r#"{"order_id": 42}"#);
+    /// assert!(Event::from_json(t.clone(), b"{\"order_id\": ").is_err());
+    /// assert!(Event::from_json(t, b"1e400").is_err());
+    /// ```
+    pub fn from_json(event_type: EventType, json: &[u8]) -> Result<Self, serde_json::Error> {
+        let raw: &RawValue = serde_json::from_slice(json)?;
+        validate(raw.get())?;
+        Ok(Self::with_raw(event_type, raw.to_owned()))
+    }
+
+    fn with_raw(event_type: EventType, data: Box<RawValue>) -> Self {
         Self {
             id: EventId::new(),
             event_type,
@@ -221,15 +303,7 @@ impl Event {
         }
     }
 
-    /// Validates `event_type` and builds the event; on error the payload is handed back.
-    pub fn try_new(event_type: &str, data: serde_json::Value) -> Result<Self, InvalidEvent> {
-        match EventType::new(event_type) {
-            Ok(t) => Ok(Self::new(t, data)),
-            Err(reason) => Err(InvalidEvent { reason, data }),
-        }
-    }
-
-    /// Rebuilds an event from all its parts (used by backends when decoding).
+    /// Rebuilds an event from all its parts.
     pub fn from_parts(
         id: EventId,
         event_type: EventType,
@@ -240,7 +314,7 @@ impl Event {
         Self {
             id,
             event_type,
-            data,
+            data: value_to_raw(&data),
             timestamp,
             headers,
         }
@@ -268,8 +342,22 @@ impl Event {
         &self.event_type
     }
 
-    /// The JSON payload.
-    pub fn data(&self) -> &serde_json::Value {
+    /// The payload read into a `serde_json::Value`, parsed on each call.
+    ///
+    /// Prefer [`Event::data_as`] with a type of yours, which builds no tree.
+    /// A payload given to [`Event::try_new`] that a `Value` cannot hold (nested
+    /// more than 128 deep) reads as `null` here; [`Event::raw_data`] has it.
+    pub fn data(&self) -> serde_json::Value {
+        self.data_as().unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The payload read into `T`; borrowed strings point into the event.
+    pub fn data_as<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.data.get())
+    }
+
+    /// The payload's JSON text.
+    pub fn raw_data(&self) -> &RawValue {
         &self.data
     }
 
@@ -288,23 +376,20 @@ impl Event {
         &mut self.headers
     }
 
-    /// Takes the payload out of the event.
+    /// Takes the payload out of the event, read into a `serde_json::Value`
+    /// (see [`Event::data`]).
     pub fn into_data(self) -> serde_json::Value {
+        self.data()
+    }
+
+    /// Takes the payload's JSON text out of the event.
+    pub fn into_raw_data(self) -> Box<RawValue> {
         self.data
     }
 
     /// Checks that the event's JSON encoding is at most `limit` bytes; `Err`
-    /// gives its size. Cheap for events well under the limit: an upper bound is
-    /// computed first, and the exact size only when the bound is above the limit.
+    /// gives its size.
     pub fn check_size(&self, limit: usize) -> Result<(), usize> {
-        // Envelope: keys, punctuation, id, timestamp, with room to spare.
-        let mut bound = 128 + quoted_bound(self.event_type.as_str()) + value_bound(&self.data);
-        for (k, v) in &self.headers {
-            bound += quoted_bound(k) + quoted_bound(v) + 2;
-        }
-        if bound <= limit {
-            return Ok(());
-        }
         match self.encoded_len() {
             n if n <= limit => Ok(()),
             n => Err(n),
@@ -313,35 +398,87 @@ impl Event {
 
     /// The size of the event's JSON encoding in bytes.
     ///
-    /// Used to enforce a maximum event size. Serialising a `serde_json::Value` to a
-    /// byte counter cannot fail.
+    /// Cheap: the payload is already encoded, so only the envelope is written
+    /// (to a byte counter, which never fails).
     pub fn encoded_len(&self) -> usize {
         let mut counter = ByteCounter(0);
-        // Writing to a counter never fails and a Value always serialises.
+        // Writing to a counter never fails, and every part always serialises.
         let _ = serde_json::to_writer(&mut counter, self);
         counter.0
     }
 }
 
-/// At most the length of `s` as a JSON string (every byte escaped as `\u00XX`).
-fn quoted_bound(s: &str) -> usize {
-    2 + 6 * s.len()
+/// The JSON text of a `Value`.
+fn value_to_raw(value: &serde_json::Value) -> Box<RawValue> {
+    // A `Value` always serialises (its keys are strings, its numbers finite);
+    // `null` only to satisfy the signature.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-/// At most the length of `v`'s JSON encoding.
-fn value_bound(v: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    match v {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 24,
-        Value::String(s) => quoted_bound(s),
-        Value::Array(items) => 2 + items.iter().map(|i| value_bound(i) + 1).sum::<usize>(),
-        Value::Object(map) => {
-            2 + map
-                .iter()
-                .map(|(k, v)| quoted_bound(k) + 2 + value_bound(v))
-                .sum::<usize>()
+/// The payload read from the wire: kept as text, validated like [`Event::from_json`].
+fn deserialize_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let raw = Box::<RawValue>::deserialize(d)?;
+    validate(raw.get()).map_err(serde::de::Error::custom)?;
+    Ok(raw)
+}
+
+/// Checks that `json` is a value a `serde_json::Value` can hold, building nothing.
+fn validate(json: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Valid>(json).map(|_| ())
+}
+
+/// Accepts any JSON value `serde_json::Value` accepts, keeping nothing: numbers
+/// are parsed (so an out-of-range one is refused), strings decoded (so a lone
+/// surrogate is refused), and serde_json's nesting limit applies.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValidVisitor)
+    }
+}
+
+struct ValidVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidVisitor {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_none<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Valid, D::Error> {
+        Valid::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_key::<Valid>()?.is_some() {
+            map.next_value::<Valid>()?;
         }
+        Ok(Valid)
     }
 }
 
@@ -399,7 +536,86 @@ mod tests {
     fn try_new_hands_back_the_payload() {
         let err = Event::try_new("bad type", serde_json::json!({"k": 1})).unwrap_err();
         assert_eq!(err.data, serde_json::json!({"k": 1}));
-        assert!(matches!(err.reason, InvalidEventType::InvalidChar { .. }));
+        assert!(matches!(
+            err.reason,
+            InvalidEventReason::Type(InvalidEventType::InvalidChar { .. })
+        ));
+    }
+
+    #[test]
+    fn try_new_hands_back_a_payload_that_cannot_be_encoded() {
+        // serde_json refuses map keys that are not strings.
+        let data: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
+        let err = Event::try_new("a", data.clone()).unwrap_err();
+        assert_eq!(err.data, data);
+        assert!(matches!(err.reason, InvalidEventReason::Data(_)), "{err}");
+    }
+
+    #[test]
+    fn typed_payloads_are_encoded_once_and_read_back() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Order<'a> {
+            id: u64,
+            note: &'a str,
+        }
+        let e = Event::try_new("order.created", Order { id: 7, note: "hi" }).unwrap();
+        assert_eq!(e.raw_data().get(), r#"{"id":7,"note":"hi"}"#);
+        assert_eq!(e.data_as::<Order<'_>>().unwrap(), Order { id: 7, note: "hi" });
+        assert_eq!(e.data(), serde_json::json!({"id": 7, "note": "hi"}));
+        assert_eq!(e.clone().into_data()["note"], "hi");
+    }
+
+    /// The wire format is the one of the `Value` payloads before: the same bytes.
+    #[test]
+    fn encoding_is_byte_for_byte_the_envelope() {
+        let id: EventId = "01a219ad-bc7d-74c2-b81d-e16adffe2f1b".parse().unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-01-01T12:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let headers = [("k".to_owned(), "v".to_owned())].into_iter().collect();
+        let data = serde_json::json!({"b": 1, "a": [1, 2.5, "ü\n"], "c": null});
+        let e = Event::from_parts(id, EventType::new("a.b").unwrap(), data, at, headers);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"id":"01a219ad-bc7d-74c2-b81d-e16adffe2f1b","type":"a.b","data":{"a":[1,2.5,"ü\n"],"b":1,"c":null},"timestamp":"2026-01-01T12:00:00.123456Z","headers":{"k":"v"}}"#
+        );
+    }
+
+    #[test]
+    fn from_json_keeps_the_text_and_validates_it() {
+        let t = EventType::new("a").unwrap();
+        let e = Event::from_json(t.clone(), b" {\"x\": [1, 2]} ").unwrap();
+        assert_eq!(e.raw_data().get(), r#"{"x": [1, 2]}"#);
+        assert_eq!(e.data()["x"][1], 2);
+        let deep_ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(Event::from_json(t.clone(), deep_ok.as_bytes()).is_ok());
+        let too_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let lone_surrogate = r#""\ud800""#;
+        for bad in [
+            "",
+            "{",
+            "{} x",
+            "[1,]",
+            "1e400",
+            "{\"a\": -1e999}",
+            lone_surrogate,
+            too_deep.as_str(),
+        ] {
+            assert!(
+                Event::from_json(t.clone(), bad.as_bytes()).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(Event::from_json(t, b"\"\xff\"").is_err());
+    }
+
+    #[test]
+    fn decoding_refuses_a_payload_a_value_cannot_hold() {
+        let wire = r#"{"id":"01a219ad-bc7d-74c2-b81d-e16adffe2f1b","type":"a","data":[1e400],"timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert!(serde_json::from_str::<Event>(wire).is_err());
+        let fine = wire.replace("1e400", "1e300");
+        let e: Event = serde_json::from_str(&fine).unwrap();
+        assert_eq!(e.raw_data().get(), "[1e300]");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use error::{
     BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
     StartError, SubscribeError,
 };
-pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventType, MAX_EVENT_TYPE_LEN};
+pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventReason, InvalidEventType, MAX_EVENT_TYPE_LEN};
 pub use fallback::{Fallback, Route, Routed, SinkFn, sink_fn};
 pub use health::{DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR};
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
