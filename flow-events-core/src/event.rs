@@ -188,13 +188,23 @@ pub enum InvalidEventReason {
 }
 
 /// An event could not be built: the reason, and the payload handed back.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` shows the reason only, never the payload.
+#[derive(Clone, thiserror::Error)]
 #[error("invalid event: {reason}")]
 pub struct InvalidEvent<T = serde_json::Value> {
     /// Why the event was refused.
     pub reason: InvalidEventReason,
     /// The payload that was to be sent, handed back.
     pub data: T,
+}
+
+impl<T> fmt::Debug for InvalidEvent<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidEvent")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One event: a stable id, a type (the routing key), a JSON payload, a timestamp
@@ -223,7 +233,7 @@ pub struct InvalidEvent<T = serde_json::Value> {
 /// let back: Event = serde_json::from_str(&json).unwrap();
 /// assert_eq!(back, event);
 /// ```
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
     id: EventId,
     #[serde(rename = "type")]
@@ -233,6 +243,20 @@ pub struct Event {
     timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Event {
+    /// The envelope and the payload's size, never the payload: a `Debug` of
+    /// an event may reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type)
+            .field("data_bytes", &self.data.get().len())
+            .field("timestamp", &self.timestamp)
+            .field("headers", &self.headers)
+            .finish()
+    }
 }
 
 impl PartialEq for Event {
@@ -549,6 +573,16 @@ mod tests {
         let err = Event::try_new("a", data.clone()).unwrap_err();
         assert_eq!(err.data, data);
         assert!(matches!(err.reason, InvalidEventReason::Data(_)), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_the_envelope_not_the_payload() {
+        let e = Event::try_new("a.b", serde_json::json!({"secret": "s3cr3t"})).unwrap();
+        let text = format!("{e:?}");
+        assert!(text.contains("a.b") && text.contains("data_bytes: 19"), "{text}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let err = Event::try_new("a b", serde_json::json!({"secret": "s3cr3t"})).unwrap_err();
+        assert!(!format!("{err:?} {err}").contains("s3cr3t"));
     }
 
     #[test]
