@@ -63,6 +63,27 @@ impl Address {
     }
 }
 
+/// Checks every URL of `url` (a comma-separated list) as the backend will
+/// parse it: scheme `amqp` or `amqps`, a host, a URL lapin reads. A service
+/// calls it at start-up, so that a URL no retry can fix stops it at once.
+///
+/// ```
+/// use flow_events_core::BrokerUrl;
+/// assert!(flow_events_amqp::check_url(&BrokerUrl::new("amqp://u:p@rabbit:5672/%2f")).is_ok());
+/// let err = flow_events_amqp::check_url(&BrokerUrl::new("http://u:secret@rabbit/")).unwrap_err();
+/// assert!(err.to_string().contains("amqp or amqps") && !err.to_string().contains("secret"));
+/// ```
+pub fn check_url(url: &BrokerUrl) -> Result<(), BackendError> {
+    let urls = url.split();
+    if urls.is_empty() {
+        return Err(BackendError::configuration("no broker URL given"));
+    }
+    for u in &urls {
+        Address::parse(u, 0)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod trace;
 mod transport;
 mod wire;
 
+pub use address::check_url;
 pub use backend::AmqpBackend;
 pub use options::{AmqpOptions, ENV_QUEUE_TYPE};
 pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE};

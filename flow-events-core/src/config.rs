@@ -32,7 +32,7 @@ pub const ENV_MAX_IN_FLIGHT: &str = "RABBITMQ_MAX_IN_FLIGHT";
 /// `FLOW_EVENTS_MAX_EVENT_BYTES`: largest encoded event accepted (default 8 MiB).
 pub const ENV_MAX_EVENT_BYTES: &str = "FLOW_EVENTS_MAX_EVENT_BYTES";
 
-/// `FLOW_EVENTS_MAX_PENDING_BYTES`: bound of the pending buffer in encoded bytes (default: none).
+/// `FLOW_EVENTS_MAX_PENDING_BYTES`: bound of the pending buffer in encoded bytes (default 64 MiB).
 pub const ENV_MAX_PENDING_BYTES: &str = "FLOW_EVENTS_MAX_PENDING_BYTES";
 /// `FLOW_EVENTS_MAX_PENDING_AGE`: pending events older than this many seconds expire,
 /// counted and logged (default: never).
@@ -40,6 +40,10 @@ pub const ENV_MAX_PENDING_AGE: &str = "FLOW_EVENTS_MAX_PENDING_AGE";
 /// `FLOW_EVENTS_OUTBOX_PATH`: file of the durable outbox (default: none, events
 /// pending in memory only).
 pub const ENV_OUTBOX_PATH: &str = "FLOW_EVENTS_OUTBOX_PATH";
+
+/// The default bound of the pending buffer in encoded bytes: 64 MiB, so that
+/// the default count bound of events of the largest size cannot take gigabytes.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
 /// What to do with an event when the pending buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -126,7 +130,7 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
             max_event_bytes: 8 * 1024 * 1024,
-            max_pending_bytes: None,
+            max_pending_bytes: Some(DEFAULT_MAX_PENDING_BYTES),
             max_pending_age: None,
             outbox_path: None,
         }
@@ -320,7 +324,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// The pending buffer's bound in encoded bytes, at least 1. Default: none.
+    /// The pending buffer's bound in encoded bytes, at least 1; `None` bounds
+    /// the buffer by its count only. Default: 64 MiB.
     pub fn with_max_pending_bytes(mut self, n: Option<usize>) -> Self {
         self.config.max_pending_bytes = n;
         self

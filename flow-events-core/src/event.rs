@@ -579,7 +579,10 @@ mod tests {
     fn debug_shows_the_envelope_not_the_payload() {
         let e = Event::try_new("a.b", serde_json::json!({"secret": "s3cr3t"})).unwrap();
         let text = format!("{e:?}");
-        assert!(text.contains("a.b") && text.contains("data_bytes: 19"), "{text}");
+        assert!(
+            text.contains("a.b") && text.contains("data_bytes: 19"),
+            "{text}"
+        );
         assert!(!text.contains("s3cr3t"), "{text}");
         let err = Event::try_new("a b", serde_json::json!({"secret": "s3cr3t"})).unwrap_err();
         assert!(!format!("{err:?} {err}").contains("s3cr3t"));
@@ -594,7 +597,10 @@ mod tests {
         }
         let e = Event::try_new("order.created", Order { id: 7, note: "hi" }).unwrap();
         assert_eq!(e.raw_data().get(), r#"{"id":7,"note":"hi"}"#);
-        assert_eq!(e.data_as::<Order<'_>>().unwrap(), Order { id: 7, note: "hi" });
+        assert_eq!(
+            e.data_as::<Order<'_>>().unwrap(),
+            Order { id: 7, note: "hi" }
+        );
         assert_eq!(e.data(), serde_json::json!({"id": 7, "note": "hi"}));
         assert_eq!(e.clone().into_data()["note"], "hi");
     }

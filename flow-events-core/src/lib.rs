@@ -25,16 +25,19 @@ pub use backend::{
     Session,
 };
 pub use config::{
-    Config, ConfigBuilder, ENV_EXCHANGE, ENV_MAX_EVENT_BYTES, ENV_MAX_IN_FLIGHT,
-    ENV_MAX_PENDING_AGE, ENV_MAX_PENDING_BYTES, ENV_MAX_PENDING_EVENTS, ENV_MAX_RETRIES,
-    ENV_MAX_RETRY_DELAY, ENV_OUTBOX_PATH, ENV_OVERFLOW_POLICY, ENV_PUBLISH_TIMEOUT, ENV_REQUIRED,
-    ENV_RETRY_DELAY, ENV_URL, OverflowPolicy,
+    Config, ConfigBuilder, DEFAULT_MAX_PENDING_BYTES, ENV_EXCHANGE, ENV_MAX_EVENT_BYTES,
+    ENV_MAX_IN_FLIGHT, ENV_MAX_PENDING_AGE, ENV_MAX_PENDING_BYTES, ENV_MAX_PENDING_EVENTS,
+    ENV_MAX_RETRIES, ENV_MAX_RETRY_DELAY, ENV_OUTBOX_PATH, ENV_OVERFLOW_POLICY,
+    ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY, ENV_URL, OverflowPolicy,
 };
 pub use error::{
     BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
     StartError, SubscribeError,
 };
-pub use event::{Event, EventId, EventType, InvalidEvent, InvalidEventReason, InvalidEventType, MAX_EVENT_TYPE_LEN};
+pub use event::{
+    Event, EventId, EventType, InvalidEvent, InvalidEventReason, InvalidEventType,
+    MAX_EVENT_TYPE_LEN,
+};
 pub use fallback::{Fallback, Route, Routed, SinkFn, sink_fn};
 pub use health::{DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR};
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};

@@ -1,13 +1,18 @@
-//! The HTTP API: health, readiness, liveness, publishing and metrics.
+//! The HTTP API: health, readiness, liveness, publishing, metrics and the
+//! OpenAPI description.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,9 +20,15 @@ use flow_events_core::{
     Event, EventSink, EventType, HealthStatus, PublishError, PublishErrorKind, PublishOutcome,
     Resilient,
 };
-use serde_json::{Map, Value, json};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, Metrics, PublishResult};
+use crate::openapi;
+use crate::settings::{ApiToken, ENV_MAX_BODY_BYTES, HttpLimits};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -31,12 +42,17 @@ struct Inner {
     service: String,
     metrics: Metrics,
     shutting_down: AtomicBool,
-    max_body_bytes: usize,
+    limits: HttpLimits,
+    api_token: Option<ApiToken>,
 }
 
 impl AppState {
-    pub(crate) fn new(events: Resilient, service: String) -> Self {
-        let max_body_bytes = events.config().max_event_bytes();
+    pub(crate) fn new(
+        events: Resilient,
+        service: String,
+        limits: HttpLimits,
+        api_token: Option<ApiToken>,
+    ) -> Self {
         let metrics = Metrics::new(events.clone());
         Self {
             inner: Arc::new(Inner {
@@ -44,7 +60,8 @@ impl AppState {
                 service,
                 metrics,
                 shutting_down: AtomicBool::new(false),
-                max_body_bytes,
+                limits,
+                api_token,
             }),
         }
     }
@@ -55,23 +72,39 @@ impl AppState {
     }
 }
 
-/// The routes.
+/// The routes. `POST /events` and `GET /metrics` need the API token when one
+/// is set; `POST /events` takes at most `max_concurrent_requests` requests at
+/// once (503 beyond); every request has `request_timeout` to finish (408).
 pub(crate) fn router(state: AppState) -> Router {
-    let limit = state.inner.max_body_bytes;
+    let limits = state.inner.limits;
+    let publish_route = post(publish).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overloaded))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent_requests),
+    );
+    let protected = Router::new()
+        .route("/events", publish_route)
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/events", post(publish))
-        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .merge(protected)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .with_state(state)
 }
 
 /// A JSON error response: `{"error": message, "code": code}`.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -93,26 +126,97 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({"error": self.message, "code": self.code})),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// Lets a request through when no token is set or it carries
+/// `Authorization: Bearer <token>`.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.inner.api_token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        Some(given) if token_matches(token, given) => next.run(request).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not the API token",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs Authorization: Bearer <API token>",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares in constant time (subtle), so the time of a refusal does not tell
+/// how much of a guess was right. Tokens of another length are refused at
+/// once: that tells the length only.
+fn token_matches(token: &ApiToken, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(token.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// `POST /events` is at its bound of concurrent requests.
+async fn overloaded(_: tower::BoxError) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests at once (MAX_CONCURRENT_REQUESTS); retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Healthy, or degraded: the broker is away and events are buffered", body = openapi::Health),
+        (status = 503, description = "Unhealthy: a required broker is down", body = openapi::Health),
+    ))]
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let report = state.inner.events.health(&state.inner.service);
     let status = StatusCode::from_u16(report.status.http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(report)).into_response()
 }
 
-async fn live() -> Json<Value> {
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process serves HTTP", body = openapi::Live)))]
+pub(crate) async fn live() -> Json<Value> {
     Json(json!({"status": "alive"}))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to take events", body = openapi::Ready),
+        (status = 503, description = "A required broker is down, or the service is stopping", body = openapi::Ready),
+    ))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if state.inner.shutting_down.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -132,7 +236,13 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "API_TOKEN is set and the request lacks it", body = openapi::ErrorBody),
+    ))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     match state.inner.metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => ApiError::new(
@@ -144,34 +254,60 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This description", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document(),
+    )
+        .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; try /health, /health/live, /health/ready, POST /events or /metrics",
+        "no such endpoint; try /health, /health/live, /health/ready, POST /events, /metrics or /openapi.json",
     )
 }
 
 /// `POST /events` with `{"type": "order.created", "data": {...}}`.
-async fn publish(
+#[utoipa::path(post, path = "/events", tag = "events",
+    security((), ("bearer" = [])),
+    request_body(content = openapi::EventRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Confirmed by the broker, or buffered while it is away", body = openapi::Accepted),
+        (status = 400, description = "Not a valid event", body = openapi::ErrorBody),
+        (status = 401, description = "API_TOKEN is set and the request lacks it", body = openapi::ErrorBody),
+        (status = 413, description = "Body larger than MAX_BODY_BYTES, or event larger than FLOW_EVENTS_MAX_EVENT_BYTES", body = openapi::ErrorBody),
+        (status = 415, description = "Content-Type missing or not JSON", body = openapi::ErrorBody),
+        (status = 422, description = "The broker refused the event for good", body = openapi::ErrorBody),
+        (status = 503, description = "Buffer full (dropped or rejected), too many requests at once, or shutting down", body = openapi::ErrorBody,
+            headers(("Retry-After" = Option<String>, description = "Seconds to wait, for buffer_full and overloaded"))),
+    ))]
+pub(crate) async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = state.inner.max_body_bytes;
     check_content_type(&headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("request body is larger than {limit} bytes (FLOW_EVENTS_MAX_EVENT_BYTES)"),
+                format!(
+                    "request body is larger than {} bytes ({ENV_MAX_BODY_BYTES})",
+                    state.inner.limits.max_body_bytes
+                ),
             )
         } else {
             ApiError::bad_request(rejection.body_text())
         }
     })?;
     let event = parse_event(&body)?;
+    drop(body);
     let id = event.id();
     let event_type = event.event_type().clone();
 
@@ -220,13 +356,11 @@ async fn publish(
     }
 }
 
+/// A JSON `Content-Type` is required: `application/json` or `…+json`.
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let is_json = value
-        .to_str()
-        .ok()
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|mime| mime.trim().to_ascii_lowercase())
         .is_some_and(|mime| mime == "application/json" || mime.ends_with("+json"));
@@ -241,30 +375,91 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Validates the request body and builds the event. A missing `data` is `{}`.
-fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON object: {\"type\": \"order.created\", \"data\": {...}}",
-        ));
-    };
-    let event_type = match fields.remove("type") {
-        None => return Err(ApiError::bad_request("missing field \"type\"")),
-        Some(Value::String(t)) => EventType::new(t)
-            .map_err(|e| ApiError::bad_request(format!("invalid \"type\": {e}")))?,
-        Some(_) => return Err(ApiError::bad_request("\"type\" must be a string")),
-    };
-    let data = fields
-        .remove("data")
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    if let Some(unknown) = fields.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "unknown field {unknown:?}; expected \"type\" and \"data\""
-        )));
+/// The request body, read without building a tree: the type as a string,
+/// the payload as a slice of the body.
+struct EventBody<'a> {
+    event_type: Cow<'a, str>,
+    data: Option<&'a RawValue>,
+}
+
+const BODY_SHAPE: &str = "a JSON object: {\"type\": \"order.created\", \"data\": {...}}";
+
+impl<'de> serde::Deserialize<'de> for EventBody<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EventBodyVisitor)
     }
-    Ok(Event::new(event_type, data))
+}
+
+struct EventBodyVisitor;
+
+impl<'de> Visitor<'de> for EventBodyVisitor {
+    type Value = EventBody<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(BODY_SHAPE)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut event_type = None;
+        let mut data = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "type" if event_type.is_none() => {
+                    event_type = Some(map.next_value::<TypeString<'de>>()?.0);
+                }
+                "data" if data.is_none() => data = Some(map.next_value::<&'de RawValue>()?),
+                "type" | "data" => {
+                    return Err(de::Error::custom(format!("duplicate field {key:?}")));
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown field {other:?}; expected \"type\" and \"data\""
+                    )));
+                }
+            }
+        }
+        let event_type = event_type.ok_or_else(|| de::Error::custom("missing field \"type\""))?;
+        Ok(EventBody { event_type, data })
+    }
+}
+
+/// The value of `type`: a string, or the error that says so at once.
+struct TypeString<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for TypeString<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TypeString<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"type\" to be a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TypeString(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TypeString(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Validates the request body and builds the event, its payload kept as the
+/// body's JSON text. A missing `data` is `{}`.
+fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
+    let parsed: EventBody<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request(format!("{e} (the body must be {BODY_SHAPE})"))
+        } else {
+            ApiError::bad_request(format!("invalid JSON: {e}"))
+        }
+    })?;
+    let event_type = EventType::new(parsed.event_type.into_owned())
+        .map_err(|e| ApiError::bad_request(format!("invalid \"type\": {e}")))?;
+    let data = parsed.data.map_or("{}", RawValue::get);
+    Event::from_json(event_type, data.as_bytes())
+        .map_err(|e| ApiError::bad_request(format!("invalid \"data\": {e}")))
 }
 
 /// The response for an event the sink refused; nothing was buffered.
@@ -302,43 +497,58 @@ fn refused(state: &AppState, error: &PublishError) -> Response {
 mod tests {
     use super::*;
 
-    fn code(body: &str) -> StatusCode {
-        parse_event(body.as_bytes()).unwrap_err().status
+    fn error(body: &str) -> ApiError {
+        parse_event(body.as_bytes()).unwrap_err()
     }
 
     #[test]
-    fn parses_type_and_data() {
+    fn parses_type_and_keeps_the_data_text() {
         let e = parse_event(br#"{"type": "order.created", "data": {"id": 1}}"#).unwrap();
         assert_eq!(e.event_type().as_str(), "order.created");
-        assert_eq!(e.data(), &json!({"id": 1}));
+        assert_eq!(e.raw_data().get(), r#"{"id": 1}"#);
+        assert_eq!(e.data(), json!({"id": 1}));
+        let e = parse_event(br#"{"data": [1, "x"], "type": "order.created"}"#).unwrap();
+        assert_eq!(e.raw_data().get(), r#"[1, "x"]"#);
         let e = parse_event(br#"{"type": "order.created"}"#).unwrap();
-        assert_eq!(e.data(), &json!({}));
+        assert_eq!(e.data(), json!({}));
+        let e = parse_event(br#"{"type": "a\u002eb"}"#).unwrap();
+        assert_eq!(e.event_type().as_str(), "a.b");
     }
 
     #[test]
-    fn refuses_bad_bodies() {
-        for body in [
-            "",
-            "{",
-            "[1]",
-            "\"x\"",
-            "{}",
-            r#"{"type": 1}"#,
-            r#"{"type": ""}"#,
-            r#"{"type": "order created"}"#,
-            r#"{"type": "order.*"}"#,
-            r#"{"type": "a", "payload": {}}"#,
+    fn refuses_bad_bodies_saying_why() {
+        for (body, says) in [
+            ("", "invalid JSON"),
+            ("{", "invalid JSON"),
+            ("[1]", "JSON object"),
+            ("\"x\"", "JSON object"),
+            ("{}", "missing field \"type\""),
+            (r#"{"type": 1}"#, "to be a string"),
+            (r#"{"type": ""}"#, "event type is empty"),
+            (r#"{"type": "order created"}"#, "not allowed"),
+            (r#"{"type": "order.*"}"#, "not allowed"),
+            (r#"{"type": "a..b"}"#, "empty word"),
+            (
+                r#"{"type": "a", "payload": {}}"#,
+                "unknown field \"payload\"",
+            ),
+            (r#"{"type": "a", "type": "b"}"#, "duplicate field"),
+            (r#"{"type": "a", "data": [1e400]}"#, "invalid"),
+            (r#"{"type": "a", "data": {}} x"#, "invalid JSON"),
         ] {
-            assert_eq!(code(body), StatusCode::BAD_REQUEST, "{body}");
+            let e = error(body);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(e.message.contains(says), "{body}: {}", e.message);
         }
-        let err = parse_event(br#"{"type": "a..b"}"#).unwrap_err();
-        assert!(err.message.contains("empty word"), "{}", err.message);
     }
 
     #[test]
-    fn content_type() {
+    fn content_type_must_be_json() {
         let mut h = HeaderMap::new();
-        assert!(check_content_type(&h).is_ok());
+        assert_eq!(
+            check_content_type(&h).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
@@ -354,5 +564,14 @@ mod tests {
             check_content_type(&h).unwrap_err().status,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
+    }
+
+    #[test]
+    fn token_comparison() {
+        let token = crate::settings::ApiToken::for_tests("s3cret-token");
+        assert!(token_matches(&token, "s3cret-token"));
+        for wrong in ["", "s3cret-toke", "s3cret-tokeN", "s3cret-token-"] {
+            assert!(!token_matches(&token, wrong), "{wrong}");
+        }
     }
 }

@@ -30,6 +30,28 @@ pub(crate) fn amqp_settings(
     Ok(())
 }
 
+/// Checks what no retry can fix before anything starts: a URL the backend
+/// cannot parse, or a scheme other than `amqp`/`amqps`. An error names
+/// `RABBITMQ_URL`.
+pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
+    match config.url() {
+        Some(url) => check_amqp(url),
+        None => Ok(()),
+    }
+}
+
+#[cfg(feature = "amqp")]
+fn check_amqp(url: &flow_events_core::BrokerUrl) -> Result<(), ConfigError> {
+    flow_events_amqp::check_url(url)
+        .map_err(|e| ConfigError::new(ENV_URL, url.redacted(), e.message()))
+}
+
+/// Without the backend, [`select`] refuses the URL with its own message.
+#[cfg(not(feature = "amqp"))]
+fn check_amqp(_url: &flow_events_core::BrokerUrl) -> Result<(), ConfigError> {
+    Ok(())
+}
+
 /// The chosen backend and how to describe it in the start-up log.
 pub(crate) struct Selected {
     pub(crate) backend: Arc<dyn Backend>,

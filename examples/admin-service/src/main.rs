@@ -6,8 +6,10 @@
 
 mod app;
 mod backend;
+mod http;
 mod logging;
 mod metrics;
+mod openapi;
 mod settings;
 
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use flow_events_core::{ConnectionMonitor, ENV_REQUIRED, Resilient, StartError};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::settings::Settings;
@@ -29,6 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A URL no retry can fix stops the start, whether the broker is required or not.
+    if let Err(e) = backend::check(&settings.config) {
+        eprintln!("admin-service: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = logging::init(settings.log_format, &settings.log_filter) {
         eprintln!("admin-service: {e}");
         return ExitCode::from(2);
@@ -58,6 +65,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         port,
         service_name,
         shutdown_grace,
+        api_token,
+        http: limits,
         config,
         amqp,
         ..
@@ -74,6 +83,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         service = %service_name, port, backend = selected.name,
         "starting {service_name} on port {port} with {}", selected.description
     );
+    if api_token.is_some() {
+        tracing::info!(
+            protected = true,
+            "the API is protected: POST /events and GET /metrics need Authorization: Bearer <API_TOKEN>"
+        );
+    } else {
+        tracing::warn!(
+            protected = false,
+            "the API is not protected: anyone who reaches port {port} can publish events \
+             (set API_TOKEN or API_TOKEN_FILE)"
+        );
+    }
 
     // One signal listener for the whole run: a signal during start-up is not lost.
     let signal = shutdown_signal();
@@ -99,16 +120,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    let state = AppState::new(events.clone(), service_name.clone());
+    let state = AppState::new(events.clone(), service_name.clone(), limits, api_token);
     let app = app::router(state.clone());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut server = tokio::spawn(http::serve(listener, app, limits, stop_rx));
     tracing::info!(
         port,
         "{service_name} listening on http://{addr} (health: /health, events: POST /events, metrics: /metrics)"
@@ -122,7 +137,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ended = &mut server => Some(ended),
     };
     state.begin_shutdown();
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     let server_result = match server_result {
         Some(ended) => Some(ended),
         None => match tokio::time::timeout(shutdown_grace, &mut server).await {
@@ -155,18 +170,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     match server_result {
-        Some(Ok(Ok(()))) | None => Ok(()),
-        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+        Some(Ok(())) | None => Ok(()),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server task failed")),
     }
 }
 
-/// Each event still pending at exit is logged: it was not delivered.
+/// Each event still pending at exit is logged by id and type (never its
+/// payload, which may be large or hold personal data): it was not delivered.
 fn log_remaining(remaining: &[flow_events_core::Event]) {
     for event in remaining {
         tracing::warn!(
             id = %event.id(), event_type = %event.event_type(),
-            data = %event.data(),
             "undelivered event {} {}", event.event_type(), event.id()
         );
     }

@@ -1,6 +1,12 @@
 //! The service's settings: its own variables, then the `RABBITMQ_*` ones of
 //! [`Config::from_env`]. An invalid value is a [`ConfigError`] naming the variable.
+//!
+//! [`variables`] lists every variable read here, taken from the parsing code
+//! itself: the tests build a spawned service's environment from it, and check
+//! the compose files against it.
 
+use std::cell::RefCell;
+use std::fmt;
 use std::time::Duration;
 
 use flow_events_core::{Config, ConfigError};
@@ -17,10 +23,34 @@ pub(crate) const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 pub(crate) const ENV_SHUTDOWN_GRACE: &str = "SHUTDOWN_GRACE";
 /// `RUST_LOG`: the log filter (default `info,lapin=off`).
 pub(crate) const ENV_RUST_LOG: &str = "RUST_LOG";
+/// `API_TOKEN`: when set, `POST /events` and `GET /metrics` need `Authorization: Bearer <token>`.
+pub(crate) const ENV_API_TOKEN: &str = "API_TOKEN";
+/// `API_TOKEN_FILE`: a file holding the token (a container secret); the same as `API_TOKEN`.
+pub(crate) const ENV_API_TOKEN_FILE: &str = "API_TOKEN_FILE";
+/// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
+pub(crate) const ENV_MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+/// `MAX_CONCURRENT_REQUESTS`: `POST /events` requests served at once; more get 503 (default 32).
+pub(crate) const ENV_MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
+/// `HTTP_HEADER_TIMEOUT`: seconds a client has to send a request's headers (default 10).
+pub(crate) const ENV_HTTP_HEADER_TIMEOUT: &str = "HTTP_HEADER_TIMEOUT";
+/// `HTTP_REQUEST_TIMEOUT`: seconds for a whole request, body and answer (default 30).
+pub(crate) const ENV_HTTP_REQUEST_TIMEOUT: &str = "HTTP_REQUEST_TIMEOUT";
+/// `HTTP_IDLE_TIMEOUT`: seconds an idle keep-alive connection stays open (default 5).
+pub(crate) const ENV_HTTP_IDLE_TIMEOUT: &str = "HTTP_IDLE_TIMEOUT";
 
 pub(crate) const DEFAULT_PORT: u16 = 8012;
 pub(crate) const DEFAULT_SERVICE_NAME: &str = "Admin Service";
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// With 1 MiB bodies, 32 requests at once hold at most about 64 MiB (a body and
+/// its payload's copy each), beside the 64 MiB of pending events.
+pub(crate) const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+pub(crate) const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest duration setting accepted: a year. Anything longer is a mistake
+/// (and far enough in the future overflows a clock).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// lapin reports connection failures at ERROR level that the resilience layer
 /// already reports (once, with the reason) and handles: off unless asked for.
 pub(crate) const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
@@ -34,6 +64,52 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// The API token; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ApiToken(String);
+
+impl ApiToken {
+    /// The token's bytes, for the comparison.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+#[cfg(test)]
+impl ApiToken {
+    pub(crate) fn for_tests(token: &str) -> Self {
+        Self(token.to_owned())
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
+}
+
+/// The HTTP server's limits and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HttpLimits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Everything the service reads from the environment.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -42,9 +118,28 @@ pub(crate) struct Settings {
     pub(crate) log_format: LogFormat,
     pub(crate) log_filter: String,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) api_token: Option<ApiToken>,
+    pub(crate) http: HttpLimits,
     pub(crate) config: Config,
     /// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`).
     pub(crate) amqp: AmqpSettings,
+}
+
+/// Every variable the service reads, in the order it reads them: the
+/// service's own, then those of [`Config::from_lookup`]. Taken by reading an
+/// empty environment and noting each name asked for.
+// Read by the tests, which include this file (`tests/common/mod.rs`).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn variables() -> Vec<String> {
+    let asked = RefCell::new(Vec::<String>::new());
+    let _ = Settings::from_lookup(|name| {
+        let mut asked = asked.borrow_mut();
+        if !asked.iter().any(|n| n == name) {
+            asked.push(name.to_owned());
+        }
+        None
+    });
+    asked.into_inner()
 }
 
 impl Settings {
@@ -71,21 +166,109 @@ impl Settings {
         };
         let log_filter = get(ENV_RUST_LOG).unwrap_or_else(|| DEFAULT_LOG_FILTER.to_owned());
         let shutdown_grace = match get(ENV_SHUTDOWN_GRACE) {
-            Some(v) => parse_grace(&v)?,
+            Some(v) => parse_secs(ENV_SHUTDOWN_GRACE, &v, true)?,
             None => DEFAULT_SHUTDOWN_GRACE,
+        };
+        let api_token = api_token(get(ENV_API_TOKEN), get(ENV_API_TOKEN_FILE))?;
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            max_body_bytes: match get(ENV_MAX_BODY_BYTES) {
+                Some(v) => parse_count(ENV_MAX_BODY_BYTES, &v)?,
+                None => defaults.max_body_bytes,
+            },
+            max_concurrent_requests: match get(ENV_MAX_CONCURRENT_REQUESTS) {
+                Some(v) => parse_count(ENV_MAX_CONCURRENT_REQUESTS, &v)?,
+                None => defaults.max_concurrent_requests,
+            },
+            header_timeout: match get(ENV_HTTP_HEADER_TIMEOUT) {
+                Some(v) => parse_secs(ENV_HTTP_HEADER_TIMEOUT, &v, false)?,
+                None => defaults.header_timeout,
+            },
+            request_timeout: match get(ENV_HTTP_REQUEST_TIMEOUT) {
+                Some(v) => parse_secs(ENV_HTTP_REQUEST_TIMEOUT, &v, false)?,
+                None => defaults.request_timeout,
+            },
+            idle_timeout: match get(ENV_HTTP_IDLE_TIMEOUT) {
+                Some(v) => parse_secs(ENV_HTTP_IDLE_TIMEOUT, &v, false)?,
+                None => defaults.idle_timeout,
+            },
         };
         let config = Config::from_lookup(&lookup)?;
         let amqp = backend::amqp_settings(&lookup)?;
+        check_durations(get)?;
         Ok(Self {
             port,
             service_name,
             log_format,
             log_filter,
             shutdown_grace,
+            api_token,
+            http,
             config,
             amqp,
         })
     }
+}
+
+/// The token from `API_TOKEN` or the file `API_TOKEN_FILE` names (not both),
+/// trimmed of surrounding whitespace (a secret file often ends with a newline).
+fn api_token(
+    inline: Option<String>,
+    file: Option<String>,
+) -> Result<Option<ApiToken>, ConfigError> {
+    let token = match (inline, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(path)) => {
+            return Err(ConfigError::new(
+                ENV_API_TOKEN_FILE,
+                &path,
+                format!("set {ENV_API_TOKEN} or {ENV_API_TOKEN_FILE}, not both"),
+            ));
+        }
+        (Some(token), None) => token,
+        (None, Some(path)) => {
+            let path = path.trim();
+            std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(ENV_API_TOKEN_FILE, path, format!("cannot read it: {e}"))
+            })?
+        }
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ConfigError::new(
+            ENV_API_TOKEN_FILE,
+            "",
+            "the token file is empty",
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Never quote the token: name the variable only.
+        return Err(ConfigError::new(
+            ENV_API_TOKEN,
+            "***",
+            "the token must not contain whitespace or control characters",
+        ));
+    }
+    Ok(Some(ApiToken(token.to_owned())))
+}
+
+/// The durations of the core settings are read by the core; here they are
+/// bounded too, so that none is impossible to wait for.
+fn check_durations(get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    use flow_events_core::{
+        ENV_MAX_PENDING_AGE, ENV_MAX_RETRY_DELAY, ENV_PUBLISH_TIMEOUT, ENV_RETRY_DELAY,
+    };
+    for var in [
+        ENV_RETRY_DELAY,
+        ENV_MAX_RETRY_DELAY,
+        ENV_PUBLISH_TIMEOUT,
+        ENV_MAX_PENDING_AGE,
+    ] {
+        if let Some(v) = get(var) {
+            parse_secs(var, &v, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_port(v: &str) -> Result<u16, ConfigError> {
@@ -111,20 +294,40 @@ fn parse_log_format(v: &str) -> Result<LogFormat, ConfigError> {
     }
 }
 
-fn parse_grace(v: &str) -> Result<Duration, ConfigError> {
+fn parse_count(var: &str, v: &str) -> Result<usize, ConfigError> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::new(
+            var,
+            v,
+            "expected a whole number above zero",
+        )),
+    }
+}
+
+/// Seconds, fractions allowed, at most a year; zero only when `zero_ok`.
+fn parse_secs(var: &str, v: &str, zero_ok: bool) -> Result<Duration, ConfigError> {
     let secs: f64 = v
         .trim()
         .parse()
-        .map_err(|_| ConfigError::new(ENV_SHUTDOWN_GRACE, v, "expected a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 {
+        .map_err(|_| ConfigError::new(var, v, "expected a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 || (secs == 0.0 && !zero_ok) {
+        let what = if zero_ok { "non-negative" } else { "positive" };
         return Err(ConfigError::new(
-            ENV_SHUTDOWN_GRACE,
+            var,
             v,
-            "expected a non-negative number of seconds",
+            format!("expected a {what} number of seconds"),
+        ));
+    }
+    if secs > MAX_SECONDS {
+        return Err(ConfigError::new(
+            var,
+            v,
+            "expected at most a year of seconds (31536000)",
         ));
     }
     Duration::try_from_secs_f64(secs)
-        .map_err(|_| ConfigError::new(ENV_SHUTDOWN_GRACE, v, "number of seconds out of range"))
+        .map_err(|_| ConfigError::new(var, v, "number of seconds out of range"))
 }
 
 #[cfg(test)]
@@ -148,7 +351,58 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Human);
         assert_eq!(s.log_filter, "info,lapin=off");
         assert_eq!(s.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(s.api_token, None);
+        assert_eq!(s.http, HttpLimits::default());
+        assert_eq!(s.http.max_body_bytes, 1024 * 1024);
         assert_eq!(s.config, Config::default());
+        assert_eq!(s.config.max_pending_bytes(), Some(64 * 1024 * 1024));
+    }
+
+    #[test]
+    fn variables_lists_every_variable_read() {
+        let vars = variables();
+        for name in [
+            ENV_PORT,
+            ENV_API_TOKEN,
+            ENV_API_TOKEN_FILE,
+            ENV_MAX_CONCURRENT_REQUESTS,
+            "RABBITMQ_URL",
+            "FLOW_EVENTS_MAX_PENDING_BYTES",
+            "FLOW_EVENTS_MAX_PENDING_AGE",
+            "FLOW_EVENTS_OUTBOX_PATH",
+        ] {
+            assert!(
+                vars.iter().any(|v| v == name),
+                "{name} missing from {vars:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_token_from_the_variable_or_a_file() {
+        let s = from(&[(ENV_API_TOKEN, " s3cret ")]).unwrap();
+        assert_eq!(s.api_token, Some(ApiToken("s3cret".into())));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let s = from(&[(ENV_API_TOKEN_FILE, path)]).unwrap();
+        assert_eq!(s.api_token, Some(ApiToken("from-file".into())));
+        for vars in [
+            vec![(ENV_API_TOKEN, "a"), (ENV_API_TOKEN_FILE, path)],
+            vec![(ENV_API_TOKEN_FILE, "/nonexistent/token")],
+            vec![(ENV_API_TOKEN, "two words")],
+        ] {
+            let err = from(&vars).unwrap_err();
+            assert!(err.variable().starts_with("API_TOKEN"), "{err}");
+            assert!(!err.to_string().contains("two words"), "{err}");
+        }
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(
+            from(&[(ENV_API_TOKEN_FILE, path)]).unwrap_err().variable(),
+            ENV_API_TOKEN_FILE
+        );
     }
 
     #[test]
@@ -186,9 +440,17 @@ mod tests {
             (ENV_LOG_FORMAT, "xml"),
             (ENV_SHUTDOWN_GRACE, "soon"),
             (ENV_SHUTDOWN_GRACE, "-1"),
+            (ENV_SHUTDOWN_GRACE, "1e12"),
+            (ENV_MAX_BODY_BYTES, "0"),
+            (ENV_MAX_CONCURRENT_REQUESTS, "many"),
+            (ENV_HTTP_HEADER_TIMEOUT, "0"),
+            (ENV_HTTP_REQUEST_TIMEOUT, "inf"),
+            (ENV_HTTP_IDLE_TIMEOUT, "NaN"),
             ("RABBITMQ_MAX_RETRIES", "x"),
             #[cfg(feature = "amqp")]
             ("RABBITMQ_QUEUE_TYPE", "stream"),
+            ("RABBITMQ_MAX_RETRY_DELAY", "1e15"),
+            ("RABBITMQ_PUBLISH_TIMEOUT", "1e300"),
         ] {
             let err = from(&[(var, value)]).expect_err(var);
             assert_eq!(err.variable(), var);
