@@ -42,8 +42,7 @@ enum Attempt {
 /// a fresh one started.
 pub(crate) fn open_for_store(path: &Path) -> Result<Opened, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io_error(dir, "cannot create the directory", e))?;
+        create_private_dir(dir).map_err(|e| io_error(dir, "cannot create the directory", e))?;
     }
     let why = match attempt(path, true) {
         Attempt::Opened(db, problem) => {
@@ -158,7 +157,36 @@ pub(crate) fn open_existing(path: &Path) -> Result<(Database, Option<String>), S
     }
 }
 
+/// Creates the directories of `dir` that are missing, readable by their
+/// owner only (0700): pending events may hold personal data.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the file at `path`, empty and readable by its owner only (0600),
+/// unless it exists; redb then lays out a new database in it.
+pub(crate) fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(path, "cannot create the outbox", e)),
+    }
+}
+
 fn attempt(path: &Path, create: bool) -> Attempt {
+    if create {
+        if let Err(e) = create_private_file(path) {
+            return Attempt::Failed(e);
+        }
+    }
     // redb reports damage as errors, but a damaged file can also make it
     // panic; either way the file is unusable, and the caller decides.
     let opened = catch_unwind(AssertUnwindSafe(|| {
@@ -207,9 +235,19 @@ fn classify(path: &Path, e: DatabaseError) -> Attempt {
         DatabaseError::Storage(StorageError::Io(e)) => {
             Attempt::Failed(io_error(path, "cannot open outbox", e))
         }
-        e @ (DatabaseError::Storage(StorageError::Corrupted(_))
-        | DatabaseError::UpgradeRequired(_)
-        | DatabaseError::RepairAborted) => Attempt::Unreadable(e.to_string()),
+        // An older file format is not damage: the file is left as it is.
+        DatabaseError::UpgradeRequired(version) => Attempt::Failed(StoreError::new(
+            StoreErrorKind::Other,
+            format!(
+                "outbox {} is in redb file format version {version}, which this build reads \
+                 only after a format upgrade; it was left as it is: upgrade it (redb's \
+                 Database::upgrade) or drain it with the release that wrote it",
+                path.display()
+            ),
+        )),
+        e @ (DatabaseError::Storage(StorageError::Corrupted(_)) | DatabaseError::RepairAborted) => {
+            Attempt::Unreadable(e.to_string())
+        }
         e => Attempt::Failed(store_error(path, "cannot open outbox", e)),
     }
 }

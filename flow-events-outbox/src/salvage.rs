@@ -102,6 +102,7 @@ pub(crate) fn set_aside(db: &Database, path: &Path, scan: &Scan) -> Result<(), S
 /// closed. Gives the fresh database and the old file's new name.
 pub(crate) fn rewrite(path: &Path, scan: &Scan) -> Result<(Database, PathBuf), StoreError> {
     let aside = move_aside(path)?;
+    crate::open::create_private_file(path)?;
     let db = Database::builder().create(path).map_err(|e| {
         StoreError::new(
             StoreErrorKind::Io,
