@@ -27,6 +27,9 @@ pub(crate) async fn start(
         .with_retry_delay(settings.retry_delay)
         .with_max_retry_delay(settings.max_retry_delay)
         .with_max_pending_events(settings.max_pending_events)
+        // Bounded by count only, as before the 64 MiB default: the memory run
+        // buffers 100 MB of events.
+        .with_max_pending_bytes(None)
         .build()
         .context("sink settings")?;
     let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("flow-events-bench"));

@@ -78,13 +78,15 @@ impl std::fmt::Debug for Selected {
 const ENV_NATS_URL: &str = "NATS_URL";
 
 /// Builds the backend for `config`, `amqp` and the environment. `service`
-/// names the connection on the broker.
+/// names the connection on the broker; `ca_pem`: the CA certificates for
+/// `amqps`, from `RABBITMQ_CA_FILE`.
 pub(crate) fn select(
     config: &Config,
     amqp_settings: &AmqpSettings,
     service: &str,
+    ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
-    select_with(config, amqp_settings, service, |name| {
+    select_with(config, amqp_settings, service, ca_pem, |name| {
         std::env::var(name).ok()
     })
 }
@@ -94,6 +96,7 @@ fn select_with(
     config: &Config,
     amqp_settings: &AmqpSettings,
     service: &str,
+    ca_pem: Option<&str>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Selected> {
     let nats_url = lookup(ENV_NATS_URL).filter(|v| !v.trim().is_empty());
@@ -102,7 +105,7 @@ fn select_with(
             "both {ENV_URL} and {ENV_NATS_URL} are set: set one of them \
              ({ENV_URL} for RabbitMQ, {ENV_NATS_URL} for NATS)"
         ),
-        (Some(url), None) => amqp(config, amqp_settings, service, url.redacted()),
+        (Some(url), None) => amqp(config, amqp_settings, service, url.redacted(), ca_pem),
         (None, Some(_)) => nats(config, service, lookup),
         (None, None) => memory(),
     }
@@ -156,9 +159,13 @@ fn amqp(
     options: &AmqpSettings,
     service: &str,
     redacted: &str,
+    ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
     use flow_events_amqp::AmqpBackend;
-    let options = options.clone().with_app_id(service);
+    let mut options = options.clone().with_app_id(service);
+    if let Some(pem) = ca_pem {
+        options = options.with_tls_ca_pem(pem);
+    }
     let backend = AmqpBackend::new(config, options);
     Ok(Selected {
         backend: Arc::new(backend),
@@ -183,6 +190,7 @@ fn amqp(
     _options: &AmqpSettings,
     _service: &str,
     redacted: &str,
+    _ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
     anyhow::bail!(
         "{ENV_URL} is set ({redacted}) but this build has no RabbitMQ backend \
@@ -235,6 +243,7 @@ mod tests {
             &config,
             &AmqpSettings::default(),
             "svc",
+            None,
             lookup(&[("NATS_URL", "nats://t0ken@h:4222")]),
         )
         .expect_err("both set");
@@ -257,6 +266,7 @@ mod tests {
             &config,
             &AmqpSettings::default(),
             "svc",
+            None,
             lookup(&[
                 ("NATS_URL", "nats://alice:s3cret@localhost:4222"),
                 ("NATS_STREAM", "ADMIN"),
@@ -282,6 +292,7 @@ mod tests {
             &Config::default(),
             &AmqpSettings::default(),
             "svc",
+            None,
             lookup(&[("NATS_URL", "  ")]),
         )
         .expect("memory");

@@ -67,11 +67,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace,
         api_token,
         http: limits,
+        ca_pem,
         config,
         amqp,
         ..
     } = settings;
-    let selected = backend::select(&config, &amqp, &service_name)?;
+    let selected = backend::select(&config, &amqp, &service_name, ca_pem.as_deref())?;
     if selected.name == "memory" && config.required() {
         tracing::warn!("{ENV_REQUIRED}=true has no effect without RABBITMQ_URL");
     }

@@ -27,6 +27,10 @@ pub(crate) const ENV_RUST_LOG: &str = "RUST_LOG";
 pub(crate) const ENV_API_TOKEN: &str = "API_TOKEN";
 /// `API_TOKEN_FILE`: a file holding the token (a container secret); the same as `API_TOKEN`.
 pub(crate) const ENV_API_TOKEN_FILE: &str = "API_TOKEN_FILE";
+/// `RABBITMQ_URL_FILE`: a file holding `RABBITMQ_URL` (a container secret); not both.
+pub(crate) const ENV_URL_FILE: &str = "RABBITMQ_URL_FILE";
+/// `RABBITMQ_CA_FILE`: PEM certificates of the CA that signed the broker's (for `amqps`).
+pub(crate) const ENV_CA_FILE: &str = "RABBITMQ_CA_FILE";
 /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
 pub(crate) const ENV_MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 /// `MAX_CONCURRENT_REQUESTS`: `POST /events` requests served at once; more get 503 (default 32).
@@ -120,6 +124,8 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) api_token: Option<ApiToken>,
     pub(crate) http: HttpLimits,
+    /// The CA certificates (PEM) of `RABBITMQ_CA_FILE`.
+    pub(crate) ca_pem: Option<String>,
     pub(crate) config: Config,
     /// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`).
     pub(crate) amqp: AmqpSettings,
@@ -193,7 +199,29 @@ impl Settings {
                 None => defaults.idle_timeout,
             },
         };
-        let config = Config::from_lookup(&lookup)?;
+        let ca_pem = match get(ENV_CA_FILE) {
+            Some(path) => Some(read_file(ENV_CA_FILE, path.trim())?),
+            None => None,
+        };
+        // `RABBITMQ_URL` may come from a file; the core reads it as if set.
+        let url_from_file = match get(ENV_URL_FILE) {
+            Some(path) if get(flow_events_core::ENV_URL).is_some() => {
+                return Err(ConfigError::new(
+                    ENV_URL_FILE,
+                    &path,
+                    format!(
+                        "set {} or {ENV_URL_FILE}, not both",
+                        flow_events_core::ENV_URL
+                    ),
+                ));
+            }
+            Some(path) => Some(read_file(ENV_URL_FILE, path.trim())?.trim().to_owned()),
+            None => None,
+        };
+        let config = Config::from_lookup(|name| match &url_from_file {
+            Some(url) if name == flow_events_core::ENV_URL => Some(url.clone()),
+            _ => lookup(name),
+        })?;
         let amqp = backend::amqp_settings(&lookup)?;
         check_durations(get)?;
         Ok(Self {
@@ -204,10 +232,17 @@ impl Settings {
             shutdown_grace,
             api_token,
             http,
+            ca_pem,
             config,
             amqp,
         })
     }
+}
+
+/// The text of the file at `path`, named by `var`; never quoted in an error.
+fn read_file(var: &str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(var, path, format!("cannot read it: {e}")))
 }
 
 /// The token from `API_TOKEN` or the file `API_TOKEN_FILE` names (not both),
@@ -226,12 +261,7 @@ fn api_token(
             ));
         }
         (Some(token), None) => token,
-        (None, Some(path)) => {
-            let path = path.trim();
-            std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(ENV_API_TOKEN_FILE, path, format!("cannot read it: {e}"))
-            })?
-        }
+        (None, Some(path)) => read_file(ENV_API_TOKEN_FILE, path.trim())?,
     };
     let token = token.trim();
     if token.is_empty() {
@@ -398,6 +428,21 @@ mod tests {
             assert!(err.variable().starts_with("API_TOKEN"), "{err}");
             assert!(!err.to_string().contains("two words"), "{err}");
         }
+        std::fs::write(dir.path().join("url"), "amqp://u:p@h:5672/%2f\n").unwrap();
+        let url_file = dir.path().join("url");
+        let s = from(&[(ENV_URL_FILE, url_file.to_str().unwrap())]).unwrap();
+        assert_eq!(s.config.url().unwrap().expose(), "amqp://u:p@h:5672/%2f");
+        let both = from(&[
+            (ENV_URL_FILE, url_file.to_str().unwrap()),
+            ("RABBITMQ_URL", "amqp://h"),
+        ]);
+        assert_eq!(both.unwrap_err().variable(), ENV_URL_FILE);
+        assert_eq!(
+            from(&[(ENV_CA_FILE, "/nonexistent/ca.pem")])
+                .unwrap_err()
+                .variable(),
+            ENV_CA_FILE
+        );
         std::fs::write(&file, "\n").unwrap();
         assert_eq!(
             from(&[(ENV_API_TOKEN_FILE, path)]).unwrap_err().variable(),
