@@ -16,11 +16,16 @@ use utoipa::{Modify, OpenApi, ToSchema};
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventRequest {
     /// The event type and routing key: words separated by `.`, no whitespace,
-    /// `*` or `#`, at most 255 bytes.
+    /// control character, `*` or `#`, at most 255 bytes (UTF-8).
     #[serde(rename = "type")]
-    #[schema(example = "order.created", min_length = 1, max_length = 255)]
+    #[schema(
+        example = "order.created",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f*#.]+(\.[^\s\x00-\x1f\x7f-\x9f*#.]+)*$"
+    )]
     pub(crate) event_type: String,
-    /// Any JSON; `{}` when left out.
+    /// Any JSON (numbers within the range of a double); `{}` when left out.
     #[schema(example = json!({"order_id": 42}))]
     pub(crate) data: Option<Value>,
 }
