@@ -80,7 +80,7 @@ fn starts_with_scheme(text: &str) -> bool {
     let Some(sep) = text.find("://") else {
         return false;
     };
-    let scheme = text[..sep].as_bytes();
+    let scheme = &text.as_bytes()[..sep];
     scheme.first().is_some_and(u8::is_ascii_alphabetic) && scheme.iter().all(|&b| is_scheme_byte(b))
 }
 

@@ -182,10 +182,8 @@ pub(crate) fn create_private_file(path: &Path) -> Result<(), StoreError> {
 }
 
 fn attempt(path: &Path, create: bool) -> Attempt {
-    if create {
-        if let Err(e) = create_private_file(path) {
-            return Attempt::Failed(e);
-        }
+    if let Err(e) = create.then(|| create_private_file(path)).transpose() {
+        return Attempt::Failed(e);
     }
     // redb reports damage as errors, but a damaged file can also make it
     // panic; either way the file is unusable, and the caller decides.
