@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,10 +19,11 @@ use flow_events_core::{
     Event, EventSink, EventType, HealthStatus, PublishError, PublishErrorKind, PublishOutcome,
     Resilient,
 };
+use futures_util::StreamExt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tower::ServiceBuilder;
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, Metrics, PublishResult};
@@ -44,6 +44,8 @@ struct Inner {
     shutting_down: AtomicBool,
     limits: HttpLimits,
     api_token: Option<ApiToken>,
+    /// One permit per `POST /events` being served.
+    publishes: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 shutting_down: AtomicBool::new(false),
                 limits,
                 api_token,
+                publishes: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             }),
         }
     }
@@ -77,12 +80,10 @@ impl AppState {
 /// once (503 beyond); every request has `request_timeout` to finish (408).
 pub(crate) fn router(state: AppState) -> Router {
     let limits = state.inner.limits;
-    let publish_route = post(publish).layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(overloaded))
-            .load_shed()
-            .concurrency_limit(limits.max_concurrent_requests),
-    );
+    let publish_route = post(publish).layer(middleware::from_fn_with_state(
+        state.clone(),
+        limit_publishes,
+    ));
     let protected = Router::new()
         .route("/events", publish_route)
         .route("/metrics", get(metrics))
@@ -154,21 +155,13 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    match given {
-        Some(given) if token_matches(token, given) => next.run(request).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the bearer token is not the API token",
-        )
-        .into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this endpoint needs Authorization: Bearer <API token>",
-        )
-        .into_response(),
-    }
+    let message = match given {
+        Some(given) if token_matches(token, given) => return next.run(request).await,
+        Some(_) => "the bearer token is not the API token",
+        None => "this endpoint needs Authorization: Bearer <API token>",
+    };
+    discard_body(request.into_body(), state.inner.limits.max_body_bytes).await;
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
 }
 
 /// Compares in constant time (subtle), so the time of a refusal does not tell
@@ -179,8 +172,44 @@ fn token_matches(token: &ApiToken, given: &str) -> bool {
     bool::from(token.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// Serves `POST /events` while fewer than `MAX_CONCURRENT_REQUESTS` are being
+/// served; answers 503 `overloaded` at once otherwise.
+///
+/// Written here rather than with tower's `LoadShed` and `ConcurrencyLimit`:
+/// those answer without reading the request, and a client still sending its
+/// body then reads a reset connection instead of the 503. The body of a
+/// refused request is read and thrown away (at most `MAX_BODY_BYTES`, chunk by
+/// chunk, within the request timeout), never kept.
+async fn limit_publishes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.inner.publishes.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            discard_body(request.into_body(), state.inner.limits.max_body_bytes).await;
+            overloaded()
+        }
+    }
+}
+
+/// Reads what is left of a refused request's body, at most `limit` bytes,
+/// keeping none of it: a server that closes a connection with unread data
+/// makes the kernel reset it, and the client may then never read the answer.
+async fn discard_body(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read = read.saturating_add(chunk.len());
+        if read > limit {
+            break;
+        }
+    }
+}
+
 /// `POST /events` is at its bound of concurrent requests.
-async fn overloaded(_: tower::BoxError) -> Response {
+fn overloaded() -> Response {
     let mut response = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",

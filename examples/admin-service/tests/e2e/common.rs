@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,11 @@ pub(crate) fn unique(prefix: &str) -> String {
     format!("test.{prefix}.{}.{nanos}", std::process::id())
 }
 
-/// Reads a child's output into a shared string on a thread of its own.
-fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+/// Reads a child's output into a shared string on a thread of its own; the
+/// flag turns true once the output ended (the child closed it, or exited).
+fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> Arc<AtomicBool> {
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         loop {
@@ -53,7 +57,9 @@ fn capture(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
                     .push_str(&String::from_utf8_lossy(&buf[..n])),
             }
         }
+        flag.store(true, Ordering::SeqCst);
     });
+    ended
 }
 
 fn read(text: &Mutex<String>) -> String {
@@ -149,6 +155,8 @@ pub(crate) struct Service {
     token: Option<String>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// Whether standard output and standard error have ended.
+    ended: [Arc<AtomicBool>; 2],
 }
 
 impl Service {
@@ -171,8 +179,10 @@ impl Service {
         let mut child = cmd.spawn().expect("start admin-service");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().expect("stdout"), stdout.clone());
-        capture(child.stderr.take().expect("stderr"), stderr.clone());
+        let ended = [
+            capture(child.stdout.take().expect("stdout"), stdout.clone()),
+            capture(child.stderr.take().expect("stderr"), stderr.clone()),
+        ];
         let token = vars
             .iter()
             .find(|(k, _)| *k == "API_TOKEN")
@@ -184,6 +194,7 @@ impl Service {
             token,
             stdout,
             stderr,
+            ended,
         }
     }
 
@@ -224,6 +235,17 @@ impl Service {
 
     pub(crate) fn output(&self) -> String {
         format!("--- stdout\n{}\n--- stderr\n{}", self.logs(), self.stderr())
+    }
+
+    /// Waits until the log holds `needle` (its reader thread may lag behind
+    /// the answer that caused the line).
+    pub(crate) async fn wait_log(&self, needle: &str) {
+        let found = wait_until(WAIT, || self.logs().contains(needle).then_some(())).await;
+        assert!(
+            found.is_some(),
+            "no {needle:?} in the log\n{}",
+            self.output()
+        );
     }
 
     /// Sends `req` as it is.
@@ -292,11 +314,15 @@ impl Service {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads take the last output.
-                let _ = wait_until(Duration::from_secs(2), || {
-                    (!self.logs().is_empty() || !self.stderr().is_empty()).then_some(())
+                // The reader threads take the last output: wait for its end.
+                let ended = wait_until(WAIT, || {
+                    self.ended
+                        .iter()
+                        .all(|e| e.load(Ordering::SeqCst))
+                        .then_some(())
                 })
                 .await;
+                assert!(ended.is_some(), "the output of admin-service never ended");
                 return status;
             }
             assert!(

@@ -8,11 +8,7 @@ use crate::common::{Service, metric_value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_backend_confirms_and_counts() {
     let service = Service::start(&[]).await;
-    assert!(
-        service.logs().contains("embedded in-memory broker"),
-        "{}",
-        service.output()
-    );
+    service.wait_log("embedded in-memory broker").await;
     let health = service
         .wait_health("connected", |h| h["status"] == "healthy")
         .await;

@@ -65,9 +65,5 @@ async fn outbox_keeps_buffered_events_across_a_restart() {
         })
         .await;
     assert_eq!(second.metric("flow_events_confirmed_total").await, 3.0);
-    assert!(
-        second.logs().contains("recovered 3 pending events"),
-        "{}",
-        second.logs()
-    );
+    second.wait_log("recovered 3 pending events").await;
 }

@@ -56,13 +56,15 @@ async fn unreachable_broker_buffers_and_reports() {
     assert_eq!(service.metric("flow_events_connected").await, 0.0);
 
     // The log says why, without the password.
-    let logs = service.logs();
-    assert!(logs.contains("failed to connect to RabbitMQ"), "{logs}");
+    service.wait_log("failed to connect to RabbitMQ").await;
+    service
+        .wait_log("service will continue without RabbitMQ")
+        .await;
     assert!(
-        logs.contains("service will continue without RabbitMQ"),
-        "{logs}"
+        !service.logs().contains("guest:guest"),
+        "{}",
+        service.logs()
     );
-    assert!(!logs.contains("guest:guest"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,11 +112,9 @@ async fn full_buffer_with_drop_policy_logs_the_drop() {
     assert_eq!(service.metric("flow_events_dropped_total").await, 1.0);
     let health = service.health().await;
     assert_eq!(health["dependencies"]["rabbitmq"]["dropped_events"], 1);
-    let logs = service.logs();
-    assert!(
-        logs.contains("pending events buffer full, dropping event order.created"),
-        "{logs}"
-    );
+    service
+        .wait_log("pending events buffer full, dropping event order.created")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
