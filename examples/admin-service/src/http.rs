@@ -62,20 +62,22 @@ pub(crate) async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// When the connection last finished a request, and how many are running.
+/// How many requests of the connection are running, and when the last one
+/// ended (none yet: the first request's head is bounded by hyper's header
+/// timeout, and may be on its way).
 #[derive(Debug)]
 struct Activity {
-    state: Mutex<(usize, Instant)>,
+    state: Mutex<(usize, Option<Instant>)>,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
-            state: Mutex::new((0, Instant::now())),
+            state: Mutex::new((0, None)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Option<Instant>)> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -84,11 +86,11 @@ impl Activity {
         RequestGuard(self.clone())
     }
 
-    /// When the connection will have been idle for `idle`; `None` while a
-    /// request runs.
+    /// When the connection will have been idle for `idle` since its last
+    /// request; `None` while a request runs or before the first ended.
     fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        let (running, since) = *self.lock();
-        (running == 0).then(|| since + idle)
+        let (running, last_end) = *self.lock();
+        last_end.filter(|_| running == 0).map(|end| end + idle)
     }
 }
 
@@ -99,7 +101,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.0 = state.0.saturating_sub(1);
-        state.1 = Instant::now();
+        state.1 = Some(Instant::now());
     }
 }
 

@@ -124,9 +124,18 @@ impl<'a> Req<'a> {
 
 /// Sends `req` to `127.0.0.1:port` on a connection of its own.
 pub(crate) async fn send(port: u16, req: Req<'_>) -> reqwest::Result<Response> {
+    send_within(port, req, WAIT).await
+}
+
+/// [`send`], giving up after `limit`.
+pub(crate) async fn send_within(
+    port: u16,
+    req: Req<'_>,
+    limit: Duration,
+) -> reqwest::Result<Response> {
     // No connection is kept: the service closes idle ones on its own clock.
     let client = reqwest::Client::builder()
-        .timeout(WAIT)
+        .timeout(limit)
         .pool_max_idle_per_host(0)
         .build()?;
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("method");
