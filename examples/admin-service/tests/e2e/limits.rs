@@ -59,21 +59,19 @@ async fn unfinished_headers_are_cut_off_and_health_answers_meanwhile() {
     assert_eq!(service.get("/health/live").await.status, 200);
 }
 
+const SLOW_BODY: &[u8] = b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_body_times_out_and_idle_connections_close() {
+async fn publishes_over_the_bound_are_turned_away_at_once() {
     let service = Service::start(&[
-        ("HTTP_REQUEST_TIMEOUT", "1"),
-        ("HTTP_IDLE_TIMEOUT", "1"),
         ("MAX_CONCURRENT_REQUESTS", "1"),
+        ("HTTP_REQUEST_TIMEOUT", "3600"),
     ])
     .await;
     // A body that stops half way holds the only slot of POST /events...
-    let mut stream = unfinished(
-        service.port,
-        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":",
-    )
-    .await;
-    // ...so another publish is turned away at once,
+    let _slow = unfinished(service.port, SLOW_BODY).await;
+    // ...so, once it is being served, another publish is turned away at once.
+    let deadline = Instant::now() + WAIT;
     let overloaded = loop {
         let r = service.post_json(r#"{"type": "order.created"}"#).await;
         if r.status == 503 {
@@ -81,6 +79,11 @@ async fn a_slow_body_times_out_and_idle_connections_close() {
         }
         // (the slow request may not have reached the handler yet)
         assert_eq!(r.status, 202, "{}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "never turned away\n{}",
+            service.output()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(
@@ -90,12 +93,21 @@ async fn a_slow_body_times_out_and_idle_connections_close() {
         overloaded.body
     );
     assert_eq!(overloaded.header("retry-after").as_deref(), Some("1"));
-    // ...until the request timeout answers the slow one with 408.
+    // Health is not counted against the bound.
+    assert_eq!(service.get("/health").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out_and_idle_connections_close() {
+    let service =
+        Service::start(&[("HTTP_REQUEST_TIMEOUT", "1"), ("HTTP_IDLE_TIMEOUT", "1")]).await;
+    // A body that stops half way is answered 408 once the request timeout passes.
+    let mut stream = unfinished(service.port, SLOW_BODY).await;
     let answer = until_closed(&mut stream, WAIT).await.expect("closed");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
-    // A kept-alive connection that goes quiet is closed.
+    // A kept-alive connection that goes quiet after a request is closed.
     let mut idle = unfinished(
         service.port,
         b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -119,13 +131,7 @@ async fn slow_clients_do_not_hold_the_shutdown() {
     for _ in 0..20 {
         slow.push(unfinished(service.port, HALF_HEADER).await);
     }
-    slow.push(
-        unfinished(
-            service.port,
-            b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-        )
-        .await,
-    );
+    slow.push(unfinished(service.port, SLOW_BODY).await);
     assert_eq!(service.get("/health/live").await.status, 200);
     service.terminate();
     // wait_exit gives up after WAIT, far below the hour of the timeouts.
