@@ -134,7 +134,7 @@ pub(crate) struct Settings {
 /// Every variable the service reads, in the order it reads them: the
 /// service's own, then those of [`Config::from_lookup`]. Taken by reading an
 /// empty environment and noting each name asked for.
-// Read by the tests, which include this file (`tests/common/mod.rs`).
+// Read by the end-to-end tests, which include this file (`tests/e2e/main.rs`).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn variables() -> Vec<String> {
     let asked = RefCell::new(Vec::<String>::new());

@@ -6,6 +6,11 @@
 //! they print why and pass, except under `CI=true`, where they fail.
 #![allow(clippy::unwrap_used)]
 
+// The service's settings code, to list the variables it reads; it reads the
+// AMQP backend's own settings through `backend`.
+#[path = "../../src/backend.rs"]
+#[allow(dead_code)]
+mod backend;
 #[path = "../../src/settings.rs"]
 #[allow(dead_code)]
 mod service_settings;
