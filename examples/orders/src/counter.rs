@@ -18,7 +18,8 @@ pub async fn count_orders(
     delivery: &Delivery,
 ) -> Decision {
     let event = delivery.event();
-    let Some(customer) = event.data()["customer"].as_str() else {
+    let data = event.data();
+    let Some(customer) = data["customer"].as_str() else {
         tracing::warn!(id = %event.id(), event_type = %event.event_type(), "order event without a customer, rejecting it");
         return Decision::Reject;
     };
