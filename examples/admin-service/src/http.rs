@@ -41,7 +41,8 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "connection accepted");
                     connections.spawn(connection(stream, app.clone(), limits, stop.clone()));
                 }
                 Err(e) => {
@@ -115,6 +116,7 @@ async fn connection(
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            tracing::debug!(method = %request.method(), path = %request.uri().path(), "request");
             let guard = activity.begin();
             let app = app.clone();
             async move {

@@ -66,6 +66,7 @@ async fn publishes_over_the_bound_are_turned_away_at_once() {
     let service = Service::start(&[
         ("MAX_CONCURRENT_REQUESTS", "1"),
         ("HTTP_REQUEST_TIMEOUT", "3600"),
+        ("RUST_LOG", "info,admin_service=debug,lapin=off"),
     ])
     .await;
     // A body that stops half way holds the only slot of POST /events...
