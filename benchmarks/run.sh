@@ -53,8 +53,13 @@ if [ "${BENCH_RELAY:-1}" != 0 ]; then
         --out "$results/relay.json" | tee "$results/relay.txt"
 fi
 
-"$venv/bin/python" benchmarks/python/plot_outage.py "$results/latest.json" "$results/outage.svg"
-echo "plot written to $results/outage.svg"
+# `--only` without the outage part leaves nothing to plot.
+if "$venv/bin/python" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("outage") else 1)' "$results/latest.json"; then
+    "$venv/bin/python" benchmarks/python/plot_outage.py "$results/latest.json" "$results/outage.svg"
+    echo "plot written to $results/outage.svg"
+else
+    echo "no outage run in $results/latest.json: no plot"
+fi
 
 # NATS JetStream beside RabbitMQ: the resilient NATS sink against raw async-nats
 # (the `nats` feature of the benchmarks crate). BENCH_NATS=0 skips it.
