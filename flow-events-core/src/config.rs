@@ -27,6 +27,12 @@ pub const ENV_OVERFLOW_POLICY: &str = "RABBITMQ_OVERFLOW_POLICY";
 pub const ENV_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
 /// `RABBITMQ_PUBLISH_TIMEOUT`: longest wait for one broker confirm, seconds (default 10).
 pub const ENV_PUBLISH_TIMEOUT: &str = "RABBITMQ_PUBLISH_TIMEOUT";
+/// `RABBITMQ_CONFIRM_WAIT`: longest a `publish` call waits for the broker's
+/// confirm before it answers `Buffered`, seconds, fractions allowed (default 0.5).
+pub const ENV_CONFIRM_WAIT: &str = "RABBITMQ_CONFIRM_WAIT";
+/// `RABBITMQ_MAX_PUBLISH_ATTEMPTS`: sends of one event the broker nacks before
+/// it is given up as refused (default 5).
+pub const ENV_MAX_PUBLISH_ATTEMPTS: &str = "RABBITMQ_MAX_PUBLISH_ATTEMPTS";
 /// `RABBITMQ_MAX_IN_FLIGHT`: unconfirmed publishes allowed at once while draining (default 1024).
 pub const ENV_MAX_IN_FLIGHT: &str = "RABBITMQ_MAX_IN_FLIGHT";
 /// `FLOW_EVENTS_MAX_EVENT_BYTES`: largest encoded event accepted (default 8 MiB).
@@ -109,6 +115,8 @@ pub struct Config {
     overflow_policy: OverflowPolicy,
     exchange: String,
     publish_timeout: Duration,
+    confirm_wait: Duration,
+    max_publish_attempts: u32,
     max_in_flight: usize,
     max_event_bytes: usize,
     max_pending_bytes: Option<usize>,
@@ -128,6 +136,8 @@ impl Default for Config {
             overflow_policy: OverflowPolicy::DropNewest,
             exchange: "flow.events".to_owned(),
             publish_timeout: Duration::from_secs(10),
+            confirm_wait: Duration::from_millis(500),
+            max_publish_attempts: 5,
             max_in_flight: 1024,
             max_event_bytes: 8 * 1024 * 1024,
             max_pending_bytes: Some(DEFAULT_MAX_PENDING_BYTES),
@@ -185,6 +195,12 @@ impl Config {
         if let Some(v) = get(ENV_PUBLISH_TIMEOUT) {
             b = b.with_publish_timeout(parse_secs(ENV_PUBLISH_TIMEOUT, &v)?);
         }
+        if let Some(v) = get(ENV_CONFIRM_WAIT) {
+            b = b.with_confirm_wait(parse_secs(ENV_CONFIRM_WAIT, &v)?);
+        }
+        if let Some(v) = get(ENV_MAX_PUBLISH_ATTEMPTS) {
+            b = b.with_max_publish_attempts(parse_num(ENV_MAX_PUBLISH_ATTEMPTS, &v)?);
+        }
         if let Some(v) = get(ENV_MAX_IN_FLIGHT) {
             b = b.with_max_in_flight(parse_num(ENV_MAX_IN_FLIGHT, &v)?);
         }
@@ -238,6 +254,15 @@ impl Config {
     /// The longest wait for a confirm.
     pub fn publish_timeout(&self) -> Duration {
         self.publish_timeout
+    }
+    /// The longest a `publish` call waits for the broker's confirm before it
+    /// answers `Buffered` (the event then stays in the buffer until confirmed).
+    pub fn confirm_wait(&self) -> Duration {
+        self.confirm_wait
+    }
+    /// Sends of one event the broker nacks before it is given up as refused.
+    pub fn max_publish_attempts(&self) -> u32 {
+        self.max_publish_attempts
     }
     /// Unconfirmed publishes allowed at once while draining.
     pub fn max_in_flight(&self) -> usize {
@@ -313,6 +338,22 @@ impl ConfigBuilder {
         self.config.publish_timeout = d;
         self
     }
+    /// The longest a `publish` call waits for the broker's confirm, above
+    /// zero: past it, the call answers `Buffered` and the event stays in the
+    /// buffer until the confirm comes (or is sent again after a connection
+    /// loss). A wait longer than the publish timeout ends at the timeout.
+    /// Default: 0.5 s.
+    pub fn with_confirm_wait(mut self, d: Duration) -> Self {
+        self.config.confirm_wait = d;
+        self
+    }
+    /// Sends of one event that the broker nacks before the event is given up
+    /// as refused (logged with its id and type, counted), at least 1.
+    /// Default: 5.
+    pub fn with_max_publish_attempts(mut self, n: u32) -> Self {
+        self.config.max_publish_attempts = n;
+        self
+    }
     /// Unconfirmed publishes at once while draining, at least 1. Default: 1024.
     pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.config.max_in_flight = n;
@@ -382,6 +423,20 @@ impl ConfigBuilder {
                 name(ENV_PUBLISH_TIMEOUT, "publish_timeout"),
                 "0",
                 "must be above zero",
+            ));
+        }
+        if c.confirm_wait.is_zero() {
+            return Err(ConfigError::new(
+                name(ENV_CONFIRM_WAIT, "confirm_wait"),
+                "0",
+                "must be above zero",
+            ));
+        }
+        if c.max_publish_attempts == 0 {
+            return Err(ConfigError::new(
+                name(ENV_MAX_PUBLISH_ATTEMPTS, "max_publish_attempts"),
+                "0",
+                "must be at least 1",
             ));
         }
         if c.max_in_flight == 0 {
@@ -502,6 +557,8 @@ mod tests {
         assert_eq!(c.retry_delay(), Duration::from_secs(5));
         assert_eq!(c.max_retry_delay(), Duration::from_secs(60));
         assert_eq!(c.max_pending_events(), 1000);
+        assert_eq!(c.confirm_wait(), Duration::from_millis(500));
+        assert_eq!(c.max_publish_attempts(), 5);
         assert_eq!(c.exchange(), "flow.events");
         assert!(c.url().is_none());
     }
@@ -519,6 +576,8 @@ mod tests {
             (ENV_EXCHANGE, "my.events"),
             (ENV_PUBLISH_TIMEOUT, "3"),
             (ENV_MAX_IN_FLIGHT, "64"),
+            (ENV_CONFIRM_WAIT, "0.25"),
+            (ENV_MAX_PUBLISH_ATTEMPTS, "3"),
             (ENV_MAX_EVENT_BYTES, "1024"),
             (ENV_MAX_PENDING_BYTES, "4096"),
             (ENV_MAX_PENDING_AGE, "1.5"),
@@ -535,6 +594,8 @@ mod tests {
         assert_eq!(c.exchange(), "my.events");
         assert_eq!(c.publish_timeout(), Duration::from_secs(3));
         assert_eq!(c.max_in_flight(), 64);
+        assert_eq!(c.confirm_wait(), Duration::from_millis(250));
+        assert_eq!(c.max_publish_attempts(), 3);
         assert_eq!(c.max_event_bytes(), 1024);
         assert_eq!(c.max_pending_bytes(), Some(4096));
         assert_eq!(c.max_pending_age(), Some(Duration::from_millis(1500)));
@@ -562,6 +623,10 @@ mod tests {
             (ENV_EXCHANGE, "a b"),
             (ENV_PUBLISH_TIMEOUT, "0"),
             (ENV_MAX_IN_FLIGHT, "0"),
+            (ENV_CONFIRM_WAIT, "0"),
+            (ENV_CONFIRM_WAIT, "soon"),
+            (ENV_MAX_PUBLISH_ATTEMPTS, "0"),
+            (ENV_MAX_PUBLISH_ATTEMPTS, "many"),
             (ENV_MAX_EVENT_BYTES, "big"),
             (ENV_MAX_PENDING_BYTES, "0"),
             (ENV_MAX_PENDING_BYTES, "lots"),

@@ -26,6 +26,11 @@ pub enum BackendErrorKind {
     EventRefused,
     /// The broker nacked the event; publishing it again may succeed.
     Nacked,
+    /// The send failed for a reason that was not this event's: the broker
+    /// closed the channel it was on because of another event, say. The
+    /// session is still usable (the backend has opened, or is opening, a new
+    /// channel): send the event again at once.
+    Interrupted,
     /// The session was closed on purpose.
     Closed,
     /// Anything else; treated as transient.
@@ -40,6 +45,7 @@ impl fmt::Display for BackendErrorKind {
             Self::Configuration => "configuration error",
             Self::EventRefused => "event refused",
             Self::Nacked => "event nacked",
+            Self::Interrupted => "send interrupted",
             Self::Closed => "session closed",
             Self::Other => "backend error",
         })
@@ -88,6 +94,16 @@ impl BackendError {
     /// The event was refused for good.
     pub fn event_refused(message: impl AsRef<str>) -> Self {
         Self::new(BackendErrorKind::EventRefused, message)
+    }
+
+    /// The broker nacked the event.
+    pub fn nacked(message: impl AsRef<str>) -> Self {
+        Self::new(BackendErrorKind::Nacked, message)
+    }
+
+    /// The send was interrupted by a failure that was not this event's.
+    pub fn interrupted(message: impl AsRef<str>) -> Self {
+        Self::new(BackendErrorKind::Interrupted, message)
     }
 
     /// The session is closed.

@@ -52,6 +52,11 @@ pub struct DependencyHealth {
     pub dropped_events: u64,
     /// Events expired in the buffer.
     pub expired_events: u64,
+    /// Events the broker refused for good after their publisher was answered.
+    pub refused_events: u64,
+    /// Whether the broker has stopped answering publishes (no confirm for
+    /// longer than the confirm wait).
+    pub stalled: bool,
     /// Records of the durable store that could not be read at start-up.
     pub unreadable_events: u64,
     /// The last error, redacted.
@@ -73,6 +78,8 @@ impl From<&ConnectionStatus> for DependencyHealth {
             oldest_pending_age_seconds: s.oldest_pending_age.map(|d| d.as_secs_f64()),
             dropped_events: s.dropped_events,
             expired_events: s.expired_events,
+            refused_events: s.refused_events,
+            stalled: s.stalled,
             unreadable_events: s.unreadable_events,
             last_error: s.last_error.clone(),
             reconnect_attempts: s.reconnect_attempts,
@@ -125,6 +132,11 @@ impl HealthReport {
                 "{} is blocking publishers (resource alarm)",
                 status.broker
             ));
+        } else if status.stalled {
+            issues.push(format!(
+                "{} is not confirming publishes; events are buffered",
+                status.broker
+            ));
         }
         // A loss degrades the health for a while after it happened; the
         // counters stay in the report (and in metrics) for good.
@@ -145,6 +157,12 @@ impl HealthReport {
                 status.expired_events
             ));
         }
+        if recent_loss && status.refused_events > 0 {
+            issues.push(format!(
+                "{} events refused by {} after their publisher was answered (see the log for their ids)",
+                status.refused_events, status.broker
+            ));
+        }
         if recent_loss && status.unreadable_events > 0 {
             issues.push(format!(
                 "{} stored events could not be read at start-up",
@@ -153,7 +171,7 @@ impl HealthReport {
         }
         let health = if !status.connected && required {
             HealthStatus::Unhealthy
-        } else if !status.connected || status.blocked || recent_loss {
+        } else if !status.connected || status.blocked || status.stalled || recent_loss {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy

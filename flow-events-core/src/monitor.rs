@@ -63,6 +63,10 @@ pub struct ConnectionStatus {
     pub connected: bool,
     /// The broker has blocked publishing (resource alarm); events go to the buffer.
     pub blocked: bool,
+    /// The broker has answered no publish for longer than the confirm wait
+    /// while publishes awaited its answer (a partition, say); events go to the
+    /// buffer until it answers or the connection is given up.
+    pub stalled: bool,
     /// Events waiting for a broker confirm (buffered or in flight from the buffer).
     pub pending_events: usize,
     /// Age of the oldest pending event.
@@ -75,9 +79,15 @@ pub struct ConnectionStatus {
     pub dropped_events: u64,
     /// Events that expired in the buffer (older than the age bound) since start.
     pub expired_events: u64,
+    /// Events the broker refused for good (a permission refused for their
+    /// routing key, too large, unroutable, nacked on every attempt) after
+    /// their publisher had been answered, so that they could not be handed
+    /// back: logged with their id and type, and dropped. A refusal answered
+    /// to a waiting caller is counted in `failed` instead.
+    pub refused_events: u64,
     /// Records of the durable store that could not be read at start-up.
     pub unreadable_events: u64,
-    /// When an event was last dropped or expired.
+    /// When an event was last dropped, expired or refused.
     pub last_loss: Option<DateTime<Utc>>,
     /// The durable store, if any (`memory` or a path).
     pub store: Option<String>,
@@ -136,10 +146,12 @@ impl ConnectionStatus {
             state,
             connected: state == ConnectionState::Connected,
             blocked: false,
+            stalled: false,
             pending_events: 0,
             oldest_pending_age: None,
             dropped_events: 0,
             expired_events: 0,
+            refused_events: 0,
             unreadable_events: 0,
             last_loss: None,
             store: None,

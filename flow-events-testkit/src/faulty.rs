@@ -1,13 +1,14 @@
 //! A backend wrapper that injects faults, steered by a [`FaultHandle`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Backend, BackendError, BackendErrorKind, BackendInfo, Confirmation, DeliveryStream, Event,
-    Session, Subscription,
+    Acker, Backend, BackendError, BackendErrorKind, BackendInfo, Confirmation, Decision, Delivery,
+    DeliveryStream, Event, IncomingDelivery, Session, Subscription,
 };
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -26,6 +27,20 @@ struct Faults {
     /// Bumped by `drop_connection`: sessions of an older generation are lost.
     kill: watch::Sender<u64>,
     blocked: watch::Sender<bool>,
+    /// Event types whose sends the broker refuses, closing the channel.
+    refused_types: Mutex<Vec<String>>,
+    /// Sends of an event type still to be nacked.
+    nack_types: Mutex<HashMap<String, u32>>,
+    /// Sends made, by event type (those that reached the broker).
+    sends: Mutex<HashMap<String, usize>>,
+    /// Bumped when a refusal closes the channel: confirms of an older
+    /// channel fail as interrupted.
+    channel: watch::Sender<u64>,
+    /// While true, no confirm resolves (a silent broker).
+    held: watch::Sender<bool>,
+    /// While true, a `Retry` cannot be carried out and the backend's attempt
+    /// count does not move.
+    fail_retries: AtomicBool,
 }
 
 fn take_one(counter: &AtomicU32) -> bool {
@@ -89,6 +104,12 @@ impl Faulty {
             connect_attempts: Mutex::new(Vec::new()),
             kill: watch::channel(0).0,
             blocked: watch::channel(false).0,
+            refused_types: Mutex::new(Vec::new()),
+            nack_types: Mutex::new(HashMap::new()),
+            sends: Mutex::new(HashMap::new()),
+            channel: watch::channel(0).0,
+            held: watch::channel(false).0,
+            fail_retries: AtomicBool::new(false),
         });
         (
             Self {
@@ -145,6 +166,58 @@ impl FaultHandle {
     /// When each connect attempt started.
     pub fn connect_attempts(&self) -> Vec<Instant> {
         lock(&self.faults.connect_attempts).clone()
+    }
+    /// Every send of an event of type `event_type` is refused for good, the
+    /// way RabbitMQ refuses a routing key its topic permissions deny: the
+    /// refusal closes the channel, so every other send whose confirm is
+    /// pending fails as interrupted (the session stays up).
+    pub fn refuse_type(&self, event_type: &str) {
+        lock(&self.faults.refused_types).push(event_type.to_owned());
+    }
+    /// The next `n` sends of events of type `event_type` reach the broker and
+    /// are nacked (a full queue with `x-overflow: reject-publish`).
+    pub fn nack_type(&self, event_type: &str, n: u32) {
+        lock(&self.faults.nack_types).insert(event_type.to_owned(), n);
+    }
+    /// Sends of events of type `event_type` that reached the broker so far.
+    pub fn sends_of(&self, event_type: &str) -> usize {
+        lock(&self.faults.sends)
+            .get(event_type)
+            .copied()
+            .unwrap_or(0)
+    }
+    /// No confirm resolves until [`FaultHandle::release_confirms`]: a broker
+    /// that has gone quiet (a partition with the sockets open).
+    pub fn hold_confirms(&self) {
+        self.faults.held.send_replace(true);
+    }
+    /// The held confirms resolve, and later ones too.
+    pub fn release_confirms(&self) {
+        self.faults.held.send_replace(false);
+    }
+    /// While `fail` holds, settling a delivery with `Retry` puts it back but
+    /// fails (as when the broker blocks the publisher of a retry copy), and
+    /// every delivery says it is the first attempt: the backend's own count
+    /// does not move. Deliveries lose their scope meanwhile.
+    pub fn fail_retries(&self, fail: bool) {
+        self.faults.fail_retries.store(fail, Ordering::SeqCst);
+    }
+}
+
+/// Settles through the wrapped acker; a `Retry` fails once it is done.
+struct FailingRetry(Box<dyn Acker>);
+
+#[async_trait]
+impl Acker for FailingRetry {
+    async fn settle(self: Box<Self>, decision: Decision) -> Result<(), BackendError> {
+        self.0.settle(decision).await?;
+        if decision == Decision::Retry {
+            return Err(BackendError::new(
+                BackendErrorKind::Other,
+                "the retry copy could not be published; the delivery was put back (fault injection)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -220,10 +293,35 @@ impl Session for FaultySession {
                 "event refused (fault injection)",
             ));
         }
+        let event_type = event.event_type().as_str();
+        *lock(&self.faults.sends)
+            .entry(event_type.to_owned())
+            .or_default() += 1;
+        if lock(&self.faults.refused_types)
+            .iter()
+            .any(|t| t == event_type)
+        {
+            // The broker closes the channel: what is pending on it fails.
+            self.faults.channel.send_modify(|c| *c += 1);
+            let message = format!("access to topic '{event_type}' refused (fault injection)");
+            return Ok(Box::pin(async move {
+                Err(BackendError::event_refused(message))
+            }));
+        }
         let confirm = self.inner.send(event).await?;
-        let nack = take_one(&self.faults.nack_publishes);
+        let nack = take_one(&self.faults.nack_publishes)
+            || lock(&self.faults.nack_types)
+                .get_mut(event_type)
+                .is_some_and(|n| {
+                    let left = *n > 0;
+                    *n = n.saturating_sub(1);
+                    left
+                });
         let delay = *lock(&self.faults.confirm_delay);
         let killed = self.wait_killed();
+        let mut channel = self.faults.channel.subscribe();
+        let opened_on = *channel.borrow_and_update();
+        let mut held = self.faults.held.subscribe();
         Ok(Box::pin(async move {
             let result = tokio::select! {
                 biased;
@@ -231,9 +329,13 @@ impl Session for FaultySession {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    let _ = held.wait_for(|h| !*h).await;
                     confirm.await
                 } => r,
                 () = killed => Err(BackendError::connection("connection dropped before the confirm (fault injection)")),
+                _ = channel.wait_for(|c| *c != opened_on) => Err(BackendError::interrupted(
+                    "the channel was closed by another event's refusal (fault injection)",
+                )),
             };
             match result {
                 Ok(()) if nack => Err(BackendError::new(
@@ -252,6 +354,20 @@ impl Session for FaultySession {
             ));
         }
         let stream = self.inner.subscribe(subscription).await?;
+        let faults = self.faults.clone();
+        let stream = stream.map(move |incoming| {
+            if !faults.fail_retries.load(Ordering::SeqCst) {
+                return incoming;
+            }
+            let IncomingDelivery {
+                delivery, acker, ..
+            } = incoming;
+            let redelivered = delivery.redelivered();
+            IncomingDelivery::new(
+                Delivery::new(delivery.into_event(), redelivered, 1),
+                Box::new(FailingRetry(acker)),
+            )
+        });
         Ok(stream.take_until(self.wait_killed()).boxed())
     }
 

@@ -1,6 +1,7 @@
-//! The bounded buffer of pending events, ordered by publish sequence.
+//! The bounded buffer of pending events: queued in publish order, parked until
+//! their retry time, or in flight awaiting the broker's answer.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,24 @@ pub(crate) struct Pending {
     /// Stored (or no store): the drain may take it. An event whose store
     /// append is still under way waits, and so do the events behind it.
     pub(crate) ready: bool,
+    /// Sends of it that the broker nacked.
+    pub(crate) nacks: u32,
+    /// Sends of it interrupted by a failure that was not its own.
+    pub(crate) interrupts: u32,
+}
+
+impl Pending {
+    pub(crate) fn new(seq: u64, event: Arc<Event>, since: Instant, size: usize) -> Self {
+        Self {
+            seq,
+            event,
+            since,
+            size,
+            ready: true,
+            nacks: 0,
+            interrupts: 0,
+        }
+    }
 }
 
 /// What adding an event did.
@@ -44,34 +63,43 @@ pub(crate) struct Bounds {
     pub(crate) policy: OverflowPolicy,
 }
 
-/// Pending events in publish order. `in_flight` counts events taken out to be
-/// published and not yet confirmed: they still count against the bound, and come
-/// back in order if their publish fails.
+/// An event sent and not yet answered; `send` tells its sends apart.
+#[derive(Debug)]
+struct Flying {
+    pending: Pending,
+    send: u64,
+}
+
+/// Pending events: queued in publish order, parked until a retry time (the
+/// broker nacked them), or in flight (sent, awaiting the broker's answer).
+/// All of them count against the bounds until the broker confirms them or
+/// they are given up.
 #[derive(Debug)]
 pub(crate) struct PendingBuffer {
     queue: VecDeque<Pending>,
-    in_flight: usize,
+    /// Few at a time (only nacked events), so a plain list.
+    parked: Vec<(Instant, Pending)>,
+    in_flight: BTreeMap<u64, Flying>,
     /// Taken out and not yet handed to the session: a direct publish must not
     /// go before them.
     sending: usize,
-    in_flight_bytes: usize,
     bytes: usize,
     bounds: Bounds,
     next_seq: u64,
-    oldest_in_flight: Option<Instant>,
+    next_send: u64,
 }
 
 impl PendingBuffer {
     pub(crate) fn new(bounds: Bounds) -> Self {
         Self {
             queue: VecDeque::new(),
-            in_flight: 0,
+            parked: Vec::new(),
+            in_flight: BTreeMap::new(),
             sending: 0,
-            in_flight_bytes: 0,
             bytes: 0,
             bounds,
             next_seq: 0,
-            oldest_in_flight: None,
+            next_send: 0,
         }
     }
 
@@ -86,47 +114,58 @@ impl PendingBuffer {
         self.next_seq
     }
 
-    /// Events buffered or in flight from the buffer.
+    /// Events pending: queued, parked or in flight.
     pub(crate) fn len(&self) -> usize {
-        self.queue.len() + self.in_flight
+        self.queue.len() + self.parked.len() + self.in_flight.len()
     }
 
-    /// Bytes buffered or in flight (0 without a byte bound).
+    /// Whether the bound in events is reached.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full_for(0)
+    }
+
+    /// Bytes pending (0 without a byte bound).
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes + self.in_flight_bytes
+        self.bytes
     }
 
-    /// Nothing buffered and nothing in flight from the buffer.
+    /// Nothing pending at all.
     pub(crate) fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0
+        self.queue.is_empty() && self.parked.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Events in flight (sent, not answered).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Whether a new event may be published directly: nothing is queued and
     /// everything taken out has been handed to the session, so a direct
-    /// publish on that session goes after all of it. Events in flight from the
-    /// buffer do not hold direct publishing back: under steady load the
-    /// buffer then empties instead of taking every new event in turn.
+    /// publish on that session goes after all of it. Events in flight do not
+    /// hold direct publishing back (under steady load the buffer then empties
+    /// instead of taking every new event in turn), nor do parked ones (they
+    /// go again after their retry delay, behind later events).
     pub(crate) fn accepts_direct(&self) -> bool {
         self.queue.is_empty() && self.sending == 0
     }
 
+    /// When the oldest pending event was accepted.
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        match (self.queue.front().map(|p| p.since), self.oldest_in_flight) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let queued = self.queue.front().map(|p| p.since);
+        let parked = self.parked.iter().map(|(_, p)| p.since).min();
+        let flying = self.in_flight.values().next().map(|f| f.pending.since);
+        [queued, parked, flying].into_iter().flatten().min()
     }
 
     fn full_for(&self, size: usize) -> bool {
         self.len() >= self.bounds.events
-            || self
-                .bounds
-                .bytes
-                .is_some_and(|max| self.bytes() + size > max)
+            || self.bounds.bytes.is_some_and(|max| self.bytes + size > max)
     }
 
-    /// Adds an event at its place in sequence order, applying the overflow policy.
-    pub(crate) fn admit(&mut self, pending: Pending) -> Admit {
+    /// Adds an event at its place in sequence order (or parked until
+    /// `parked_until`), applying the overflow policy.
+    pub(crate) fn admit(&mut self, pending: Pending, parked_until: Option<Instant>) -> Admit {
         let too_big_alone =
             self.bounds.events == 0 || self.bounds.bytes.is_some_and(|max| pending.size > max);
         if too_big_alone {
@@ -146,38 +185,50 @@ impl PendingBuffer {
                     self.restore(dropped);
                     return Admit::Rejected(Box::new(pending));
                 }
-                OverflowPolicy::DropOldest => match self.queue.front() {
-                    Some(oldest) if oldest.seq < pending.seq => {
-                        if let Some(p) = self.pop_front() {
-                            dropped.push(p);
-                        }
-                    }
-                    // The newcomer is older than all that is queued, or all is in
+                OverflowPolicy::DropOldest => match self.pop_oldest_before(pending.seq) {
+                    Some(p) => dropped.push(p),
+                    // The newcomer is older than all that waits, or all is in
                     // flight: the newcomer is the one to drop.
-                    _ => {
+                    None => {
                         self.restore(dropped);
                         return Admit::DroppedNewest(Box::new(pending));
                     }
                 },
             }
         }
-        self.insert(pending);
+        match parked_until {
+            Some(until) => self.park(pending, until),
+            None => self.requeue(pending),
+        }
         Admit::Added(self.len(), dropped)
     }
 
-    fn restore(&mut self, dropped: Vec<Pending>) {
-        for p in dropped {
-            self.insert(p);
+    /// Takes out the oldest waiting (queued, else parked) event older than `seq`.
+    fn pop_oldest_before(&mut self, seq: u64) -> Option<Pending> {
+        if self.queue.front().is_some_and(|p| p.seq < seq) {
+            let p = self.queue.pop_front()?;
+            self.bytes -= p.size;
+            return Some(p);
         }
-    }
-
-    fn pop_front(&mut self) -> Option<Pending> {
-        let p = self.queue.pop_front()?;
+        let (i, _) = self
+            .parked
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| p.seq < seq)
+            .min_by_key(|(_, (_, p))| p.seq)?;
+        let (_, p) = self.parked.swap_remove(i);
         self.bytes -= p.size;
         Some(p)
     }
 
-    fn insert(&mut self, pending: Pending) {
+    fn restore(&mut self, dropped: Vec<Pending>) {
+        for p in dropped {
+            self.requeue(p);
+        }
+    }
+
+    /// Queues an event at its place in sequence order.
+    pub(crate) fn requeue(&mut self, pending: Pending) {
         self.bytes += pending.size;
         if self.queue.back().is_none_or(|last| last.seq < pending.seq) {
             self.queue.push_back(pending);
@@ -187,28 +238,69 @@ impl PendingBuffer {
         }
     }
 
+    /// Parks an event until `until` (its retry time).
+    pub(crate) fn park(&mut self, pending: Pending, until: Instant) {
+        self.bytes += pending.size;
+        self.parked.push((until, pending));
+    }
+
+    /// Queues the parked events whose retry time has come; how many.
+    pub(crate) fn unpark(&mut self, now: Instant) -> usize {
+        let mut moved = 0;
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].0 <= now {
+                let (_, p) = self.parked.swap_remove(i);
+                self.bytes -= p.size;
+                self.requeue(p);
+                moved += 1;
+            } else {
+                i += 1;
+            }
+        }
+        moved
+    }
+
+    /// The earliest retry time of a parked event.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.parked.iter().map(|(t, _)| *t).min()
+    }
+
     /// Loads events recovered from a store, in order, past any bound (they were
     /// accepted by the last run); later sequence numbers follow them.
     pub(crate) fn recover(&mut self, pending: Pending) {
         self.next_seq = self.next_seq.max(pending.seq);
-        self.insert(pending);
+        self.requeue(pending);
     }
 
-    /// Marks the event `seq` as stored; whether it was still queued.
+    /// Marks the event `seq` as stored; whether it is still pending.
     pub(crate) fn mark_ready(&mut self, seq: u64) -> bool {
-        match self.find(seq) {
-            Some(i) => {
-                self.queue[i].ready = true;
+        if let Some(i) = self.find(seq) {
+            self.queue[i].ready = true;
+            return true;
+        }
+        if let Some((_, p)) = self.parked.iter_mut().find(|(_, p)| p.seq == seq) {
+            p.ready = true;
+            return true;
+        }
+        match self.in_flight.get_mut(&seq) {
+            Some(f) => {
+                f.pending.ready = true;
                 true
             }
             None => false,
         }
     }
 
-    /// Takes the queued event `seq` back out (its store append failed).
+    /// Takes the event `seq` out, wherever it is (its store append failed).
     pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending> {
-        let i = self.find(seq)?;
-        let p = self.queue.remove(i)?;
+        let p = if let Some(i) = self.find(seq) {
+            self.queue.remove(i)?
+        } else if let Some(i) = self.parked.iter().position(|(_, p)| p.seq == seq) {
+            self.parked.swap_remove(i).1
+        } else {
+            self.in_flight.remove(&seq)?.pending
+        };
         self.bytes -= p.size;
         Some(p)
     }
@@ -218,40 +310,47 @@ impl PendingBuffer {
         (self.queue.get(i)?.seq == seq).then_some(i)
     }
 
-    /// Takes out the queued events older than the age bound.
+    /// Takes out the waiting (queued or parked) events older than the age bound.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<Pending> {
         let Some(max_age) = self.bounds.age else {
             return Vec::new();
         };
+        let old = |p: &Pending| now.saturating_duration_since(p.since) > max_age;
         let mut expired = Vec::new();
         // The queue is in publish order, so the oldest are at the front (a
         // put-back event is older than what follows it, too).
-        while self
-            .queue
-            .front()
-            .is_some_and(|p| now.saturating_duration_since(p.since) > max_age)
-        {
-            if let Some(p) = self.pop_front() {
+        while self.queue.front().is_some_and(old) {
+            if let Some(p) = self.queue.pop_front() {
+                self.bytes -= p.size;
                 expired.push(p);
+            }
+        }
+        let mut i = 0;
+        while i < self.parked.len() {
+            if old(&self.parked[i].1) {
+                let (_, p) = self.parked.swap_remove(i);
+                self.bytes -= p.size;
+                expired.push(p);
+            } else {
+                i += 1;
             }
         }
         expired
     }
 
-    /// Takes the oldest event out to publish it (it stays counted until
-    /// settled); `None` when nothing is queued or the oldest is not stored yet.
-    pub(crate) fn take(&mut self) -> Option<Pending> {
+    /// Takes the oldest queued event out to send it: it is in flight from now
+    /// on, under the returned send number. `None` when nothing is queued or
+    /// the oldest is not stored yet.
+    pub(crate) fn take(&mut self) -> Option<(u64, u64, Arc<Event>)> {
         if !self.queue.front()?.ready {
             return None;
         }
-        let p = self.pop_front()?;
-        if self.in_flight == 0 {
-            self.oldest_in_flight = Some(p.since);
-        }
-        self.in_flight += 1;
+        let pending = self.queue.pop_front()?;
         self.sending += 1;
-        self.in_flight_bytes += p.size;
-        Some(p)
+        let (seq, event) = (pending.seq, pending.event.clone());
+        // Moved from the queue: its bytes stay counted.
+        let send = self.fly(pending);
+        Some((seq, send, event))
     }
 
     /// An event taken out has been handed to the session (or its send failed).
@@ -259,199 +358,73 @@ impl PendingBuffer {
         self.sending = self.sending.saturating_sub(1);
     }
 
-    /// An event taken out was confirmed (or given up on): it leaves the buffer.
-    pub(crate) fn settle(&mut self, size: usize) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(size);
-        if self.in_flight == 0 {
-            self.oldest_in_flight = None;
+    /// Takes in an event sent directly whose caller stopped waiting for its
+    /// answer: in flight under the returned send number. Past the bounds: it
+    /// is on its way already.
+    pub(crate) fn adopt(&mut self, pending: Pending) -> u64 {
+        self.bytes += pending.size;
+        self.fly(pending)
+    }
+
+    fn fly(&mut self, pending: Pending) -> u64 {
+        self.next_send += 1;
+        let send = self.next_send;
+        self.in_flight.insert(pending.seq, Flying { pending, send });
+        send
+    }
+
+    /// The broker confirmed a send of event `seq`: it leaves the buffer,
+    /// whichever send it was and wherever it is now (a late confirm of a send
+    /// whose event was queued again clears it too). `None` if it has left
+    /// already.
+    pub(crate) fn confirmed(&mut self, seq: u64) -> Option<Pending> {
+        let p = match self.in_flight.remove(&seq) {
+            Some(f) => f.pending,
+            None => return self.remove(seq),
+        };
+        self.bytes -= p.size;
+        Some(p)
+    }
+
+    /// Send `send` of event `seq` failed: takes the event out to be queued,
+    /// parked or given up. `None` if that send is no longer the event's
+    /// current one (it was queued again after a lost connection, or sent again).
+    pub(crate) fn failed(&mut self, seq: u64, send: u64) -> Option<Pending> {
+        if self.in_flight.get(&seq)?.send != send {
+            return None;
         }
+        let p = self.in_flight.remove(&seq)?.pending;
+        self.bytes -= p.size;
+        Some(p)
     }
 
-    /// An event taken out failed to publish: it goes back at its place.
-    pub(crate) fn put_back(&mut self, pending: Pending) {
-        self.settle(pending.size);
-        self.insert(pending);
+    /// Everything in flight goes back into the queue, in order (the
+    /// connection was lost: it is published again).
+    pub(crate) fn requeue_in_flight(&mut self) -> usize {
+        let flying = std::mem::take(&mut self.in_flight);
+        let n = flying.len();
+        for (_, f) in flying {
+            self.bytes -= f.pending.size;
+            self.requeue(f.pending);
+        }
+        n
     }
 
-    /// Takes every queued event out (shutdown).
+    /// Takes every pending event out (shutdown), in publish order.
     pub(crate) fn drain_all(&mut self) -> Vec<Pending> {
         self.bytes = 0;
-        self.queue.drain(..).collect()
+        let mut all: Vec<Pending> = self.queue.drain(..).collect();
+        all.extend(self.parked.drain(..).map(|(_, p)| p));
+        all.extend(
+            std::mem::take(&mut self.in_flight)
+                .into_values()
+                .map(|f| f.pending),
+        );
+        all.sort_by_key(|p| p.seq);
+        all
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bounds(events: usize, policy: OverflowPolicy) -> Bounds {
-        Bounds {
-            events,
-            bytes: None,
-            age: None,
-            policy,
-        }
-    }
-
-    fn ev(buf: &mut PendingBuffer, size: usize) -> Pending {
-        Pending {
-            seq: buf.next_seq(),
-            event: Arc::new(Event::try_new("t", serde_json::Value::Null).unwrap()),
-            since: Instant::now(),
-            size,
-            ready: true,
-        }
-    }
-
-    fn seqs(buf: &PendingBuffer) -> Vec<u64> {
-        buf.queue.iter().map(|p| p.seq).collect()
-    }
-
-    fn fill(b: &mut PendingBuffer, n: usize, size: usize) {
-        for _ in 0..n {
-            let p = ev(b, size);
-            assert!(matches!(b.admit(p), Admit::Added(..)));
-        }
-    }
-
-    #[test]
-    fn keeps_sequence_order_on_put_back() {
-        let mut b = PendingBuffer::new(bounds(10, OverflowPolicy::DropNewest));
-        fill(&mut b, 4, 0);
-        let one = b.take().unwrap();
-        let two = b.take().unwrap();
-        assert_eq!(b.len(), 4);
-        b.put_back(two);
-        b.put_back(one);
-        assert_eq!(seqs(&b), [1, 2, 3, 4]);
-        assert_eq!(b.len(), 4);
-    }
-
-    #[test]
-    fn direct_publishing_waits_for_queued_and_unsent_events_only() {
-        let mut b = PendingBuffer::new(bounds(10, OverflowPolicy::DropNewest));
-        assert!(b.accepts_direct());
-        fill(&mut b, 2, 0);
-        assert!(!b.accepts_direct());
-        let one = b.take().unwrap();
-        b.sent();
-        assert!(!b.accepts_direct(), "one still queued");
-        let two = b.take().unwrap();
-        assert!(!b.accepts_direct(), "taken, not yet sent");
-        b.sent();
-        assert!(b.accepts_direct(), "both sent, confirms pending");
-        assert!(!b.is_idle());
-        b.put_back(two);
-        assert!(!b.accepts_direct(), "a failed event is queued again");
-        b.settle(one.size);
-    }
-
-    #[test]
-    fn drop_newest() {
-        let mut b = PendingBuffer::new(bounds(2, OverflowPolicy::DropNewest));
-        fill(&mut b, 2, 0);
-        let p = ev(&mut b, 0);
-        assert!(matches!(b.admit(p), Admit::DroppedNewest(d) if d.seq == 3));
-        assert_eq!(seqs(&b), [1, 2]);
-    }
-
-    #[test]
-    fn drop_oldest() {
-        let mut b = PendingBuffer::new(bounds(2, OverflowPolicy::DropOldest));
-        fill(&mut b, 2, 0);
-        let p = ev(&mut b, 0);
-        match b.admit(p) {
-            Admit::Added(2, dropped) => assert_eq!(dropped[0].seq, 1),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(seqs(&b), [2, 3]);
-    }
-
-    #[test]
-    fn reject_hands_back() {
-        let mut b = PendingBuffer::new(bounds(1, OverflowPolicy::Reject));
-        fill(&mut b, 1, 0);
-        let p = ev(&mut b, 0);
-        assert!(matches!(b.admit(p), Admit::Rejected(d) if d.seq == 2));
-    }
-
-    #[test]
-    fn in_flight_counts_against_capacity() {
-        let mut b = PendingBuffer::new(bounds(1, OverflowPolicy::DropOldest));
-        fill(&mut b, 1, 0);
-        let taken = b.take().unwrap();
-        let p = ev(&mut b, 0);
-        assert!(matches!(b.admit(p), Admit::DroppedNewest(_)));
-        b.settle(taken.size);
-        assert!(b.is_idle());
-    }
-
-    #[test]
-    fn zero_capacity_keeps_nothing() {
-        let mut b = PendingBuffer::new(bounds(0, OverflowPolicy::DropOldest));
-        let p = ev(&mut b, 0);
-        assert!(matches!(b.admit(p), Admit::DroppedNewest(_)));
-    }
-
-    #[test]
-    fn byte_bound_drops_as_many_oldest_as_needed() {
-        let mut b = PendingBuffer::new(Bounds {
-            bytes: Some(100),
-            ..bounds(1000, OverflowPolicy::DropOldest)
-        });
-        fill(&mut b, 4, 25);
-        assert_eq!(b.bytes(), 100);
-        let p = ev(&mut b, 60);
-        match b.admit(p) {
-            Admit::Added(2, dropped) => {
-                assert_eq!(dropped.iter().map(|p| p.seq).collect::<Vec<_>>(), [1, 2, 3])
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(b.bytes(), 85);
-        // Bigger than the whole bound: never fits.
-        let p = ev(&mut b, 101);
-        assert!(matches!(b.admit(p), Admit::DroppedNewest(_)));
-    }
-
-    #[test]
-    fn byte_bound_reject_leaves_buffer_as_it_was() {
-        let mut b = PendingBuffer::new(Bounds {
-            bytes: Some(50),
-            ..bounds(1000, OverflowPolicy::Reject)
-        });
-        fill(&mut b, 2, 25);
-        let p = ev(&mut b, 1);
-        assert!(matches!(b.admit(p), Admit::Rejected(_)));
-        assert_eq!(seqs(&b), [1, 2]);
-        assert_eq!(b.bytes(), 50);
-    }
-
-    #[test]
-    fn not_ready_front_holds_the_drain() {
-        let mut b = PendingBuffer::new(bounds(10, OverflowPolicy::DropNewest));
-        let mut p = ev(&mut b, 0);
-        p.ready = false;
-        b.admit(p);
-        fill(&mut b, 1, 0);
-        assert!(b.take().is_none());
-        assert!(b.mark_ready(1));
-        assert_eq!(b.take().unwrap().seq, 1);
-        assert_eq!(b.remove(2).unwrap().seq, 2);
-        assert!(b.remove(2).is_none());
-    }
-
-    #[test]
-    fn expire_takes_old_events_from_the_front() {
-        let mut b = PendingBuffer::new(Bounds {
-            age: Some(Duration::from_secs(10)),
-            ..bounds(10, OverflowPolicy::DropNewest)
-        });
-        fill(&mut b, 3, 0);
-        let now = Instant::now();
-        assert!(b.expire(now).is_empty());
-        assert_eq!(b.expire(now + Duration::from_secs(11)).len(), 3);
-        assert!(b.is_idle());
-    }
-}
+#[path = "buffer_tests.rs"]
+mod tests;

@@ -1,6 +1,6 @@
 //! The consume loop: hands deliveries to the handler and settles them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{DeliveryStream, IncomingDelivery};
 use crate::event::EventId;
-use crate::source::{Decision, Handler};
+use crate::source::{Decision, Delivery, Handler};
 use crate::subscription::Subscription;
 
 /// The ids of the last `capacity` acknowledged events.
@@ -47,6 +47,51 @@ impl DedupWindow {
     }
 }
 
+/// Attempts counted here for events whose retry the backend could not carry
+/// out (the broker blocked its publishers, the channel was gone): the next
+/// delivery of such an event counts from here, even when the backend's own
+/// count (a header of the copy that was not published) did not move. Bounded,
+/// oldest forgotten first.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    order: VecDeque<EventId>,
+    counted: HashMap<EventId, u32>,
+}
+
+impl Attempts {
+    const CAPACITY: usize = 10_000;
+
+    /// The attempt of a delivery of `id` that the backend counts as `attempt`.
+    pub(crate) fn of(&self, id: &EventId, attempt: u32) -> u32 {
+        match self.counted.get(id) {
+            Some(n) => attempt.max(n.saturating_add(1)),
+            None => attempt,
+        }
+    }
+
+    /// Attempt `attempt` of `id` ended in a retry the backend could not carry out.
+    pub(crate) fn failed_retry(&mut self, id: EventId, attempt: u32) {
+        if self.counted.insert(id, attempt).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.counted.remove(&old);
+            }
+        }
+    }
+
+    /// `id` was settled for good, or its retry went through.
+    pub(crate) fn settled(&mut self, id: &EventId) {
+        if self.counted.remove(id).is_some() {
+            self.order.retain(|i| i != id);
+        }
+    }
+}
+
+/// What a subscription remembers across deliveries and sessions.
+pub(crate) type Memory<'a> = (&'a Arc<Mutex<DedupWindow>>, &'a Arc<Mutex<Attempts>>);
+
 /// Why a consume loop returned.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -64,7 +109,7 @@ pub(crate) async fn consume(
     mut stream: DeliveryStream,
     handler: Arc<dyn Handler>,
     subscription: &Subscription,
-    dedup: &Arc<Mutex<DedupWindow>>,
+    (dedup, attempts): Memory<'_>,
     cancel: &CancellationToken,
 ) -> Ended {
     let limit = subscription.concurrency();
@@ -86,6 +131,7 @@ pub(crate) async fn consume(
                     subscription.name(),
                     subscription.max_attempts(),
                     dedup.clone(),
+                    attempts.clone(),
                 )),
                 None => ended = Some(Ended::StreamEnded),
             },
@@ -100,6 +146,7 @@ async fn handle_one(
     subscription: &str,
     max_attempts: u32,
     dedup: Arc<Mutex<DedupWindow>>,
+    attempts: Arc<Mutex<Attempts>>,
 ) {
     let IncomingDelivery {
         delivery,
@@ -108,7 +155,14 @@ async fn handle_one(
     } = incoming;
     let id = delivery.event().id();
     let event_type = delivery.event().event_type().clone();
-    let attempt = delivery.attempt();
+    let counted = delivery.attempt();
+    let attempt = attempts.lock().map_or(counted, |a| a.of(&id, counted));
+    let delivery = if attempt == counted {
+        delivery
+    } else {
+        let redelivered = delivery.redelivered();
+        Delivery::new(delivery.into_event(), redelivered, attempt)
+    };
     let duplicate = dedup.lock().is_ok_and(|d| d.contains(&id));
     let decision = if duplicate {
         tracing::debug!(subscription, %id, "duplicate event acknowledged without calling the handler");
@@ -143,11 +197,24 @@ async fn handle_one(
     {
         d.insert(id);
     }
-    if let Err(e) = acker.settle(decision).await {
-        tracing::warn!(
-            subscription, %id, error = %e,
-            "could not settle the delivery; the broker will deliver it again"
-        );
+    match acker.settle(decision).await {
+        Ok(()) => {
+            if let Ok(mut a) = attempts.lock() {
+                a.settled(&id);
+            }
+        }
+        Err(e) => {
+            if decision == Decision::Retry
+                && let Ok(mut a) = attempts.lock()
+            {
+                a.failed_retry(id, attempt);
+            }
+            tracing::warn!(
+                subscription, %id, attempt, error = %e,
+                "could not settle the delivery ({decision:?}); the broker will deliver it again, \
+                 counted as attempt {}", attempt.saturating_add(1)
+            );
+        }
     }
 }
 
@@ -158,7 +225,7 @@ mod tests {
     use crate::error::BackendError;
     use crate::event::Event;
     use crate::pattern::TopicPattern;
-    use crate::source::{Delivery, handler_fn};
+    use crate::source::handler_fn;
     use futures_util::future::BoxFuture;
 
     tokio::task_local! {
@@ -213,7 +280,10 @@ mod tests {
             stream,
             handler,
             &sub,
-            &Arc::new(Mutex::new(DedupWindow::new(0))),
+            (
+                &Arc::new(Mutex::new(DedupWindow::new(0))),
+                &Arc::new(Mutex::new(Attempts::default())),
+            ),
             &CancellationToken::new(),
         )
         .await;
@@ -235,6 +305,18 @@ mod tests {
         assert!(w.contains(&ids[1]) && w.contains(&ids[2]));
         w.insert(ids[2]);
         assert!(w.contains(&ids[1]));
+    }
+
+    #[test]
+    fn attempts_count_past_the_backends_count_until_settled() {
+        let mut a = Attempts::default();
+        let id = EventId::new();
+        assert_eq!(a.of(&id, 2), 2);
+        a.failed_retry(id, 2);
+        assert_eq!(a.of(&id, 2), 3, "the retry copy was not published");
+        assert_eq!(a.of(&id, 5), 5, "the backend counts more");
+        a.settled(&id);
+        assert_eq!(a.of(&id, 2), 2);
     }
 
     #[test]

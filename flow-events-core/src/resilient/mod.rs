@@ -5,10 +5,17 @@
 //!   exponential backoff and full jitter (`RABBITMQ_RETRY_DELAY`, capped by
 //!   `RABBITMQ_MAX_RETRY_DELAY`), turns `failed` after `RABBITMQ_MAX_RETRIES`
 //!   consecutive failures and keeps probing, so the service recovers by itself.
-//! - `publish` never waits on a connection attempt. Connected, it publishes and
-//!   awaits the confirm (many callers in flight at once). Otherwise, or when the
-//!   publish fails, the event goes to the bounded pending buffer and the call
-//!   returns [`PublishOutcome::Buffered`](crate::PublishOutcome::Buffered).
+//! - `publish` never waits on a connection attempt, nor longer than the
+//!   confirm wait (`RABBITMQ_CONFIRM_WAIT`) on the broker. Connected, it
+//!   publishes and awaits the confirm (many callers in flight at once).
+//!   Otherwise, when the publish fails, or when the confirm is late, the
+//!   event goes to the bounded pending buffer and the call returns
+//!   [`PublishOutcome::Buffered`](crate::PublishOutcome::Buffered).
+//! - Each event has its own failure policy, apart from connection failures:
+//!   an event the broker refuses for good is handed back (or, once its
+//!   caller was answered, logged and counted as refused); one it nacks is
+//!   sent again after a backoff of its own, a bounded number of times; the
+//!   events behind a failing event keep flowing.
 //! - An event leaves the buffer only when the broker confirms it. On reconnect
 //!   the buffer drains in publish order with a window of confirms in flight,
 //!   before newer events overtake it; what was in flight when a connection
@@ -48,13 +55,20 @@
 //! # }
 //! ```
 
+mod answer;
 mod backoff;
 mod buffer;
 mod confirmed;
 mod consumer;
+mod drain;
+mod guards;
+mod publish;
 mod service;
 mod shared;
+mod shutdown;
+mod subscribe;
 mod supervisor;
 
 pub use confirmed::SentBatch;
-pub use service::{Resilient, ResilientBuilder, ShutdownReport};
+pub use service::{Resilient, ResilientBuilder};
+pub use shutdown::ShutdownReport;

@@ -1,10 +1,11 @@
 //! State shared by the handle, the supervisor task and the consumer tasks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendInfo, Session};
@@ -27,12 +28,17 @@ pub(crate) struct Inner {
     /// The live session; `None` while not connected.
     pub(crate) session: Option<Arc<dyn Session>>,
     pub(crate) blocked: bool,
+    /// The broker has answered nothing for longer than the confirm wait
+    /// while sends awaited its answer: new events go to the buffer.
+    pub(crate) stalled: bool,
+    /// Shutdown has taken what was pending: nothing is buffered any more.
+    pub(crate) closed: bool,
     pub(crate) state: ConnectionState,
     pub(crate) since: DateTime<Utc>,
     pub(crate) last_error: Option<String>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_connected: Option<DateTime<Utc>>,
-    /// When an event was last dropped or expired.
+    /// When an event was last dropped, expired or refused.
     pub(crate) last_loss: Option<DateTime<Utc>>,
 }
 
@@ -45,13 +51,23 @@ pub(crate) enum Kept {
     Dropped(usize),
 }
 
+/// Why an event could not be buffered; it is handed back.
+#[derive(Debug)]
+pub(crate) enum NotKept {
+    /// The buffer is full under the reject policy.
+    Full(Event),
+    /// Shutdown has ended: nothing drains the buffer any more.
+    Closed(Event),
+}
+
 impl Inner {
-    /// The session to publish on directly: connected, not blocked, and nothing
-    /// pending that a new event must not overtake (events the drain has already
-    /// sent on this session are ahead of it on the wire).
+    /// The session to publish on directly: connected, not blocked, not
+    /// stalled, and nothing pending that a new event must not overtake
+    /// (events the drain has already sent on this session are ahead of it on
+    /// the wire).
     pub(crate) fn direct_session(&self) -> Option<&Arc<dyn Session>> {
         match &self.session {
-            Some(s) if !self.blocked && self.buffer.accepts_direct() => Some(s),
+            Some(s) if !self.blocked && !self.stalled && self.buffer.accepts_direct() => Some(s),
             _ => None,
         }
     }
@@ -65,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) unreadable: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
@@ -79,8 +96,19 @@ pub(crate) struct Shared {
     pub(crate) current_tx: watch::Sender<Current>,
     /// Wakes the drainer: events were buffered, or the broker unblocked.
     pub(crate) wake_drain: Notify,
-    /// Wakes shutdown: the buffer became idle.
+    /// Wakes shutdown: the buffer became idle, or the last direct publish ended.
     pub(crate) idle: Notify,
+    /// Wakes the direct publishes awaiting a confirm: the broker blocks
+    /// publishers, so they answer `Buffered` now.
+    pub(crate) blocked_notify: Notify,
+    /// Direct publishes between their send and their answer to the caller.
+    pub(crate) direct_in_flight: AtomicUsize,
+    /// When the broker last answered a send (confirm, nack or refusal), in
+    /// nanoseconds since `epoch`.
+    last_answer: AtomicU64,
+    /// Mirrors `Inner::stalled`, read without the lock on every answer.
+    stalled: AtomicBool,
+    epoch: Instant,
     pub(crate) counters: Counters,
     pub(crate) closing: AtomicBool,
     pub(crate) cancel: CancellationToken,
@@ -116,6 +144,8 @@ impl Shared {
                 buffer: PendingBuffer::new(bounds),
                 session: None,
                 blocked: false,
+                stalled: false,
+                closed: false,
                 state: ConnectionState::Disconnected,
                 since: Utc::now(),
                 last_error: None,
@@ -128,6 +158,11 @@ impl Shared {
             current_tx: watch::channel(Current::default()).0,
             wake_drain: Notify::new(),
             idle: Notify::new(),
+            blocked_notify: Notify::new(),
+            direct_in_flight: AtomicUsize::new(0),
+            last_answer: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            epoch: Instant::now(),
             counters: Counters::default(),
             closing: AtomicBool::new(false),
             cancel: CancellationToken::new(),
@@ -138,6 +173,11 @@ impl Shared {
     /// holds consistent data: every critical section is a few field updates.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The broker's name in log lines, as the backend gives it.
+    pub(crate) fn broker(&self) -> &'static str {
+        self.info.display_name
     }
 
     /// Changes the state, stamps `since` and tells the watchers. Returns whether it changed.
@@ -151,12 +191,21 @@ impl Shared {
         true
     }
 
-    /// Buffers an event, applying the overflow policy: `Ok(Kept::Added(n))`,
-    /// or `Ok(Kept::Dropped(n))` under drop-newest (logged and counted here);
-    /// `Err` hands the event back (reject policy).
-    pub(crate) fn buffer(&self, inner: &mut Inner, pending: Pending) -> Result<Kept, Event> {
+    /// Buffers an event (queued, or parked until `parked_until`), applying
+    /// the overflow policy: `Ok(Kept::Added(n))`, or `Ok(Kept::Dropped(n))`
+    /// under drop-newest (logged and counted here); `Err` hands the event
+    /// back (reject policy, or shutdown has ended).
+    pub(crate) fn buffer(
+        &self,
+        inner: &mut Inner,
+        pending: Pending,
+        parked_until: Option<Instant>,
+    ) -> Result<Kept, NotKept> {
+        if inner.closed {
+            return Err(NotKept::Closed(Arc::unwrap_or_clone(pending.event)));
+        }
         self.expire(inner);
-        match inner.buffer.admit(pending) {
+        match inner.buffer.admit(pending, parked_until) {
             Admit::Added(n, dropped) => {
                 self.counters.buffered.fetch_add(1, Ordering::Relaxed);
                 for oldest in dropped {
@@ -181,13 +230,13 @@ impl Shared {
                 );
                 Ok(Kept::Dropped(inner.buffer.len()))
             }
-            Admit::Rejected(p) => Err(Arc::unwrap_or_clone(p.event)),
+            Admit::Rejected(p) => Err(NotKept::Full(Arc::unwrap_or_clone(p.event))),
         }
     }
 
     /// Takes out, counts and logs the events older than the age bound.
     pub(crate) fn expire(&self, inner: &mut Inner) {
-        for old in inner.buffer.expire(tokio::time::Instant::now()) {
+        for old in inner.buffer.expire(Instant::now()) {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             inner.last_loss = Some(Utc::now());
             self.forget(old.seq);
@@ -235,16 +284,77 @@ impl Shared {
             .unwrap_or_else(|| self.info.url.clone())
     }
 
+    /// Wakes shutdown if nothing is pending any more.
+    pub(crate) fn notify_if_idle(&self, inner: &Inner) {
+        if inner.buffer.is_idle() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Nanoseconds from `epoch` to `at`.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The broker answered a send (a confirm, a nack, a refusal): it is
+    /// alive, so publishing is no longer stalled.
+    pub(crate) fn answered(&self) {
+        self.last_answer
+            .store(self.nanos(Instant::now()), Ordering::Relaxed);
+        if self.stalled.load(Ordering::Relaxed) {
+            let mut inner = self.lock();
+            self.set_stalled(&mut inner, false);
+        }
+    }
+
+    /// Whether the broker has answered nothing since `sent`.
+    pub(crate) fn silent_since(&self, sent: Instant) -> bool {
+        self.last_answer.load(Ordering::Relaxed) <= self.nanos(sent)
+    }
+
+    /// Marks publishing stalled (the broker answers nothing) or not, and says so.
+    pub(crate) fn set_stalled(&self, inner: &mut Inner, stalled: bool) {
+        if std::mem::replace(&mut inner.stalled, stalled) == stalled {
+            return;
+        }
+        self.stalled.store(stalled, Ordering::Relaxed);
+        let broker = self.broker();
+        if stalled {
+            let wait = self.config.confirm_wait();
+            inner.last_error = Some(format!(
+                "{broker} has confirmed nothing for {wait:?} while publishes await its answer"
+            ));
+            tracing::warn!(
+                confirm_wait = ?wait, in_flight = inner.buffer.in_flight(),
+                "{broker} has confirmed nothing for {wait:?}; events are buffered until it answers \
+                 (the connection is given up when its heartbeats stop)"
+            );
+        } else {
+            tracing::info!("{broker} answers publishes again");
+            self.wake_drain.notify_one();
+        }
+    }
+
+    /// Every send awaited ended without an answer (publish timeouts): the
+    /// stall is over as far as anything can tell; new sends probe the broker.
+    pub(crate) fn unstall_after_timeouts(&self, inner: &mut Inner) {
+        inner.stalled = false;
+        self.stalled.store(false, Ordering::Relaxed);
+        tracing::debug!("no send awaits an answer any more; publishing is tried again");
+    }
+
     pub(crate) fn status(&self) -> ConnectionStatus {
         let inner = self.lock();
         let c = &self.counters;
         let mut s = ConnectionStatus::for_backend(inner.state, &self.info);
         s.url = self.url(&inner);
         s.blocked = inner.blocked;
+        s.stalled = inner.stalled;
         s.pending_events = inner.buffer.len();
         s.oldest_pending_age = inner.buffer.oldest().map(|t| t.elapsed());
         s.dropped_events = c.dropped.load(Ordering::Relaxed);
         s.expired_events = c.expired.load(Ordering::Relaxed);
+        s.refused_events = c.refused.load(Ordering::Relaxed);
         s.unreadable_events = c.unreadable.load(Ordering::Relaxed);
         s.store = self.store.as_ref().map(|st| st.describe());
         s.last_error = inner.last_error.clone();

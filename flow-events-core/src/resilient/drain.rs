@@ -1,0 +1,170 @@
+//! The drain: while connected, sends the buffer oldest first with a window of
+//! confirms in flight, follows the broker's blocked flag, notices a broker
+//! that has stopped answering, and returns when the session is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::{Instant, timeout};
+
+use crate::backend::Session;
+use crate::error::BackendError;
+
+use super::answer::Next;
+use super::shared::Shared;
+
+/// The answer to one send of the drain: the event's sequence number, the
+/// send's number, and what the broker said.
+type Answer = (u64, u64, Result<(), BackendError>);
+
+/// Drains the buffer on `session` until the session is lost (its reason) or
+/// shutdown (`None`). Whatever is in flight when it returns is queued again
+/// by the supervisor, in order.
+pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option<BackendError> {
+    let window = shared.config.max_in_flight();
+    let publish_timeout = shared.config.publish_timeout();
+    let confirm_wait = shared.config.confirm_wait();
+    let pause_after_failure = shared.config.retry_delay().min(Duration::from_secs(1));
+    let mut closed = std::pin::pin!(session.closed());
+    let mut blocked_rx = session.blocked();
+    let mut blocked_live = true;
+    set_blocked(shared, *blocked_rx.borrow_and_update());
+
+    let mut confirms: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+    let mut paused_until: Option<Instant> = None;
+    // The first send not yet covered by an answer of the broker: the broker
+    // is silent once it has answered nothing for the confirm wait since.
+    let mut unanswered_since: Option<Instant> = None;
+    let mut draining_logged = false;
+
+    loop {
+        // Fill the window from the buffer, oldest first.
+        while confirms.len() < window && paused_until.is_none() {
+            let taken = {
+                let mut inner = shared.lock();
+                if inner.blocked || inner.stalled {
+                    break;
+                }
+                shared.expire(&mut inner);
+                inner.buffer.unpark(Instant::now());
+                inner.buffer.take()
+            };
+            let Some((seq, send, event)) = taken else {
+                break;
+            };
+            if !draining_logged {
+                draining_logged = true;
+                tracing::info!(
+                    pending = shared.lock().buffer.len(),
+                    "draining pending events"
+                );
+            }
+            let sent = timeout(publish_timeout, session.send(&event)).await;
+            shared.lock().buffer.sent();
+            let failed = match sent {
+                Ok(Ok(confirmation)) => {
+                    unanswered_since.get_or_insert_with(Instant::now);
+                    confirms.push(Box::pin(async move {
+                        let result =
+                            timeout(publish_timeout, confirmation)
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(BackendError::timeout("publisher confirm", publish_timeout))
+                                });
+                        (seq, send, result)
+                    }));
+                    None
+                }
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(BackendError::timeout("publish", publish_timeout)),
+            };
+            if let Some(e) = failed
+                && shared.settle(seq, send, Err(e)) == Next::Pause
+            {
+                paused_until = Some(Instant::now() + pause_after_failure);
+            }
+        }
+        if confirms.is_empty() {
+            unanswered_since = None;
+            let mut inner = shared.lock();
+            if inner.stalled && inner.buffer.in_flight() == 0 {
+                // Every send awaited timed out without a word from the
+                // broker: try again (a new send probes it).
+                shared.unstall_after_timeouts(&mut inner);
+            }
+            if draining_logged && inner.buffer.is_idle() {
+                draining_logged = false;
+                tracing::info!("drain finished, no pending events");
+            }
+        }
+        let silent_at = unanswered_since.map(|t| t + confirm_wait);
+        let next_due = shared.lock().buffer.next_due();
+
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => return None,
+            reason = &mut closed => return Some(reason),
+            Some((seq, send, result)) = confirms.next(), if !confirms.is_empty() => {
+                if shared.settle(seq, send, result) == Next::Pause {
+                    paused_until = Some(Instant::now() + pause_after_failure);
+                }
+                // Whatever the answer, the broker spoke: sends still in
+                // flight wait for the confirm wait from now on.
+                unanswered_since = (!confirms.is_empty()).then(Instant::now);
+            }
+            changed = blocked_rx.changed(), if blocked_live => match changed {
+                Ok(()) => {
+                    let blocked = *blocked_rx.borrow_and_update();
+                    set_blocked(shared, blocked);
+                }
+                Err(_) => blocked_live = false,
+            },
+            _ = sleep_until_opt(paused_until), if paused_until.is_some() => paused_until = None,
+            _ = sleep_until_opt(silent_at), if silent_at.is_some() => {
+                let since = unanswered_since.take().unwrap_or_else(Instant::now);
+                if confirms.is_empty() {
+                    // Nothing awaited any more.
+                } else if shared.silent_since(since) {
+                    let mut inner = shared.lock();
+                    shared.set_stalled(&mut inner, true);
+                } else {
+                    // The broker answered a direct publish meanwhile: wait
+                    // the confirm wait again from now.
+                    unanswered_since = Some(Instant::now());
+                }
+            }
+            _ = sleep_until_opt(next_due), if next_due.is_some() => {}
+            _ = shared.wake_drain.notified(), if confirms.len() < window => {}
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
+/// Follows the broker's blocked flag; when it blocks, the direct publishes
+/// awaiting a confirm answer `Buffered` at once.
+pub(crate) fn set_blocked(shared: &Shared, blocked: bool) {
+    let changed = {
+        let mut inner = shared.lock();
+        std::mem::replace(&mut inner.blocked, blocked) != blocked
+    };
+    if changed {
+        if blocked {
+            shared.blocked_notify.notify_waiters();
+            tracing::warn!(
+                "{} is blocking publishers (resource alarm); events are buffered",
+                shared.broker()
+            );
+        } else {
+            tracing::info!("{} unblocked publishers", shared.broker());
+            shared.wake_drain.notify_one();
+        }
+    }
+}
