@@ -3,25 +3,22 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
     Backend, BackendError, BackendErrorKind, BackendInfo, BrokerUrl, Config, Session,
 };
-use lapin::options::ConfirmSelectOptions;
-use lapin::tcp::OwnedTLSConfig;
-use lapin::{Connection, ConnectionProperties};
-
-use crate::transport::{self, OpenError};
+use lapin::Connection;
 
 use crate::address::Address;
-use crate::confirms::ConfirmRouter;
-use crate::errors;
+use crate::channel::{ChannelSlot, PublishChannel};
 use crate::options::AmqpOptions;
-use crate::publish::Publisher;
-use crate::session::{AmqpSession, close_quietly};
+use crate::publish::{LatestPublisher, Publisher};
+use crate::session::{AmqpSession, Parts, close_quietly};
 use crate::state::SessionState;
-use crate::topology::{declare_events_exchange, short, within};
+use crate::topology::short;
+use crate::transport;
 use crate::wire;
 
 /// The RabbitMQ backend: each [`Backend::connect`] opens a session of two
@@ -64,6 +61,10 @@ struct Inner {
     /// known); shared by every session, so that an event known to be too
     /// large is refused before it costs a channel.
     broker_max_message: Arc<AtomicUsize>,
+    /// The publisher of the newest session: retry copies of deliveries that
+    /// came on an older session's consuming connection go through it once
+    /// that session's publishing connection is gone.
+    latest_publisher: LatestPublisher,
 }
 
 impl AmqpBackend {
@@ -79,6 +80,7 @@ impl AmqpBackend {
                 options,
                 next_url: AtomicUsize::new(fastrand::usize(..urls.max(1))),
                 broker_max_message: Arc::default(),
+                latest_publisher: LatestPublisher::default(),
             }),
         }
     }
@@ -101,53 +103,29 @@ impl AmqpBackend {
     async fn connect_to(&self, address: &Address) -> Result<AmqpSession, BackendError> {
         let options = &self.inner.options;
         let config = &self.inner.config;
-        let publish_conn = self.open(address, "publish").await?;
-        let consume_conn = match self.open(address, "consume").await {
-            Ok(c) => c,
+        // The consuming connection opens with the first subscription.
+        let publish_conn = transport::connect(options, address, "publish").await?;
+        match self.publisher(address, &publish_conn).await {
+            Ok(publisher) => {
+                let publisher = Arc::new(publisher);
+                self.inner.latest_publisher.set(&publisher);
+                Ok(AmqpSession::start(Parts {
+                    publish_conn,
+                    publisher,
+                    latest: self.inner.latest_publisher.clone(),
+                    exchange: config.exchange().to_owned(),
+                    options: options.clone(),
+                    address: address.clone(),
+                    retry_pause: (
+                        config.retry_delay().min(Duration::from_secs(1)),
+                        config.max_retry_delay(),
+                    ),
+                }))
+            }
             Err(e) => {
                 close_quietly(&publish_conn, options.operation_timeout()).await;
-                return Err(e);
-            }
-        };
-        match self.publisher(address, &publish_conn).await {
-            Ok(publisher) => Ok(AmqpSession::start(
-                publish_conn,
-                consume_conn,
-                Arc::new(publisher),
-                config.exchange().to_owned(),
-                options.clone(),
-                address.scrub.clone(),
-                address.redacted.clone(),
-            )),
-            Err(e) => {
-                tokio::join!(
-                    close_quietly(&publish_conn, options.operation_timeout()),
-                    close_quietly(&consume_conn, options.operation_timeout())
-                );
                 Err(e)
             }
-        }
-    }
-
-    /// Opens one connection, within the connect timeout.
-    async fn open(&self, address: &Address, role: &str) -> Result<Connection, BackendError> {
-        let options = &self.inner.options;
-        let limit = options.connect_timeout();
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("{} ({role})", options.app_id()).into());
-        let tls = OwnedTLSConfig {
-            identity: None,
-            cert_chain: if address.is_tls() {
-                options.tls_ca_pem().map(str::to_owned)
-            } else {
-                None
-            },
-        };
-        let what = format!("connecting to {}", address.redacted);
-        match transport::open(address.uri.clone(), properties, tls, limit).await {
-            Ok(conn) => Ok(conn),
-            Err(OpenError::Lapin(e)) => Err(errors::classify(&e, &what, &address.scrub)),
-            Err(OpenError::TimedOut) => Err(errors::timeout(&what, limit)),
         }
     }
 
@@ -163,23 +141,9 @@ impl AmqpBackend {
         let scrub = &address.scrub;
         let exchange = short("exchange", config.exchange())?;
         let app_id = short("app_id", options.app_id())?;
-        let channel = within(
-            limit,
-            "opening the publishing channel",
-            scrub,
-            conn.create_channel(),
-        )
-        .await?;
-        declare_events_exchange(&channel, config.exchange(), limit, scrub).await?;
-        within(
-            limit,
-            "enabling publisher confirms",
-            scrub,
-            channel.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await?;
+        let channel = PublishChannel::open(conn, config.exchange(), limit, scrub).await?;
         Ok(Publisher {
-            channel,
+            channels: ChannelSlot::new(channel),
             exchange,
             app_id,
             mandatory: options.mandatory(),
@@ -189,7 +153,6 @@ impl AmqpBackend {
             confirm_timeout: config.publish_timeout(),
             state: Arc::new(SessionState::new()),
             scrub: scrub.clone(),
-            router: ConfirmRouter::start(),
             broker_max_message: self.inner.broker_max_message.clone(),
         })
     }

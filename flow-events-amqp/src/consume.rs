@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Acker, BackendError, Decision, Delivery, DeliveryStream, IncomingDelivery, QueueKind,
+    Acker, BackendError, BackendErrorKind, Decision, Delivery, DeliveryStream, IncomingDelivery,
+    QueueKind,
 };
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -15,7 +16,7 @@ use lapin::{BasicProperties, Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::Scrub;
-use crate::publish::Publisher;
+use crate::publish::{LatestPublisher, Publisher};
 use crate::topology::{SubscriptionTopology, short, within};
 use crate::wire;
 
@@ -32,8 +33,14 @@ enum RetryMode {
 /// Everything a subscription needs from its session.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumeContext {
+    /// Publishes retry copies; once its session's publishing connection is
+    /// gone, `latest` (the newest session's) does.
     pub(crate) publisher: Arc<Publisher>,
+    pub(crate) latest: LatestPublisher,
     pub(crate) operation_timeout: Duration,
+    /// The first delay and the cap of the wait before a retry copy that
+    /// could not be published is tried once more.
+    pub(crate) retry_pause: (Duration, Duration),
     pub(crate) scrub: Scrub,
     pub(crate) cancel: CancellationToken,
 }
@@ -253,23 +260,60 @@ impl AmqpAcker {
             RetryMode::Requeue => self.nack(true).await,
             RetryMode::Republish => {
                 let copy = wire::with_attempt(&self.properties, self.attempt.saturating_add(1));
-                match self
-                    .ctx
-                    .publisher
-                    .republish(&self.queue, &self.body, copy)
-                    .await
-                {
+                let Err(first) = self.republish(&copy).await else {
+                    return self.ack().await;
+                };
+                // The copy did not make it (the broker blocks publishers, the
+                // publishing connection is gone). Hold the delivery a while,
+                // so that it does not come back at full speed, and try once
+                // more; then put it back as it is and say so: the consumer
+                // counts the attempt (the broker's redelivered flag alone
+                // would not count a second one).
+                let delay = self.pause();
+                tracing::warn!(
+                    queue = %self.queue, attempt = self.attempt, ?delay, error = %first,
+                    "could not publish a retry copy; trying again in {delay:?}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.ctx.cancel.cancelled() => {}
+                }
+                match self.republish(&copy).await {
                     Ok(()) => self.ack().await,
                     Err(e) => {
-                        // The copy did not make it: put the original back as it
-                        // is; the broker flags it redelivered, which still
-                        // counts one more attempt.
-                        tracing::warn!(queue = %self.queue, error = %e, "could not publish a retry copy; requeueing the delivery instead");
-                        self.nack(true).await
+                        self.nack(true).await?;
+                        Err(BackendError::new(
+                            BackendErrorKind::Other,
+                            format!(
+                                "could not publish a retry copy ({e}); the delivery was put \
+                                 back after {delay:?}"
+                            ),
+                        ))
                     }
                 }
             }
         }
+    }
+
+    /// Publishes the retry copy through the session's publisher, or the
+    /// newest session's if this one's is gone.
+    async fn republish(&self, copy: &BasicProperties) -> Result<(), BackendError> {
+        let own = &self.ctx.publisher;
+        let publisher = match self.ctx.latest.get() {
+            Some(latest) if !own.is_usable() && latest.is_usable() => latest,
+            _ => own.clone(),
+        };
+        publisher
+            .republish(&self.queue, &self.body, copy.clone())
+            .await
+    }
+
+    /// The wait before the second try of a retry copy: doubling with the
+    /// attempt from the first delay, capped.
+    fn pause(&self) -> Duration {
+        let (first, cap) = self.ctx.retry_pause;
+        let doublings = self.attempt.saturating_sub(1).min(16);
+        first.saturating_mul(1 << doublings).min(cap)
     }
 }
 

@@ -59,12 +59,41 @@ pub(crate) fn message_size_refusal(text: &str) -> Option<(usize, usize)> {
     Some((size.trim().parse().ok()?, max[..digits].parse().ok()?))
 }
 
-/// [`message_size_refusal`] of a lapin error.
-pub(crate) fn lapin_message_size_refusal(err: &lapin::Error) -> Option<(usize, usize)> {
-    match err.kind() {
-        ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
-            message_size_refusal(amqp.get_message().as_str())
-        }
+/// The routing key from the text with which the broker closes a channel
+/// that published to a routing key its topic permissions refuse
+/// (`ACCESS_REFUSED - write access to topic 'admin.x' in exchange
+/// 'flow.events' in vhost '/' refused for user 'svc'`).
+pub(crate) fn topic_refusal(text: &str) -> Option<&str> {
+    let rest = &text[text.find("access to topic '")? + "access to topic '".len()..];
+    // The key may hold a quote: the exchange's name follows the last
+    // "' in exchange ".
+    let end = rest.rfind("' in exchange ")?;
+    Some(&rest[..end])
+}
+
+/// Why the broker closed a publishing channel, when the reason is one
+/// publish's and a new channel on the same connection mends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChannelRefusal {
+    /// A topic permission refused this routing key (403 `ACCESS_REFUSED`).
+    Topic(String),
+    /// A message of this size over the broker's `max_message_size`, this
+    /// limit (406 `PRECONDITION_FAILED`).
+    Size(usize, usize),
+    /// The exchange is gone (404 `NOT_FOUND`): a new channel declares it again.
+    NoExchange,
+}
+
+/// [`ChannelRefusal`] of a lapin error, if it is one.
+pub(crate) fn channel_refusal(err: &lapin::Error) -> Option<ChannelRefusal> {
+    let ErrorKind::ProtocolError(amqp) = err.kind() else {
+        return None;
+    };
+    let text = amqp.get_message().as_str();
+    match amqp.get_id() {
+        403 => topic_refusal(text).map(|key| ChannelRefusal::Topic(key.to_owned())),
+        406 => message_size_refusal(text).map(|(size, max)| ChannelRefusal::Size(size, max)),
+        404 if text.contains("no exchange") => Some(ChannelRefusal::NoExchange),
         _ => None,
     }
 }
@@ -81,6 +110,11 @@ pub(crate) fn classify(err: &lapin::Error, context: &str, scrub: &Scrub) -> Back
         ErrorKind::ProtocolError(amqp) => {
             let text = amqp.get_message().as_str();
             let (kind, hint) = match amqp.get_id() {
+                // One routing key refused for this user: the event's own.
+                403 if topic_refusal(text).is_some() => (
+                    BackendErrorKind::EventRefused,
+                    " (the user's topic permissions refuse this routing key)",
+                ),
                 403 => (
                     BackendErrorKind::Configuration,
                     " (check the user name, password and permissions)",
@@ -183,6 +217,21 @@ mod tests {
         );
         assert_eq!(
             message_size_refusal("message size x is larger than max size 5"),
+            None
+        );
+    }
+
+    #[test]
+    fn topic_refusals_name_the_routing_key() {
+        let text = "ACCESS_REFUSED - write access to topic 'admin.x' in exchange 'flow.events' \
+                    in vhost '/' refused for user 'svc'";
+        assert_eq!(topic_refusal(text), Some("admin.x"));
+        assert_eq!(
+            topic_refusal("access to topic 'it's' in exchange 'x' in vhost '/' refused"),
+            Some("it's")
+        );
+        assert_eq!(
+            topic_refusal("ACCESS_REFUSED - access to exchange 'flow.events' in vhost '/' refused"),
             None
         );
     }

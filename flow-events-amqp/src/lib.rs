@@ -2,6 +2,7 @@
 
 mod address;
 mod backend;
+mod channel;
 mod confirms;
 mod consume;
 mod errors;
@@ -13,6 +14,7 @@ mod topology;
 #[cfg(feature = "trace-context")]
 pub mod trace;
 mod transport;
+mod watch;
 mod wire;
 
 pub use address::check_url;

@@ -9,18 +9,20 @@ use std::time::Duration;
 use flow_events_core::{BackendError, BackendErrorKind, Confirmation, Event};
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, ErrorKind};
 
-use crate::confirms::{self, Answer, ConfirmRouter, Failure, Outcome, Written};
-use crate::errors::{self, Scrub};
+use crate::channel::ChannelSlot;
+use crate::confirms::{self, Answer, Failure, Outcome, Written};
+use crate::errors::{self, ChannelRefusal, Scrub};
 use crate::state::SessionState;
 use crate::topology::within;
 use crate::wire;
 
-/// The publishing channel of a session (in confirm mode) and its settings.
+/// The publishing side of a session: its channel (in confirm mode, replaced
+/// when the broker closes it because of one publish) and its settings.
 #[derive(Debug)]
 pub(crate) struct Publisher {
-    pub(crate) channel: Channel,
+    pub(crate) channels: ChannelSlot,
     pub(crate) exchange: ShortString,
     pub(crate) app_id: ShortString,
     pub(crate) mandatory: bool,
@@ -30,13 +32,29 @@ pub(crate) struct Publisher {
     pub(crate) confirm_timeout: Duration,
     pub(crate) state: Arc<SessionState>,
     pub(crate) scrub: Scrub,
-    pub(crate) router: ConfirmRouter,
     /// The broker's largest message, once a refusal has told it (0: not
     /// known). Shared by the backend's sessions: the broker closes the channel
     /// that publishes a message over its `max_message_size`, so the next
     /// session refuses such an event before sending it. A limit raised on the
     /// broker later is seen when the service restarts.
     pub(crate) broker_max_message: Arc<AtomicUsize>,
+}
+
+/// The publisher of a backend's newest session, for retry copies of
+/// deliveries whose own session lost its publishing connection.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LatestPublisher(Arc<std::sync::Mutex<std::sync::Weak<Publisher>>>);
+
+impl LatestPublisher {
+    /// Publishing goes through `publisher` from now on.
+    pub(crate) fn set(&self, publisher: &Arc<Publisher>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(publisher);
+    }
+
+    /// The newest publisher, if it still exists.
+    pub(crate) fn get(&self) -> Option<Arc<Publisher>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
+    }
 }
 
 /// An event over the broker's max_message_size, known from an earlier refusal.
@@ -116,16 +134,80 @@ async fn answer(
         .map_err(|failure| failed(failure, &what(), scrub))
 }
 
+/// The error for a publish whose answer is a failure: the event's own
+/// refusal when the broker closed the channel because of it; an interruption
+/// (send it again, on the new channel) when it closed the channel because of
+/// another publish; else the failure as it is.
+fn failure_of_one(
+    failure: Failure,
+    publish: &OnePublish,
+    broker_max: &AtomicUsize,
+    state: &SessionState,
+    scrub: &Scrub,
+) -> BackendError {
+    let OnePublish {
+        id,
+        event_type,
+        size,
+    } = publish;
+    let refusal = failure.lapin_error().and_then(errors::channel_refusal);
+    match refusal {
+        Some(ChannelRefusal::Topic(key)) if key == event_type.as_str() => {
+            return BackendError::event_refused(format!(
+                "the broker refused event {id} ({event_type}): its topic permissions do not \
+                 allow routing key '{key}' for this user"
+            ));
+        }
+        Some(ChannelRefusal::Size(_, max)) => {
+            broker_max.store(max, Ordering::Relaxed);
+            if *size > max {
+                return BackendError::event_refused(format!(
+                    "event {id} ({event_type}) is {size} bytes, larger than the broker's \
+                     max_message_size ({max} bytes)"
+                ));
+            }
+        }
+        _ => {}
+    }
+    let channel_closed = matches!(
+        failure.lapin_error().map(lapin::Error::kind),
+        Some(ErrorKind::InvalidChannelState(..))
+    );
+    if refusal.is_some() || (channel_closed && state.lost().is_none()) {
+        let why = match refusal {
+            Some(ChannelRefusal::Topic(key)) => {
+                format!("routing key '{key}' of another event was refused")
+            }
+            Some(ChannelRefusal::Size(..)) => "another event was too large".to_owned(),
+            Some(ChannelRefusal::NoExchange) => "the exchange was gone".to_owned(),
+            None => "it was closing".to_owned(),
+        };
+        return BackendError::interrupted(format!(
+            "publishing event {id} ({event_type}): the broker closed the channel ({why}); \
+             it goes again on a new channel"
+        ));
+    }
+    failed(failure, &format!("event {id} ({event_type})"), scrub)
+}
+
+/// What names one publish in its errors.
+struct OnePublish {
+    id: flow_events_core::EventId,
+    event_type: flow_events_core::EventType,
+    size: usize,
+}
+
 impl Publisher {
+    /// Whether it can publish now (its session is not lost, the broker does
+    /// not block it).
+    pub(crate) fn is_usable(&self) -> bool {
+        self.check_usable().is_ok()
+    }
+
     /// Fails when the session is lost or the broker blocks publishers.
     fn check_usable(&self) -> Result<(), BackendError> {
         if let Some(lost) = self.state.lost() {
             return Err(lost);
-        }
-        if !self.channel.status().connected() {
-            let error = BackendError::connection("the publishing channel is closed");
-            self.state.set_lost(&error);
-            return Err(error);
         }
         if self.state.is_blocked() {
             // lapin stops writing while blocked: a publish would wait for the
@@ -179,26 +261,39 @@ impl Publisher {
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
         self.check_usable()?;
-        let size = body.len();
-        let channel = self.channel.clone();
+        let ch = self
+            .channels
+            .usable(&self.state, self.operation_timeout)
+            .await?;
+        let one = OnePublish {
+            id: event.id(),
+            event_type: event.event_type().clone(),
+            size: body.len(),
+        };
         let exchange = self.exchange.clone();
         let options = BasicPublishOptions {
             mandatory: self.mandatory,
             immediate: false,
         };
+        let channel = ch.clone();
         let mut publish = Box::pin(async move {
             channel
+                .channel
                 .basic_publish(exchange, routing_key, options, &body, properties)
                 .await
         });
         let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
-        let id = event.id();
-        let event_type = event.event_type().clone();
         let written: Written = match first {
             Poll::Ready(Ok(confirm)) => Box::pin(std::future::ready(Ok(confirm))),
             Poll::Ready(Err(e)) => {
-                let what = format!("publishing event {id} ({event_type})");
-                return Err(errors::classify(&e, &what, &self.scrub));
+                let failure = Failure::Write(e);
+                return Err(failure_of_one(
+                    failure,
+                    &one,
+                    &self.broker_max_message,
+                    &self.state,
+                    &self.scrub,
+                ));
             }
             Poll::Pending => publish,
         };
@@ -206,14 +301,16 @@ impl Publisher {
         let limit = self.confirm_timeout;
         let scrub = self.scrub.clone();
         let broker_max = self.broker_max_message.clone();
+        let state = self.state.clone();
         // Only a `mandatory` publish can come back: only then does the router
         // have a return to pair.
         let awaiting = if self.mandatory {
-            Awaiting::Router(self.router.follow(message_id, written, write_limit))
+            Awaiting::Router(ch.router.follow(message_id, written, write_limit))
         } else {
             Awaiting::Direct(written)
         };
         Ok(Box::pin(async move {
+            let OnePublish { id, event_type, .. } = &one;
             let what = || format!("event {id} ({event_type})");
             let answer = match awaiting {
                 Awaiting::Router(rx) => routed(rx, limit, what).await?,
@@ -221,24 +318,13 @@ impl Publisher {
             };
             let outcome = match answer {
                 Ok(outcome) => outcome,
+                // The broker closes the channel when it refuses one publish
+                // (a routing key its topic permissions deny, a message over
+                // its max_message_size): every publish in flight on it fails
+                // so. Only that event is refused; the others go again on a
+                // new channel of the same connection.
                 Err(failure) => {
-                    // The broker closes the channel for a message over its
-                    // max_message_size: every publish in flight on it fails
-                    // so. Only the one too large is refused; the others go
-                    // again on the next channel.
-                    if let Some((_, max)) = failure
-                        .lapin_error()
-                        .and_then(errors::lapin_message_size_refusal)
-                    {
-                        broker_max.store(max, Ordering::Relaxed);
-                        if size > max {
-                            return Err(BackendError::event_refused(format!(
-                                "event {id} ({event_type}) is {size} bytes, larger than the \
-                                 broker's max_message_size ({max} bytes)"
-                            )));
-                        }
-                    }
-                    return Err(failed(failure, &what(), &scrub));
+                    return Err(failure_of_one(failure, &one, &broker_max, &state, &scrub));
                 }
             };
             match outcome {
@@ -246,10 +332,10 @@ impl Publisher {
                 Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
                     "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
                 ))),
-                Outcome::Nacked => Err(BackendError::new(
-                    BackendErrorKind::Nacked,
-                    format!("the broker nacked event {id} ({event_type})"),
-                )),
+                Outcome::Nacked => Err(BackendError::nacked(format!(
+                    "the broker nacked event {id} ({event_type}) (a queue bound to it may be \
+                     full with x-overflow reject-publish)"
+                ))),
             }
         }))
     }
@@ -263,6 +349,10 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<(), BackendError> {
         self.check_usable()?;
+        let ch = self
+            .channels
+            .usable(&self.state, self.operation_timeout)
+            .await?;
         let what = format!("a retry copy to queue {queue}");
         let id = properties
             .message_id()
@@ -273,7 +363,7 @@ impl Publisher {
             self.operation_timeout,
             &format!("publishing {what}"),
             &self.scrub,
-            self.channel.basic_publish(
+            ch.channel.basic_publish(
                 ShortString::default(),
                 queue.clone(),
                 BasicPublishOptions {
@@ -286,7 +376,7 @@ impl Publisher {
         )
         .await?;
         let written: Written = Box::pin(std::future::ready(Ok(confirm)));
-        let rx = self.router.follow(id, written, self.operation_timeout);
+        let rx = ch.router.follow(id, written, self.operation_timeout);
         match answer(rx, self.confirm_timeout, || what.clone(), &self.scrub).await? {
             Outcome::Acked => Ok(()),
             Outcome::Returned(_) => Err(BackendError::connection(format!("queue {queue} is gone"))),

@@ -1,5 +1,5 @@
-//! One session: a publishing and a consuming connection, watched for loss and
-//! for the broker's blocked notices.
+//! One session: a publishing connection, and a consuming connection opened
+//! with the first subscription; each recovered on its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,88 +8,123 @@ use async_trait::async_trait;
 use flow_events_core::{
     BackendError, Confirmation, DeliveryStream, Event, QueueKind, Session, Subscription,
 };
-use futures_util::{Stream, StreamExt};
-use lapin::{Connection, ConnectionStatus};
+use lapin::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::address::Address;
 use crate::consume::{self, ConsumeContext};
-use crate::errors::{self, Scrub};
 use crate::options::AmqpOptions;
-use crate::publish::Publisher;
+use crate::publish::{LatestPublisher, Publisher};
 use crate::state::SessionState;
 use crate::topology::{SubscriptionTopology, within};
+use crate::{transport, watch as watchers};
 
-/// How often a watcher looks at the connection state, in case the connection
-/// ends without an event (a clean close by the broker).
-const STATE_CHECK: Duration = Duration::from_secs(1);
-
-/// A live session. Dropping it closes both connections.
+/// A live session. Dropping it closes both connections (once the channels
+/// of its subscriptions are gone).
 pub(crate) struct AmqpSession {
-    publish_conn: Connection,
-    consume_conn: Connection,
+    publish_conn: Arc<Connection>,
+    /// Opened by the first subscription, and again by the next one after it
+    /// was lost; the publishing connection is not touched meanwhile.
+    consume_conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
     publisher: Arc<Publisher>,
+    latest: LatestPublisher,
     state: Arc<SessionState>,
     exchange: String,
     options: AmqpOptions,
-    scrub: Scrub,
-    /// The broker's URL, password redacted.
-    url: String,
+    /// Holds the password: never in `Debug`.
+    address: Address,
+    retry_pause: (Duration, Duration),
     cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for AmqpSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpSession")
+            .field("address", &self.address.redacted)
             .field("exchange", &self.exchange)
             .field("lost", &self.state.lost().map(|e| e.to_string()))
             .finish_non_exhaustive()
     }
 }
 
+/// What a new session is made of.
+pub(crate) struct Parts {
+    pub(crate) publish_conn: Connection,
+    pub(crate) publisher: Arc<Publisher>,
+    pub(crate) latest: LatestPublisher,
+    pub(crate) exchange: String,
+    pub(crate) options: AmqpOptions,
+    pub(crate) address: Address,
+    /// The first delay and the cap of the backoff before a retry copy that
+    /// could not be published is given up.
+    pub(crate) retry_pause: (Duration, Duration),
+}
+
 impl AmqpSession {
-    /// Wraps two open connections and the publisher; starts the watchers.
-    pub(crate) fn start(
-        publish_conn: Connection,
-        consume_conn: Connection,
-        publisher: Arc<Publisher>,
-        exchange: String,
-        options: AmqpOptions,
-        scrub: Scrub,
-        url: String,
-    ) -> Self {
+    /// Wraps an open publishing connection and its publisher; starts the
+    /// watcher.
+    pub(crate) fn start(parts: Parts) -> Self {
+        let Parts {
+            publish_conn,
+            publisher,
+            latest,
+            exchange,
+            options,
+            address,
+            retry_pause,
+        } = parts;
+        let publish_conn = Arc::new(publish_conn);
         let state = publisher.state.clone();
         let cancel = CancellationToken::new();
         state.set_blocked(publish_conn.status().blocked());
-        tokio::spawn(watch_connection(
-            "publishing",
-            publish_conn.events_listener(),
-            publish_conn.status().clone(),
-            Some(publisher.channel.clone()),
-            state.clone(),
+        tokio::spawn(watchers::publishing(
+            publish_conn.clone(),
+            publisher.clone(),
+            exchange.clone(),
+            options.operation_timeout(),
             cancel.clone(),
-            scrub.clone(),
-        ));
-        tokio::spawn(watch_connection(
-            "consuming",
-            consume_conn.events_listener(),
-            consume_conn.status().clone(),
-            None,
-            state.clone(),
-            cancel.clone(),
-            scrub.clone(),
         ));
         Self {
             publish_conn,
-            consume_conn,
+            consume_conn: tokio::sync::Mutex::new(None),
             publisher,
+            latest,
             state,
             exchange,
             options,
-            scrub,
-            url,
+            address,
+            retry_pause,
             cancel,
         }
+    }
+
+    /// The consuming connection: the open one, or a new one.
+    async fn consuming(&self) -> Result<Arc<Connection>, BackendError> {
+        let mut slot = self.consume_conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && conn.status().connected()
+        {
+            return Ok(conn.clone());
+        }
+        if let Some(lost) = self.state.lost() {
+            return Err(lost);
+        }
+        let reopening = slot.is_some();
+        let conn = Arc::new(transport::connect(&self.options, &self.address, "consume").await?);
+        tokio::spawn(watchers::consuming(
+            conn.clone(),
+            self.cancel.clone(),
+            self.address.scrub.clone(),
+        ));
+        if reopening {
+            tracing::info!(
+                url = %self.address.redacted,
+                "opened a new consuming connection; subscriptions resume on it"
+            );
+        }
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 }
 
@@ -101,68 +136,6 @@ impl Drop for AmqpSession {
     }
 }
 
-/// Follows one connection until it is lost or the session is dropped.
-async fn watch_connection(
-    role: &'static str,
-    events: impl Stream<Item = lapin::Event> + Send + 'static,
-    status: ConnectionStatus,
-    publish_channel: Option<lapin::Channel>,
-    state: Arc<SessionState>,
-    cancel: CancellationToken,
-    scrub: Scrub,
-) {
-    let mut events = std::pin::pin!(events);
-    let mut check = tokio::time::interval(STATE_CHECK);
-    let publishing = publish_channel.is_some();
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            event = events.next() => match event {
-                Some(lapin::Event::ConnectionBlocked(reason)) if publishing => {
-                    tracing::warn!(reason = %reason, "the broker blocks publishing (resource alarm): {reason}");
-                    state.set_blocked(true);
-                }
-                Some(lapin::Event::ConnectionUnblocked) if publishing => {
-                    tracing::info!("the broker unblocked publishing");
-                    state.set_blocked(false);
-                }
-                Some(lapin::Event::Error(e)) => {
-                    if !status.connected() {
-                        let error = errors::classify(&e, &format!("{role} connection lost"), &scrub);
-                        if state.set_lost(&error) {
-                            tracing::debug!(error = %error, "session lost");
-                        }
-                        return;
-                    }
-                    // A channel error; the connection lives on. Only the
-                    // publishing channel's loss ends the session.
-                    if let Some(channel) = &publish_channel
-                        && !channel.status().connected()
-                    {
-                        let error = errors::classify(&e, "publishing channel closed", &scrub);
-                        state.set_lost(&error);
-                        return;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    state.set_lost(&BackendError::connection(format!("{role} connection ended")));
-                    return;
-                }
-            },
-            _ = check.tick() => {
-                if !status.connected() {
-                    let now = if status.closed() { "closed" } else { "no longer connected" };
-                    state.set_lost(&BackendError::connection(format!("{role} connection is {now}")));
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Closes `conn` within `limit`, quietly: used when the session ends anyway.
 /// The queue kind of a subscription: the one it asks for, else the backend's.
 fn queue_kind_for(subscription: &Subscription, options: &AmqpOptions) -> QueueKind {
     subscription
@@ -170,6 +143,7 @@ fn queue_kind_for(subscription: &Subscription, options: &AmqpOptions) -> QueueKi
         .unwrap_or_else(|| options.queue_kind())
 }
 
+/// Closes `conn` within `limit`, quietly: used when the session ends anyway.
 pub(crate) async fn close_quietly(conn: &Connection, limit: Duration) {
     if conn.status().connected() {
         let _ = tokio::time::timeout(limit, conn.close(200, "closing".into())).await;
@@ -197,17 +171,20 @@ impl Session for AmqpSession {
             queue,
             kind,
         };
+        let conn = self.consuming().await?;
         let channel = within(
             limit,
             "opening a consuming channel",
-            &self.scrub,
-            self.consume_conn.create_channel(),
+            &self.address.scrub,
+            conn.create_channel(),
         )
         .await?;
         let ctx = ConsumeContext {
             publisher: self.publisher.clone(),
+            latest: self.latest.clone(),
             operation_timeout: limit,
-            scrub: self.scrub.clone(),
+            retry_pause: self.retry_pause,
+            scrub: self.address.scrub.clone(),
             cancel: self.cancel.child_token(),
         };
         consume::subscribe(
@@ -229,17 +206,18 @@ impl Session for AmqpSession {
     }
 
     fn url(&self) -> Option<String> {
-        Some(self.url.clone())
+        Some(self.address.redacted.clone())
     }
 
     async fn close(&self) {
         self.state.set_lost(&BackendError::closed("session closed"));
         self.cancel.cancel();
         let limit = self.options.operation_timeout();
-        tokio::join!(
-            close_quietly(&self.consume_conn, limit),
-            close_quietly(&self.publish_conn, limit)
-        );
+        let consume_conn = self.consume_conn.lock().await.take();
+        if let Some(conn) = consume_conn {
+            close_quietly(&conn, limit).await;
+        }
+        close_quietly(&self.publish_conn, limit).await;
     }
 }
 

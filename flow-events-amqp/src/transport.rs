@@ -13,9 +13,40 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_compat::Compat;
+use flow_events_core::BackendError;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{AsyncTcpStream, Connection, ConnectionProperties};
+
+use crate::address::Address;
+use crate::errors;
+use crate::options::AmqpOptions;
+
+/// Opens the connection of a session named for `role` (`publish`,
+/// `consume`) to `address`, within the connect timeout.
+pub(crate) async fn connect(
+    options: &AmqpOptions,
+    address: &Address,
+    role: &str,
+) -> Result<Connection, BackendError> {
+    let limit = options.connect_timeout();
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{} ({role})", options.app_id()).into());
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: if address.is_tls() {
+            options.tls_ca_pem().map(str::to_owned)
+        } else {
+            None
+        },
+    };
+    let what = format!("connecting to {}", address.redacted);
+    match open(address.uri.clone(), properties, tls, limit).await {
+        Ok(conn) => Ok(conn),
+        Err(OpenError::Lapin(e)) => Err(errors::classify(&e, &what, &address.scrub)),
+        Err(OpenError::TimedOut) => Err(errors::timeout(&what, limit)),
+    }
+}
 
 /// A duplicate of the socket being connected, kept to shut it down.
 #[derive(Debug, Clone, Default)]

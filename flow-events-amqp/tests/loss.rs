@@ -1,10 +1,16 @@
 //! Losing a connection: the session says so, its streams end, and its
-//! deliveries cannot be settled on anything newer.
+//! deliveries cannot be settled on anything newer; losing one of a session's
+//! two connections leaves the other alone.
 
 mod common;
 
-use common::{Fixture, WAIT, unique};
-use flow_events_core::{BackendErrorKind, Decision, Event, Subscription, TopicPattern};
+use common::received::{Received, numbered};
+use common::traffic::{connected, fast, short_heartbeat, start, subscription};
+use common::{Fixture, WAIT, unique, until, until_state};
+use flow_events_core::{
+    BackendErrorKind, ConnectionMonitor, ConnectionState, Decision, Event, EventSink, EventSource,
+    PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
+};
 use futures_util::StreamExt;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,35 +82,129 @@ async fn rabbitmqctl(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The broker's pid of the connection `app_id (role)`, when `rabbitmqctl`
+/// can say; `Some(None)` when it is not listed.
+async fn connection_pid(app_id: &str, role: &str) -> Option<Option<String>> {
+    let list = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).await?;
+    Some(
+        list.lines()
+            .find(|l| l.contains(&format!("{app_id} ({role})")))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned),
+    )
+}
+
+/// A publisher and consumer in one `Resilient`, named `app_id`, consuming
+/// `name`; connected, subscribed, one event delivered.
+async fn flowing(
+    test: &str,
+    app_id: &str,
+    name: &str,
+) -> (Fixture, Resilient, Received, SubscriptionHandle) {
+    let mut fx = Fixture::with(test, fast, |o| short_heartbeat(o).with_app_id(app_id));
+    fx.cleanup.subscription(name);
+    let events = start(fx.backend.clone(), &fx.config).await;
+    until_state("connected", &events, WAIT, connected).await;
+    let received = Received::new();
+    let handle = events
+        .subscribe(subscription(name), received.handler())
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        events.publish(numbered(0)).await.expect("publish"),
+        PublishOutcome::Confirmed
+    );
+    received.wait_distinct(1, WAIT).await;
+    (fx, events, received, handle)
+}
+
+/// Publishes events `from..to`, each confirmed, and waits for them.
+async fn publish_and_receive(events: &Resilient, received: &Received, from: u64, to: u64) {
+    for seq in from..to {
+        assert_eq!(
+            events.publish(numbered(seq)).await.expect("publish"),
+            PublishOutcome::Confirmed,
+            "event {seq}"
+        );
+    }
+    received.wait_distinct(to as usize, WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn connection_closed_by_the_broker_ends_the_session() {
-    require_broker!("connection_closed_by_the_broker_ends_the_session");
-    let app_id = unique("forced");
-    let fx = Fixture::with("forced", |c| c, |o| o.with_app_id(&app_id));
-    let session = fx.session().await;
-    let Some(list) = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).await
-    else {
+async fn a_lost_consuming_connection_is_reopened_and_publishing_goes_on() {
+    require_broker!("a_lost_consuming_connection_is_reopened_and_publishing_goes_on");
+    let app_id = unique("conslost");
+    let name = unique("conslost");
+    if connection_pid(&app_id, "publish").await.is_none() {
         eprintln!("skipping: rabbitmqctl is not available");
-        session.close().await;
         return;
-    };
-    let pid = list
-        .lines()
-        .find(|l| l.contains(&format!("{app_id} (consume)")))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the consuming connection is listed")
-        .to_owned();
-    rabbitmqctl(&["close_connection", &pid, "closed by a test"])
+    }
+    let (_fx, events, received, handle) = flowing("conslost", &app_id, &name).await;
+    let publishing = connection_pid(&app_id, "publish")
+        .await
+        .flatten()
+        .expect("publishing");
+    let consuming = connection_pid(&app_id, "consume")
+        .await
+        .flatten()
+        .expect("consuming");
+    rabbitmqctl(&["close_connection", &consuming, "closed by a test"])
         .await
         .expect("close_connection");
-    let reason = tokio::time::timeout(WAIT, session.closed())
-        .await
-        .expect("closed() resolves");
-    assert_eq!(reason.kind(), BackendErrorKind::Connection, "{reason}");
-    assert!(reason.message().contains("CONNECTION_FORCED"), "{reason}");
-    assert!(
-        reason.message().contains("consuming connection"),
-        "{reason}"
+    // Publishing is not disturbed, and the subscription resumes on a new
+    // consuming connection.
+    publish_and_receive(&events, &received, 1, 20).await;
+    let reopened = connection_pid(&app_id, "consume").await.flatten();
+    assert!(reopened.is_some_and(|pid| pid != consuming));
+    assert_eq!(
+        connection_pid(&app_id, "publish").await.flatten(),
+        Some(publishing)
     );
-    session.close().await;
+    let s = events.status();
+    assert_eq!(s.reconnects, 0, "{s:?}");
+    assert_eq!(s.confirmed, 20);
+    handle.close().await;
+    assert!(events.shutdown(WAIT).await.remaining.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_publishing_connection_is_reopened_and_consuming_goes_on() {
+    require_broker!("a_lost_publishing_connection_is_reopened_and_consuming_goes_on");
+    let app_id = unique("publost");
+    let name = unique("publost");
+    if connection_pid(&app_id, "publish").await.is_none() {
+        eprintln!("skipping: rabbitmqctl is not available");
+        return;
+    }
+    let (_fx, events, received, handle) = flowing("publost", &app_id, &name).await;
+    let publishing = connection_pid(&app_id, "publish")
+        .await
+        .flatten()
+        .expect("publishing");
+    let consuming = connection_pid(&app_id, "consume")
+        .await
+        .flatten()
+        .expect("consuming");
+    rabbitmqctl(&["close_connection", &publishing, "closed by a test"])
+        .await
+        .expect("close_connection");
+    until("reconnected", WAIT, || {
+        events.status().reconnects == 1 && events.state() == ConnectionState::Connected
+    })
+    .await;
+    let why = events.status().last_error.unwrap_or_default();
+    assert!(why.contains("CONNECTION_FORCED"), "{why}");
+    assert!(why.contains("publishing connection"), "{why}");
+    publish_and_receive(&events, &received, 1, 20).await;
+    // The consumer kept its connection (and its channel) all along.
+    assert_eq!(
+        connection_pid(&app_id, "consume").await.flatten(),
+        Some(consuming)
+    );
+    assert_ne!(
+        connection_pid(&app_id, "publish").await.flatten(),
+        Some(publishing)
+    );
+    handle.close().await;
+    assert!(events.shutdown(WAIT).await.remaining.is_empty());
 }
