@@ -156,3 +156,71 @@ impl Drop for Restore {
         ]);
     }
 }
+
+/// A virtual host and a user of its own, created for one test and deleted
+/// (with everything in the virtual host) when dropped, even when the test
+/// fails. Changes nothing that other tests use.
+#[derive(Debug)]
+pub struct OwnVhost {
+    pub vhost: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl OwnVhost {
+    /// A new virtual host and a user with every permission on it; `None`
+    /// when `rabbitmqctl` cannot create them.
+    pub fn create(prefix: &str) -> Option<Self> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let own = Self {
+            vhost: format!("test.{prefix}.{id}"),
+            user: format!("test-{prefix}-{id}"),
+            password: format!("p{}", uuid::Uuid::now_v7().simple()),
+        };
+        rabbitmqctl(&["add_vhost", &own.vhost])?;
+        // From here on, dropping `own` deletes what was made.
+        rabbitmqctl(&["add_user", &own.user, &own.password])?;
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &own.vhost,
+            &own.user,
+            ".*",
+            ".*",
+            ".*",
+        ])?;
+        Some(own)
+    }
+
+    /// The user may publish to `exchange` (and bind from it) only with
+    /// routing keys matching the regular expression `pattern`.
+    pub fn allow_topics(&self, exchange: &str, pattern: &str) {
+        ctl(&[
+            "set_topic_permissions",
+            "-p",
+            &self.vhost,
+            &self.user,
+            exchange,
+            pattern,
+            pattern,
+        ]);
+    }
+
+    /// The URL of the broker for this user and virtual host.
+    pub fn url(&self) -> String {
+        format!(
+            "amqp://{}:{}@{}/{}",
+            self.user,
+            self.password,
+            super::BROKER,
+            self.vhost
+        )
+    }
+}
+
+impl Drop for OwnVhost {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_vhost", &self.vhost]);
+        let _ = rabbitmqctl(&["delete_user", &self.user]);
+    }
+}

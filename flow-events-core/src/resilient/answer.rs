@@ -36,7 +36,11 @@ const MAX_INTERRUPTS: u32 = 8;
 pub(crate) enum Next {
     /// Goes on.
     Go,
-    /// Pauses a moment: the failure was the connection's.
+    /// Sends nothing new until the sends in flight are answered: they fail
+    /// too (the channel they were on is gone), and what comes back goes
+    /// again in publish order.
+    Regroup,
+    /// Regroups, and pauses a moment: the failure was the connection's.
     Pause,
 }
 
@@ -88,7 +92,7 @@ impl Shared {
                 );
                 inner.buffer.requeue(pending);
                 self.wake_drain.notify_one();
-                Next::Go
+                Next::Regroup
             }
             _ => {
                 tracing::debug!(

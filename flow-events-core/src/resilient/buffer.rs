@@ -81,8 +81,9 @@ pub(crate) struct PendingBuffer {
     parked: Vec<(Instant, Pending)>,
     in_flight: BTreeMap<u64, Flying>,
     /// Taken out and not yet handed to the session: a direct publish must not
-    /// go before them.
+    /// go before them (those never nacked: `sending_fresh`).
     sending: usize,
+    sending_fresh: usize,
     bytes: usize,
     bounds: Bounds,
     next_seq: u64,
@@ -96,6 +97,7 @@ impl PendingBuffer {
             parked: Vec::new(),
             in_flight: BTreeMap::new(),
             sending: 0,
+            sending_fresh: 0,
             bytes: 0,
             bounds,
             next_seq: 0,
@@ -144,10 +146,12 @@ impl PendingBuffer {
     /// everything taken out has been handed to the session, so a direct
     /// publish on that session goes after all of it. Events in flight do not
     /// hold direct publishing back (under steady load the buffer then empties
-    /// instead of taking every new event in turn), nor do parked ones (they
-    /// go again after their retry delay, behind later events).
+    /// instead of taking every new event in turn), nor do nacked ones, parked
+    /// or queued for their retry (they go again behind later events).
     pub(crate) fn accepts_direct(&self) -> bool {
-        self.queue.is_empty() && self.sending == 0
+        // Nacked events come back at the front (their sequence is old): the
+        // scan stops at the first other one.
+        self.sending_fresh == 0 && self.queue.iter().all(|p| p.nacks > 0)
     }
 
     /// When the oldest pending event was accepted.
@@ -347,6 +351,9 @@ impl PendingBuffer {
         }
         let pending = self.queue.pop_front()?;
         self.sending += 1;
+        if pending.nacks == 0 {
+            self.sending_fresh += 1;
+        }
         let (seq, event) = (pending.seq, pending.event.clone());
         // Moved from the queue: its bytes stay counted.
         let send = self.fly(pending);
@@ -355,7 +362,9 @@ impl PendingBuffer {
 
     /// An event taken out has been handed to the session (or its send failed).
     pub(crate) fn sent(&mut self) {
+        // The drain hands one at a time to the session.
         self.sending = self.sending.saturating_sub(1);
+        self.sending_fresh = self.sending_fresh.min(self.sending);
     }
 
     /// Takes in an event sent directly whose caller stopped waiting for its

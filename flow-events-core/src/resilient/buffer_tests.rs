@@ -79,13 +79,19 @@ fn direct_publishing_waits_for_queued_and_unsent_events_only() {
     let p = b.failed(two, s2).unwrap();
     b.requeue(p);
     assert!(!b.accepts_direct(), "a failed event is queued again");
-    let p = b.failed(three, s3).unwrap();
+    let mut p = b.failed(three, s3).unwrap();
+    p.nacks = 1;
     b.park(p, Instant::now() + Duration::from_secs(1));
     b.remove(two);
     assert!(
         b.accepts_direct(),
         "a parked event does not hold publishing back"
     );
+    b.unpark(Instant::now() + Duration::from_secs(1));
+    assert!(b.accepts_direct(), "nor a nacked one queued for its retry");
+    let (_, _, _) = b.take().unwrap();
+    assert!(b.accepts_direct(), "nor one being sent again");
+    b.sent();
 }
 
 #[test]

@@ -35,14 +35,20 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
 
     let mut confirms: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
     let mut paused_until: Option<Instant> = None;
+    // After a failed send, nothing new goes until the sends in flight are
+    // answered, so that the events that come back go again in order.
+    let mut regroup = false;
     // The first send not yet covered by an answer of the broker: the broker
     // is silent once it has answered nothing for the confirm wait since.
     let mut unanswered_since: Option<Instant> = None;
     let mut draining_logged = false;
 
     loop {
+        if confirms.is_empty() {
+            regroup = false;
+        }
         // Fill the window from the buffer, oldest first.
-        while confirms.len() < window && paused_until.is_none() {
+        while confirms.len() < window && paused_until.is_none() && !regroup {
             let taken = {
                 let mut inner = shared.lock();
                 if inner.blocked || inner.stalled {
@@ -81,10 +87,13 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
                 Ok(Err(e)) => Some(e),
                 Err(_) => Some(BackendError::timeout("publish", publish_timeout)),
             };
-            if let Some(e) = failed
-                && shared.settle(seq, send, Err(e)) == Next::Pause
-            {
-                paused_until = Some(Instant::now() + pause_after_failure);
+            if let Some(e) = failed {
+                after(
+                    shared.settle(seq, send, Err(e)),
+                    &mut regroup,
+                    &mut paused_until,
+                    pause_after_failure,
+                );
             }
         }
         if confirms.is_empty() {
@@ -108,9 +117,7 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
             _ = shared.cancel.cancelled() => return None,
             reason = &mut closed => return Some(reason),
             Some((seq, send, result)) = confirms.next(), if !confirms.is_empty() => {
-                if shared.settle(seq, send, result) == Next::Pause {
-                    paused_until = Some(Instant::now() + pause_after_failure);
-                }
+                after(shared.settle(seq, send, result), &mut regroup, &mut paused_until, pause_after_failure);
                 // Whatever the answer, the broker spoke: sends still in
                 // flight wait for the confirm wait from now on.
                 unanswered_since = (!confirms.is_empty()).then(Instant::now);
@@ -138,6 +145,18 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
             }
             _ = sleep_until_opt(next_due), if next_due.is_some() => {}
             _ = shared.wake_drain.notified(), if confirms.len() < window => {}
+        }
+    }
+}
+
+/// Applies what an answer asks of the drain.
+fn after(next: Next, regroup: &mut bool, paused_until: &mut Option<Instant>, pause: Duration) {
+    match next {
+        Next::Go => {}
+        Next::Regroup => *regroup = true,
+        Next::Pause => {
+            *regroup = true;
+            *paused_until = Some(Instant::now() + pause);
         }
     }
 }
