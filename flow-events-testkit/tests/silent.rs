@@ -228,3 +228,34 @@ async fn shutdown_waits_for_publishes_in_flight_within_the_grace() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(task.await.unwrap().unwrap(), PublishOutcome::Confirmed);
 }
+
+/// While the broker answers nothing, the drain sends one event at a time to
+/// probe it (after each publish timeout), never the whole window into a
+/// silent connection.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_broker_is_probed_one_event_at_a_time() {
+    let broker = MemoryBroker::new();
+    let (r, faults) = start(&broker, config().build().unwrap()).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    faults.hold_confirms();
+    for n in 0..20 {
+        r.publish(event("p.e", n)).await.unwrap();
+    }
+    assert!(r.status().stalled);
+    assert_eq!(faults.sends_of("p.e"), 1);
+    let timeout_ = r.config().publish_timeout();
+    tokio::time::sleep(timeout_ + Duration::from_millis(100)).await;
+    assert_eq!(
+        faults.sends_of("p.e"),
+        2,
+        "one probe after the first timeout"
+    );
+    // A send of the drain that times out pauses it a moment (1 s here).
+    tokio::time::sleep(timeout_ + Duration::from_secs(1)).await;
+    assert_eq!(faults.sends_of("p.e"), 3, "and one more after the next");
+    assert!(r.status().stalled);
+    faults.release_confirms();
+    eventually("nothing pending", || r.status().pending_events == 0).await;
+    assert!(!r.status().stalled);
+    assert_eq!(r.status().confirmed, 20);
+}

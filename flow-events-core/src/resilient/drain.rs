@@ -46,17 +46,29 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
     loop {
         if confirms.is_empty() {
             regroup = false;
+            unanswered_since = None;
+            let mut inner = shared.lock();
+            if inner.stalled && inner.buffer.in_flight() == 0 {
+                // Every send awaited timed out without a word from the
+                // broker: one more send probes it.
+                shared.probe_after_timeouts(&mut inner);
+            }
         }
         // Fill the window from the buffer, oldest first.
         while confirms.len() < window && paused_until.is_none() && !regroup {
             let taken = {
                 let mut inner = shared.lock();
-                if inner.blocked || inner.stalled {
+                if inner.blocked || (inner.stalled && !inner.probe) {
                     break;
                 }
                 shared.expire(&mut inner);
                 inner.buffer.unpark(Instant::now());
-                inner.buffer.take()
+                let taken = inner.buffer.take();
+                if taken.is_some() {
+                    // One probe at a time while stalled.
+                    inner.probe = false;
+                }
+                taken
             };
             let Some((seq, send, event)) = taken else {
                 break;
@@ -96,18 +108,9 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
                 );
             }
         }
-        if confirms.is_empty() {
-            unanswered_since = None;
-            let mut inner = shared.lock();
-            if inner.stalled && inner.buffer.in_flight() == 0 {
-                // Every send awaited timed out without a word from the
-                // broker: try again (a new send probes it).
-                shared.unstall_after_timeouts(&mut inner);
-            }
-            if draining_logged && inner.buffer.is_idle() {
-                draining_logged = false;
-                tracing::info!("drain finished, no pending events");
-            }
+        if confirms.is_empty() && draining_logged && shared.lock().buffer.is_idle() {
+            draining_logged = false;
+            tracing::info!("drain finished, no pending events");
         }
         let silent_at = unanswered_since.map(|t| t + confirm_wait);
         let next_due = shared.lock().buffer.next_due();

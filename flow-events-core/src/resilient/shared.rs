@@ -31,6 +31,9 @@ pub(crate) struct Inner {
     /// The broker has answered nothing for longer than the confirm wait
     /// while sends awaited its answer: new events go to the buffer.
     pub(crate) stalled: bool,
+    /// While stalled, every send awaited ended without an answer: the drain
+    /// may send one event to probe the broker.
+    pub(crate) probe: bool,
     /// Shutdown has taken what was pending: nothing is buffered any more.
     pub(crate) closed: bool,
     pub(crate) state: ConnectionState,
@@ -145,6 +148,7 @@ impl Shared {
                 session: None,
                 blocked: false,
                 stalled: false,
+                probe: false,
                 closed: false,
                 state: ConnectionState::Disconnected,
                 since: Utc::now(),
@@ -314,6 +318,7 @@ impl Shared {
 
     /// Marks publishing stalled (the broker answers nothing) or not, and says so.
     pub(crate) fn set_stalled(&self, inner: &mut Inner, stalled: bool) {
+        inner.probe = false;
         if std::mem::replace(&mut inner.stalled, stalled) == stalled {
             return;
         }
@@ -335,12 +340,20 @@ impl Shared {
         }
     }
 
-    /// Every send awaited ended without an answer (publish timeouts): the
-    /// stall is over as far as anything can tell; new sends probe the broker.
-    pub(crate) fn unstall_after_timeouts(&self, inner: &mut Inner) {
+    /// While stalled, every send awaited ended without an answer (publish
+    /// timeouts): one event may go to probe the broker.
+    pub(crate) fn probe_after_timeouts(&self, inner: &mut Inner) {
+        if !inner.probe {
+            inner.probe = true;
+            tracing::debug!("no send awaits an answer any more; one event probes the broker");
+        }
+    }
+
+    /// The session is gone: whatever it was, it no longer stalls publishing.
+    pub(crate) fn unstall_quietly(&self, inner: &mut Inner) {
         inner.stalled = false;
+        inner.probe = false;
         self.stalled.store(false, Ordering::Relaxed);
-        tracing::debug!("no send awaits an answer any more; publishing is tried again");
     }
 
     pub(crate) fn status(&self) -> ConnectionStatus {

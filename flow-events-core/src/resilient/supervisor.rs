@@ -146,9 +146,7 @@ fn on_lost(shared: &Shared, lost: Option<&BackendError>) {
         let mut inner = shared.lock();
         inner.session = None;
         inner.blocked = false;
-        if inner.stalled {
-            shared.unstall_after_timeouts(&mut inner);
-        }
+        shared.unstall_quietly(&mut inner);
         if let Some(reason) = lost {
             inner.last_error = Some(reason.to_string());
         }
