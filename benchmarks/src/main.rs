@@ -241,6 +241,7 @@ async fn scenarios(
         retry_delay: Duration::from_secs_f64(args.retry_delay),
         max_retry_delay: Duration::from_secs_f64(args.max_retry_delay),
         max_pending_events: 1_000,
+        confirm_wait: None,
     };
     if args.only.contains(&Part::Steady) {
         steady_part(args, topo, &payload, report).await?;
@@ -392,6 +393,10 @@ async fn steady_part(
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(5),
             max_pending_events: 1_000,
+            // Each caller of the steady runs waits for its own confirm:
+            // they measure confirmed publishes, so a confirm slower than
+            // the default 0.5 s must not turn into a `Buffered` answer.
+            confirm_wait: Some(Duration::from_secs(10)),
         },
     )
     .await?;

@@ -63,6 +63,7 @@ pub(crate) async fn child(
         retry_delay: Duration::from_secs(600),
         max_retry_delay: Duration::from_secs(600),
         max_pending_events: events + 1_000,
+        confirm_wait: None,
     };
     let sink = sink::start(
         &via(broker_url, proxy.addr()),

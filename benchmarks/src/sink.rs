@@ -12,6 +12,9 @@ pub(crate) struct SinkSettings {
     pub(crate) retry_delay: Duration,
     pub(crate) max_retry_delay: Duration,
     pub(crate) max_pending_events: usize,
+    /// How long a publish waits for its confirm before it answers
+    /// `Buffered`; `None`: the default (`RABBITMQ_CONFIRM_WAIT`, 0.5 s).
+    pub(crate) confirm_wait: Option<Duration>,
 }
 
 /// `Resilient` over `AmqpBackend` publishing to `exchange` at `url`; returns
@@ -21,7 +24,7 @@ pub(crate) async fn start(
     exchange: &str,
     settings: SinkSettings,
 ) -> anyhow::Result<Resilient> {
-    let config = Config::builder()
+    let mut config = Config::builder()
         .with_url(url)
         .with_exchange(exchange)
         .with_retry_delay(settings.retry_delay)
@@ -29,9 +32,11 @@ pub(crate) async fn start(
         .with_max_pending_events(settings.max_pending_events)
         // Bounded by count only, as before the 64 MiB default: the memory run
         // buffers 100 MB of events.
-        .with_max_pending_bytes(None)
-        .build()
-        .context("sink settings")?;
+        .with_max_pending_bytes(None);
+    if let Some(wait) = settings.confirm_wait {
+        config = config.with_confirm_wait(wait);
+    }
+    let config = config.build().context("sink settings")?;
     let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("flow-events-bench"));
     Resilient::builder(backend)
         .with_config(config)

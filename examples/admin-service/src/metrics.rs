@@ -218,8 +218,14 @@ fn encode_status(s: &ConnectionStatus, e: &mut DescriptorEncoder) -> Result<(), 
     counter(
         e,
         "flow_events_dropped",
-        "Events dropped because the buffer was full or the broker refused a buffered event",
+        "Events dropped because the buffer was full",
         s.dropped_events,
+    )?;
+    counter(
+        e,
+        "flow_events_refused",
+        "Events the broker refused for good after their publisher was answered (logged with their ids)",
+        s.refused_events,
     )?;
     counter(
         e,
@@ -264,6 +270,7 @@ mod tests {
         s.confirmed = 5;
         s.buffered = 15;
         s.dropped_events = 2;
+        s.refused_events = 4;
         s.failed = 3;
         s.reconnects = 1;
         s.reconnect_attempts = 6;
@@ -287,6 +294,7 @@ mod tests {
             "# TYPE flow_events_confirmed_total counter\nflow_events_confirmed_total 5\n",
             "# TYPE flow_events_buffered_total counter\nflow_events_buffered_total 15\n",
             "# TYPE flow_events_dropped_total counter\nflow_events_dropped_total 2\n",
+            "# TYPE flow_events_refused_total counter\nflow_events_refused_total 4\n",
             "# TYPE flow_events_failed_total counter\nflow_events_failed_total 3\n",
             "# TYPE flow_events_reconnects_total counter\nflow_events_reconnects_total 1\n",
             "# TYPE flow_events_publish_duration_seconds histogram\n",

@@ -286,12 +286,14 @@ fn api_token(
 /// bounded too, so that none is impossible to wait for.
 fn check_durations(get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     use flow_events_core::{
-        ENV_MAX_PENDING_AGE, ENV_MAX_RETRY_DELAY, ENV_PUBLISH_TIMEOUT, ENV_RETRY_DELAY,
+        ENV_CONFIRM_WAIT, ENV_MAX_PENDING_AGE, ENV_MAX_RETRY_DELAY, ENV_PUBLISH_TIMEOUT,
+        ENV_RETRY_DELAY,
     };
     for var in [
         ENV_RETRY_DELAY,
         ENV_MAX_RETRY_DELAY,
         ENV_PUBLISH_TIMEOUT,
+        ENV_CONFIRM_WAIT,
         ENV_MAX_PENDING_AGE,
     ] {
         if let Some(v) = get(var) {
@@ -400,6 +402,8 @@ mod tests {
             "FLOW_EVENTS_MAX_PENDING_BYTES",
             "FLOW_EVENTS_MAX_PENDING_AGE",
             "FLOW_EVENTS_OUTBOX_PATH",
+            "RABBITMQ_CONFIRM_WAIT",
+            "RABBITMQ_MAX_PUBLISH_ATTEMPTS",
         ] {
             assert!(
                 vars.iter().any(|v| v == name),
