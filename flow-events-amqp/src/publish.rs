@@ -261,10 +261,21 @@ impl Publisher {
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
         self.check_usable()?;
-        let ch = self
-            .channels
-            .usable(&self.state, self.operation_timeout)
-            .await?;
+        let ch = self.channels.current();
+        if !ch.is_open() {
+            // The broker closed the channel, and the publishes in flight on
+            // it are failing. Wait for the new one, but send nothing on it:
+            // this event must not overtake them when they go again.
+            self.channels
+                .usable(&self.state, self.operation_timeout)
+                .await?;
+            return Err(BackendError::interrupted(format!(
+                "publishing event {} ({}): the broker closed the channel; a new one is open, \
+                 send it again",
+                event.id(),
+                event.event_type()
+            )));
+        }
         let one = OnePublish {
             id: event.id(),
             event_type: event.event_type().clone(),

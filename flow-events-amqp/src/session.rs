@@ -80,6 +80,7 @@ impl AmqpSession {
         state.set_blocked(publish_conn.status().blocked());
         tokio::spawn(watchers::publishing(
             publish_conn.clone(),
+            publish_conn.events_listener(),
             publisher.clone(),
             exchange.clone(),
             options.operation_timeout(),
@@ -113,7 +114,8 @@ impl AmqpSession {
         let reopening = slot.is_some();
         let conn = Arc::new(transport::connect(&self.options, &self.address, "consume").await?);
         tokio::spawn(watchers::consuming(
-            conn.clone(),
+            conn.status().clone(),
+            conn.events_listener(),
             self.cancel.clone(),
             self.address.scrub.clone(),
         ));

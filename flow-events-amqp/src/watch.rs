@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_events_core::BackendError;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +25,12 @@ const STATE_CHECK: Duration = Duration::from_secs(1);
 /// Follows the publishing connection until it is lost or the session is
 /// dropped: the broker's blocked notices, and the publishing channel, which
 /// it replaces when the broker closed it because of one publish.
+///
+/// `events` must be the connection's listener, made before anything is
+/// published: lapin drops the events of a connection nobody listens to.
 pub(crate) async fn publishing(
     conn: Arc<Connection>,
+    events: impl Stream<Item = lapin::Event> + Send + 'static,
     publisher: Arc<Publisher>,
     exchange: String,
     limit: Duration,
@@ -35,7 +39,7 @@ pub(crate) async fn publishing(
     let state = publisher.state.clone();
     let scrub = publisher.scrub.clone();
     let status = conn.status().clone();
-    let mut events = std::pin::pin!(conn.events_listener());
+    let mut events = std::pin::pin!(events);
     let mut check = tokio::time::interval(STATE_CHECK);
     // Ticks in a row that found the channel closed with no word why.
     let mut closed_ticks = 0;
@@ -138,13 +142,16 @@ async fn reopen(
     Ok(())
 }
 
-/// Follows a consuming connection until it is lost (then says so) or the
-/// session is dropped. Its delivery streams end by themselves.
-pub(crate) async fn consuming(conn: Arc<Connection>, cancel: CancellationToken, scrub: Scrub) {
-    let status = conn.status().clone();
-    let mut events = std::pin::pin!(conn.events_listener());
-    // The watcher must not keep the connection open.
-    drop(conn);
+/// Follows a consuming connection (its `status` and `events`) until it is
+/// lost (then says so) or the session is dropped. Its delivery streams end
+/// by themselves.
+pub(crate) async fn consuming(
+    status: lapin::ConnectionStatus,
+    events: impl Stream<Item = lapin::Event> + Send + 'static,
+    cancel: CancellationToken,
+    scrub: Scrub,
+) {
+    let mut events = std::pin::pin!(events);
     let mut check = tokio::time::interval(STATE_CHECK);
     let lost = loop {
         tokio::select! {

@@ -211,6 +211,10 @@ async fn a_refused_buffered_event_is_counted_and_the_rest_go_through() {
     assert_eq!(received.first_order(), (0..50).collect::<Vec<_>>());
     assert_eq!(s.refused_events, 1);
     assert_eq!(s.confirmed, 50);
+    assert_eq!(
+        s.reconnects, 0,
+        "the refusal cost a channel, not the connection"
+    );
     assert!(proxy.accepted() - before <= 2);
     assert!(s.last_error.unwrap_or_default().contains("admin.x"));
     handle.close().await;
