@@ -18,8 +18,8 @@ use super::consumer::{Attempts, DedupWindow, Ended, consume};
 use super::service::Resilient;
 use super::shared::Shared;
 
-/// A delivery stream shorter than this (or the base retry delay, if longer)
-/// counts as a failure: subscribing again waits for a growing backoff.
+/// A delivery stream shorter than this counts as a failure: subscribing again
+/// waits for a growing backoff.
 const SHORT_LIVED: Duration = Duration::from_secs(1);
 
 #[async_trait]
@@ -78,7 +78,6 @@ async fn consumer_task(
     let dedup = Arc::new(Mutex::new(DedupWindow::new(subscription.dedup_window())));
     let attempts = Arc::new(Mutex::new(Attempts::default()));
     let base = shared.config.retry_delay().min(SHORT_LIVED);
-    let short_lived = shared.config.retry_delay().max(SHORT_LIVED);
     let mut failures: u32 = 0;
     loop {
         let next = tokio::select! {
@@ -116,7 +115,7 @@ async fn consumer_task(
                 if ended == Ended::Cancelled {
                     return;
                 }
-                if started.elapsed() >= short_lived {
+                if started.elapsed() >= SHORT_LIVED {
                     failures = 0;
                 } else {
                     failures = failures.saturating_add(1);

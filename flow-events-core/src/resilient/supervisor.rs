@@ -15,9 +15,10 @@ use super::backoff;
 use super::drain::drain;
 use super::shared::{Current, Shared};
 
-/// A session shorter than this (or the base retry delay, if longer) counts as
-/// a failed connection attempt: a broker that accepts connections and then
-/// drops them at once gets the same backoff as one that refuses them.
+/// A session shorter than this counts as a failed connection attempt: a
+/// broker that accepts connections and then drops them at once gets the same
+/// backoff as one that refuses them. Short, so that a node that dies under a
+/// session that worked is left at once (a cluster's failover).
 const SHORT_LIVED: Duration = Duration::from_secs(1);
 
 /// Runs until the shared cancellation token fires.
@@ -25,7 +26,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let broker = shared.broker();
     let mut failures: u32 = 0;
     let mut ever_connected = false;
-    let short_lived = shared.config.retry_delay().max(SHORT_LIVED);
     loop {
         {
             let mut inner = shared.lock();
@@ -49,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     break;
                 };
                 let lasted = opened.elapsed();
-                if lasted >= short_lived {
+                if lasted >= SHORT_LIVED {
                     failures = 0;
                     continue;
                 }
