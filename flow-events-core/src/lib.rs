@@ -7,11 +7,13 @@
 
 mod backend;
 mod config;
+mod config_parse;
 mod error;
 mod event;
 mod fallback;
 mod health;
 mod monitor;
+mod overflow;
 mod pattern;
 pub mod resilient;
 mod sink;

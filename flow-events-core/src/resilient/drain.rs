@@ -3,6 +3,7 @@
 //! that has stopped answering, and returns when the session is lost.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -40,7 +41,8 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
     let mut regroup = false;
     // The first send not yet covered by an answer of the broker: the broker
     // is silent once it has answered nothing for the confirm wait since.
-    let mut unanswered_since: Option<Instant> = None;
+    // With the broker's answers counted at that moment.
+    let mut unanswered_since: Option<(Instant, u64)> = None;
     let mut draining_logged = false;
 
     loop {
@@ -84,7 +86,7 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
             shared.lock().buffer.sent();
             let failed = match sent {
                 Ok(Ok(confirmation)) => {
-                    unanswered_since.get_or_insert_with(Instant::now);
+                    unanswered_since.get_or_insert_with(|| (Instant::now(), shared.answers()));
                     confirms.push(Box::pin(async move {
                         let result =
                             timeout(publish_timeout, confirmation)
@@ -112,7 +114,7 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
             draining_logged = false;
             tracing::info!("drain finished, no pending events");
         }
-        let silent_at = unanswered_since.map(|t| t + confirm_wait);
+        let silent_at = unanswered_since.map(|(t, _)| t + confirm_wait);
         let next_due = shared.lock().buffer.next_due();
 
         tokio::select! {
@@ -123,7 +125,8 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
                 after(shared.settle(seq, send, result), &mut regroup, &mut paused_until, pause_after_failure);
                 // Whatever the answer, the broker spoke: sends still in
                 // flight wait for the confirm wait from now on.
-                unanswered_since = (!confirms.is_empty()).then(Instant::now);
+                unanswered_since =
+                    (!confirms.is_empty()).then(|| (Instant::now(), shared.answers()));
             }
             changed = blocked_rx.changed(), if blocked_live => match changed {
                 Ok(()) => {
@@ -134,16 +137,16 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
             },
             _ = sleep_until_opt(paused_until), if paused_until.is_some() => paused_until = None,
             _ = sleep_until_opt(silent_at), if silent_at.is_some() => {
-                let since = unanswered_since.take().unwrap_or_else(Instant::now);
+                let mark = unanswered_since.take().map_or_else(|| shared.answers(), |(_, m)| m);
                 if confirms.is_empty() {
                     // Nothing awaited any more.
-                } else if shared.silent_since(since) {
+                } else if shared.silent_since(mark) {
                     let mut inner = shared.lock();
                     shared.set_stalled(&mut inner, true);
                 } else {
                     // The broker answered a direct publish meanwhile: wait
                     // the confirm wait again from now.
-                    unanswered_since = Some(Instant::now());
+                    unanswered_since = Some((Instant::now(), shared.answers()));
                 }
             }
             _ = sleep_until_opt(next_due), if next_due.is_some() => {}
@@ -175,6 +178,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 pub(crate) fn set_blocked(shared: &Shared, blocked: bool) {
     let changed = {
         let mut inner = shared.lock();
+        shared.blocked_now.store(blocked, Ordering::SeqCst);
         std::mem::replace(&mut inner.blocked, blocked) != blocked
     };
     if changed {

@@ -188,9 +188,9 @@ impl Resilient {
             since,
             event: Some(event),
         };
-        let blocked = shared.blocked_notify.notified();
-        let mut blocked = std::pin::pin!(blocked);
-        blocked.as_mut().enable();
+        // The broker's answers so far: if none comes before the confirm
+        // wait is over, it has gone quiet.
+        let mark = shared.answers();
         let sent = {
             let event = guard.event.as_ref().expect("the guard holds the event");
             let mut send = session.send(event);
@@ -212,11 +212,20 @@ impl Resilient {
         let answer = match (&mut confirmation).now_or_never() {
             Some(answer) => Some(answer),
             None => {
-                tokio::select! {
-                    biased;
-                    answer = &mut confirmation => Some(answer),
-                    _ = tokio::time::sleep_until(deadline) => None,
-                    _ = &mut blocked => None,
+                // Answered at once (`Buffered`) if the broker blocks
+                // publishers meanwhile: the confirm would wait for the alarm.
+                let blocked = shared.blocked_notify.notified();
+                let mut blocked = std::pin::pin!(blocked);
+                blocked.as_mut().enable();
+                if shared.blocked_now.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    tokio::select! {
+                        biased;
+                        answer = &mut confirmation => Some(answer),
+                        _ = tokio::time::sleep_until(deadline) => None,
+                        _ = &mut blocked => None,
+                    }
                 }
             }
         };
@@ -229,7 +238,7 @@ impl Resilient {
                 Ok(PublishOutcome::Confirmed)
             }
             Some(Err(e)) => self.direct_failed(seq, event, since, e).await,
-            None => self.adopt(seq, event, since, confirmation).await,
+            None => self.adopt(seq, event, since, confirmation, mark).await,
         }
     }
 
@@ -296,6 +305,7 @@ impl Resilient {
         event: Event,
         since: Instant,
         confirmation: Confirmation,
+        mark: u64,
     ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         let publish_timeout = shared.config.publish_timeout();
@@ -308,7 +318,7 @@ impl Resilient {
             } else if inner.buffer.is_full() {
                 Take::Full(event)
             } else {
-                if !inner.blocked && shared.silent_since(since) {
+                if !inner.blocked && shared.silent_since(mark) {
                     shared.set_stalled(&mut inner, true);
                 }
                 let pending = self.pending(&inner, seq, Arc::new(event), since);

@@ -106,12 +106,13 @@ pub(crate) struct Shared {
     pub(crate) blocked_notify: Notify,
     /// Direct publishes between their send and their answer to the caller.
     pub(crate) direct_in_flight: AtomicUsize,
-    /// When the broker last answered a send (confirm, nack or refusal), in
-    /// nanoseconds since `epoch`.
-    last_answer: AtomicU64,
+    /// Answers of the broker to sends (confirms, nacks, refusals) so far:
+    /// the broker is silent since a send while this has not moved.
+    answers: AtomicU64,
     /// Mirrors `Inner::stalled`, read without the lock on every answer.
     stalled: AtomicBool,
-    epoch: Instant,
+    /// Mirrors `Inner::blocked`, read without the lock by direct publishes.
+    pub(crate) blocked_now: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) closing: AtomicBool,
     pub(crate) cancel: CancellationToken,
@@ -164,9 +165,9 @@ impl Shared {
             idle: Notify::new(),
             blocked_notify: Notify::new(),
             direct_in_flight: AtomicUsize::new(0),
-            last_answer: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
-            epoch: Instant::now(),
+            blocked_now: AtomicBool::new(false),
             counters: Counters::default(),
             closing: AtomicBool::new(false),
             cancel: CancellationToken::new(),
@@ -295,25 +296,25 @@ impl Shared {
         }
     }
 
-    /// Nanoseconds from `epoch` to `at`.
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    /// A mark of the broker's answers so far, for [`Shared::silent_since`].
+    pub(crate) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
     }
 
     /// The broker answered a send (a confirm, a nack, a refusal): it is
     /// alive, so publishing is no longer stalled.
     pub(crate) fn answered(&self) {
-        self.last_answer
-            .store(self.nanos(Instant::now()), Ordering::Relaxed);
+        self.answers.fetch_add(1, Ordering::Relaxed);
         if self.stalled.load(Ordering::Relaxed) {
             let mut inner = self.lock();
             self.set_stalled(&mut inner, false);
         }
     }
 
-    /// Whether the broker has answered nothing since `sent`.
-    pub(crate) fn silent_since(&self, sent: Instant) -> bool {
-        self.last_answer.load(Ordering::Relaxed) <= self.nanos(sent)
+    /// Whether the broker has answered nothing since `mark` (from
+    /// [`Shared::answers`]) was taken.
+    pub(crate) fn silent_since(&self, mark: u64) -> bool {
+        self.answers() == mark
     }
 
     /// Marks publishing stalled (the broker answers nothing) or not, and says so.

@@ -146,6 +146,7 @@ fn on_lost(shared: &Shared, lost: Option<&BackendError>) {
         let mut inner = shared.lock();
         inner.session = None;
         inner.blocked = false;
+        shared.blocked_now.store(false, Ordering::SeqCst);
         shared.unstall_quietly(&mut inner);
         if let Some(reason) = lost {
             inner.last_error = Some(reason.to_string());
