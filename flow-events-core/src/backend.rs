@@ -90,6 +90,17 @@ pub trait Backend: Send + Sync + 'static {
     fn prepare_event(&self, event: &mut Event) {
         let _ = event;
     }
+
+    /// The OpenTelemetry messaging attributes of a message carrying `event`
+    /// on this backend (semantic conventions): `messaging.system`,
+    /// `messaging.destination.name` and the system's own, such as a routing
+    /// key. The decorator puts them on its spans (feature `otel`) and adds
+    /// the message id and the operation. The default gives none, and the
+    /// decorator then names the system by [`BackendInfo::name`].
+    fn message_attributes(&self, event: &Event) -> Vec<(&'static str, String)> {
+        let _ = event;
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -102,6 +113,9 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
     fn prepare_event(&self, event: &mut Event) {
         (**self).prepare_event(event);
+    }
+    fn message_attributes(&self, event: &Event) -> Vec<(&'static str, String)> {
+        (**self).message_attributes(event)
     }
 }
 

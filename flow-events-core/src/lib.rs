@@ -4,6 +4,11 @@
 //!
 //! Backends live in their own crates (`flow-events-memory`, `flow-events-amqp`)
 //! and depend on this one; nothing here knows a broker.
+//!
+//! Features: `metrics` (default) reports the decorator's and the consumers'
+//! metrics through the `metrics` facade (names in [`metrics`]); `otel` opens
+//! OpenTelemetry spans for publishing, draining and handling, and carries
+//! the trace context in event headers (see the `otel` module).
 
 mod backend;
 mod config;
@@ -12,7 +17,10 @@ mod error;
 mod event;
 mod fallback;
 mod health;
+pub mod metrics;
 mod monitor;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod overflow;
 mod pattern;
 pub mod resilient;

@@ -254,6 +254,10 @@ impl Backend for Faulty {
     fn prepare_event(&self, event: &mut Event) {
         self.inner.prepare_event(event);
     }
+
+    fn message_attributes(&self, event: &Event) -> Vec<(&'static str, String)> {
+        self.inner.message_attributes(event)
+    }
 }
 
 struct FaultySession {

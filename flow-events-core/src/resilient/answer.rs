@@ -53,7 +53,7 @@ impl Shared {
                 self.answered();
                 let mut inner = self.lock();
                 if let Some(p) = inner.buffer.confirmed(seq) {
-                    self.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                    self.counters.drained();
                     self.forget(p.seq);
                     self.notify_if_idle(&inner);
                 }

@@ -127,7 +127,7 @@ impl PendingBuffer {
     }
 
     /// Bytes pending (0 without a byte bound).
-    #[cfg(test)]
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::time::timeout;
+use tracing::Instrument;
 
 use crate::backend::Session;
 use crate::error::{BackendError, BackendErrorKind, PublishError, PublishErrorKind};
 use crate::event::Event;
 
 use super::service::Resilient;
+use super::spans;
 
 impl Resilient {
     /// Publishes `event` on the current session and waits for the broker's
@@ -75,6 +77,7 @@ impl Resilient {
         let mut stopped: Option<PublishErrorKind> = None;
         for mut event in events {
             shared.backend.prepare_event(&mut event);
+            let span = spans::publish(&*shared.backend, &mut event);
             if let Err(size) = event.check_size(limit) {
                 slots.push(Slot::Done(Err(PublishError::new(
                     PublishErrorKind::TooLarge { size, limit },
@@ -103,7 +106,10 @@ impl Resilient {
                 }
                 (None, false, Some(session)) => session,
             };
-            let sent = match timeout(publish_timeout, session.send(&event)).await {
+            let sent = match timeout(publish_timeout, session.send(&event))
+                .instrument(span)
+                .await
+            {
                 Ok(sent) => sent,
                 Err(_) => Err(BackendError::timeout("publish", publish_timeout)),
             };

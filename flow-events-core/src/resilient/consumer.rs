@@ -6,12 +6,33 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::backend::{DeliveryStream, IncomingDelivery};
+use crate::backend::{Backend, DeliveryStream, IncomingDelivery};
 use crate::event::EventId;
 use crate::source::{Decision, Delivery, Handler};
 use crate::subscription::Subscription;
+
+use super::metrics::{ConsumerMetrics, Handled};
+use super::spans;
+
+/// What a consume loop reports through: the subscription's metrics, and the
+/// backend that names the handling spans.
+pub(crate) struct Observed {
+    pub(crate) metrics: ConsumerMetrics,
+    pub(crate) backend: Arc<dyn Backend>,
+}
+
+impl Observed {
+    pub(crate) fn new(subscription: &str, backend: Arc<dyn Backend>) -> Self {
+        Self {
+            metrics: ConsumerMetrics::new(subscription),
+            backend,
+        }
+    }
+}
 
 /// The ids of the last `capacity` acknowledged events.
 #[derive(Debug)]
@@ -111,6 +132,7 @@ pub(crate) async fn consume(
     subscription: &Subscription,
     (dedup, attempts): Memory<'_>,
     cancel: &CancellationToken,
+    observed: &Observed,
 ) -> Ended {
     let limit = subscription.concurrency();
     let mut running = FuturesUnordered::new();
@@ -132,6 +154,7 @@ pub(crate) async fn consume(
                     subscription.max_attempts(),
                     dedup.clone(),
                     attempts.clone(),
+                    observed,
                 )),
                 None => ended = Some(Ended::StreamEnded),
             },
@@ -147,12 +170,14 @@ async fn handle_one(
     max_attempts: u32,
     dedup: Arc<Mutex<DedupWindow>>,
     attempts: Arc<Mutex<Attempts>>,
+    observed: &Observed,
 ) {
     let IncomingDelivery {
         delivery,
         acker,
         scope,
     } = incoming;
+    observed.metrics.delivered();
     let id = delivery.event().id();
     let event_type = delivery.event().event_type().clone();
     let counted = delivery.attempt();
@@ -166,14 +191,28 @@ async fn handle_one(
     let duplicate = dedup.lock().is_ok_and(|d| d.contains(&id));
     let decision = if duplicate {
         tracing::debug!(subscription, %id, "duplicate event acknowledged without calling the handler");
+        observed.metrics.duplicate();
         Decision::Ack
     } else {
+        let span = match scope {
+            Some(_) => tracing::Span::none(),
+            None => spans::process(&*observed.backend, delivery.event(), subscription),
+        };
         let handling = handler.handle(delivery);
         let handling = match scope {
             Some(scope) => scope.enter(handling),
-            None => handling,
+            None if span.is_none() => handling,
+            None => Box::pin(handling.instrument(span)),
         };
-        match AssertUnwindSafe(handling).catch_unwind().await {
+        let started = Instant::now();
+        let handled = AssertUnwindSafe(handling).catch_unwind().await;
+        observed.metrics.handled(
+            handled
+                .as_ref()
+                .map_or(Handled::Panicked, |d| Handled::Decided(*d)),
+            started.elapsed(),
+        );
+        match handled {
             Ok(Decision::Retry) if attempt >= max_attempts => {
                 tracing::warn!(
                     subscription, %id, %event_type, attempt,
@@ -199,6 +238,7 @@ async fn handle_one(
     }
     match acker.settle(decision).await {
         Ok(()) => {
+            observed.metrics.settled(decision);
             if let Ok(mut a) = attempts.lock() {
                 a.settled(&id);
             }
@@ -222,11 +262,24 @@ async fn handle_one(
 mod tests {
     use super::*;
     use crate::backend::{Acker, DeliveryScope};
+    use crate::backend::{BackendInfo, Session};
     use crate::error::BackendError;
     use crate::event::Event;
     use crate::pattern::TopicPattern;
     use crate::source::handler_fn;
     use futures_util::future::BoxFuture;
+
+    struct NoBackend;
+
+    #[async_trait::async_trait]
+    impl Backend for NoBackend {
+        async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> {
+            Err(BackendError::connection("none"))
+        }
+        fn info(&self) -> BackendInfo {
+            BackendInfo::new("none", "none://")
+        }
+    }
 
     tokio::task_local! {
         static SCOPE: u32;
@@ -285,6 +338,7 @@ mod tests {
                 &Arc::new(Mutex::new(Attempts::default())),
             ),
             &CancellationToken::new(),
+            &Observed::new("s", Arc::new(NoBackend)),
         )
         .await;
         assert_eq!(ended, Ended::StreamEnded);

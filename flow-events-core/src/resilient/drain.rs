@@ -10,12 +10,14 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, timeout};
+use tracing::Instrument;
 
 use crate::backend::Session;
 use crate::error::BackendError;
 
 use super::answer::Next;
 use super::shared::Shared;
+use super::spans;
 
 /// The answer to one send of the drain: the event's sequence number, the
 /// send's number, and what the broker said.
@@ -82,20 +84,25 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
                     "draining pending events"
                 );
             }
-            let sent = timeout(publish_timeout, session.send(&event)).await;
+            let span = spans::drain(&*shared.backend, &event);
+            let sent = timeout(publish_timeout, session.send(&event))
+                .instrument(span.clone())
+                .await;
             shared.lock().buffer.sent();
             let failed = match sent {
                 Ok(Ok(confirmation)) => {
                     unanswered_since.get_or_insert_with(|| (Instant::now(), shared.answers()));
-                    confirms.push(Box::pin(async move {
-                        let result =
-                            timeout(publish_timeout, confirmation)
+                    confirms.push(Box::pin(
+                        async move {
+                            let result = timeout(publish_timeout, confirmation)
                                 .await
                                 .unwrap_or_else(|_| {
                                     Err(BackendError::timeout("publisher confirm", publish_timeout))
                                 });
-                        (seq, send, result)
-                    }));
+                            (seq, send, result)
+                        }
+                        .instrument(span),
+                    ));
                     None
                 }
                 Ok(Err(e)) => Some(e),

@@ -62,10 +62,12 @@ mod confirmed;
 mod consumer;
 mod drain;
 mod guards;
+mod metrics;
 mod publish;
 mod service;
 mod shared;
 mod shutdown;
+mod spans;
 mod subscribe;
 mod supervisor;
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio::time::{Instant, timeout, timeout_at};
+use tracing::Instrument;
 
 use crate::backend::{Confirmation, Session};
 use crate::error::{BackendError, BackendErrorKind, PublishError, PublishErrorKind};
@@ -17,6 +18,7 @@ use super::buffer::Pending;
 use super::guards::{DirectFlight, InFlight, Unstored};
 use super::service::Resilient;
 use super::shared::{Inner, Kept, NotKept};
+use super::spans;
 
 /// What admitting an event into the buffer gave: what was kept, and the copy
 /// to store (with a store, when kept).
@@ -25,6 +27,19 @@ type Admitted = Result<(Kept, Option<Arc<Event>>), NotKept>;
 #[async_trait]
 impl EventSink for Resilient {
     async fn publish(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
+        let started = Instant::now();
+        let span = spans::publish(&*self.shared.backend, &mut event);
+        let result = self.publish_now(event).instrument(span).await;
+        self.shared
+            .counters
+            .publish_answered(&result, started.elapsed());
+        result
+    }
+}
+
+impl Resilient {
+    /// Publishes directly when it may, else buffers.
+    async fn publish_now(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();

@@ -17,7 +17,7 @@ use crate::store::PendingStore;
 
 use super::buffer::Pending;
 use super::shared::Shared;
-use super::supervisor;
+use super::{metrics, supervisor};
 
 /// The resilience decorator over any [`Backend`]: publishes while connected,
 /// buffers while not, reconnects with backoff, drains in order, re-subscribes.
@@ -106,6 +106,7 @@ impl ResilientBuilder {
         recover(&shared).await?;
         let mut state = shared.state_tx.subscribe();
         let task = tokio::spawn(supervisor::run(shared.clone()));
+        metrics::spawn_gauges(&shared);
         let resilient = Resilient {
             owner: Arc::new(Owner {
                 cancel: shared.cancel.clone(),

@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::monitor::{ConnectionState, ConnectionStatus};
 
 use super::buffer::{Admit, Bounds, Pending, PendingBuffer};
+use super::metrics::Counters;
 use crate::store::PendingStore;
 
 /// The current session and its generation (0: none yet).
@@ -74,19 +75,6 @@ impl Inner {
             _ => None,
         }
     }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) published: AtomicU64,
-    pub(crate) confirmed: AtomicU64,
-    pub(crate) buffered: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) expired: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) unreadable: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
 }
 
 pub(crate) struct Shared {

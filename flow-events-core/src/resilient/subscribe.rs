@@ -14,7 +14,7 @@ use crate::source::{EventSource, Handler, SubscriptionHandle};
 use crate::subscription::Subscription;
 
 use super::backoff;
-use super::consumer::{Attempts, DedupWindow, Ended, consume};
+use super::consumer::{Attempts, DedupWindow, Ended, Observed, consume};
 use super::service::Resilient;
 use super::shared::Shared;
 
@@ -77,6 +77,7 @@ async fn consumer_task(
     let mut used_generation = 0;
     let dedup = Arc::new(Mutex::new(DedupWindow::new(subscription.dedup_window())));
     let attempts = Arc::new(Mutex::new(Attempts::default()));
+    let observed = Observed::new(subscription.name(), shared.backend.clone());
     let base = shared.config.retry_delay().min(SHORT_LIVED);
     let mut failures: u32 = 0;
     loop {
@@ -110,6 +111,7 @@ async fn consumer_task(
                     &subscription,
                     (&dedup, &attempts),
                     &cancel,
+                    &observed,
                 )
                 .await;
                 if ended == Ended::Cancelled {
