@@ -217,11 +217,9 @@ impl Backend for AmqpBackend {
         ))
     }
 
-    /// With the `trace-context` feature: adds a `traceparent` header to an
-    /// event that has none (see [`crate::trace`]).
-    #[cfg(feature = "trace-context")]
-    fn prepare_event(&self, event: &mut flow_events_core::Event) {
-        crate::trace::stamp(event);
+    /// `messaging.system` `rabbitmq`, the exchange and the routing key.
+    fn message_attributes(&self, event: &flow_events_core::Event) -> Vec<(&'static str, String)> {
+        wire::message_attributes(self.inner.config.exchange(), event.event_type().as_str())
     }
 
     fn info(&self) -> BackendInfo {

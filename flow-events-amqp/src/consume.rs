@@ -124,6 +124,8 @@ impl Source {
                 }
                 None => return None,
             };
+            #[cfg(feature = "otel")]
+            let (exchange, routing_key) = (delivery.exchange.clone(), delivery.routing_key.clone());
             let lapin::message::Delivery {
                 delivery_tag,
                 redelivered,
@@ -160,8 +162,14 @@ impl Source {
                 }
             };
             let (attempt, redelivered) = wire::attempt(&properties, redelivered);
-            #[cfg(feature = "trace-context")]
-            let scope = crate::trace::HandleScope::new(&properties, &event, self.queue.as_str());
+            #[cfg(feature = "otel")]
+            let span = crate::otel::process_span(
+                properties.headers().as_ref(),
+                exchange.as_str(),
+                routing_key.as_str(),
+                &event,
+                self.queue.as_str(),
+            );
             let acker = AmqpAcker {
                 acker,
                 _channel: self.channel.clone(),
@@ -180,8 +188,8 @@ impl Source {
             };
             let incoming =
                 IncomingDelivery::new(Delivery::new(event, redelivered, attempt), Box::new(acker));
-            #[cfg(feature = "trace-context")]
-            let incoming = incoming.with_scope(scope);
+            #[cfg(feature = "otel")]
+            let incoming = crate::otel::in_span(incoming, span);
             return Some(incoming);
         }
     }

@@ -7,12 +7,12 @@ mod confirms;
 mod consume;
 mod errors;
 mod options;
+#[cfg(feature = "otel")]
+mod otel;
 mod publish;
 mod session;
 mod state;
 mod topology;
-#[cfg(feature = "trace-context")]
-pub mod trace;
 mod transport;
 mod watch;
 mod wire;
@@ -20,4 +20,4 @@ mod wire;
 pub use address::check_url;
 pub use backend::AmqpBackend;
 pub use options::{AmqpOptions, ENV_QUEUE_TYPE};
-pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE};
+pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE, MESSAGING_SYSTEM, ROUTING_KEY_ATTRIBUTE};

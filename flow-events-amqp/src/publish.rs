@@ -246,13 +246,6 @@ impl Publisher {
             return Err(too_large_for_broker(event, body.len(), broker_max));
         }
         let properties = wire::properties(event, &self.app_id, self.max_header_bytes)?;
-        #[cfg(feature = "trace-context")]
-        let properties = match crate::trace::message_header(event) {
-            Some(traceparent) => {
-                wire::with_header(&properties, crate::trace::TRACEPARENT, traceparent)
-            }
-            None => properties,
-        };
         let message_id = properties
             .message_id()
             .as_ref()

@@ -16,6 +16,22 @@ pub(crate) const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// The `content_type` of every message.
 pub const CONTENT_TYPE: &str = "application/json";
 
+/// The `messaging.system` of OpenTelemetry's semantic conventions for RabbitMQ.
+pub const MESSAGING_SYSTEM: &str = "rabbitmq";
+
+/// The OpenTelemetry attribute of the routing key (semantic conventions).
+pub const ROUTING_KEY_ATTRIBUTE: &str = "messaging.rabbitmq.destination.routing_key";
+
+/// The OpenTelemetry messaging attributes of a message published to
+/// `exchange` with `routing_key`.
+pub(crate) fn message_attributes(exchange: &str, routing_key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("messaging.system", MESSAGING_SYSTEM.to_owned()),
+        ("messaging.destination.name", exchange.to_owned()),
+        (ROUTING_KEY_ATTRIBUTE, routing_key.to_owned()),
+    ]
+}
+
 /// `delivery_mode` 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
@@ -86,21 +102,6 @@ pub(crate) fn properties(
         .with_timestamp(timestamp)
         .with_app_id(app_id.clone())
         .with_headers(headers))
-}
-
-/// `properties` with the string header `name` set to `value`.
-#[cfg(feature = "trace-context")]
-pub(crate) fn with_header(
-    properties: &BasicProperties,
-    name: &str,
-    value: String,
-) -> BasicProperties {
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        ShortString::from(name),
-        AMQPValue::LongString(LongString::from(value)),
-    );
-    properties.clone().with_headers(headers)
 }
 
 /// `properties` with the attempt header set to `attempt`.

@@ -1,36 +1,14 @@
 //! A Python service (pika) reads an event published by flow-events.
 //!
-//! The interpreter comes from `FLOW_EVENTS_PYTHON` (a virtualenv with `pika`):
-//! `python3 -m venv .venv && .venv/bin/pip install pika`. Without it the test
-//! is skipped, unless `CI=true`, where it fails.
+//! The interpreter comes from `FLOW_EVENTS_PYTHON` (a virtualenv with `pika`
+//! and `opentelemetry-api`, as `.ci/run` makes it). Without it the test is
+//! skipped, unless `CI=true`, where it fails.
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{Fixture, URL, WAIT};
+use common::Fixture;
+use common::python::{PythonConsumer, python};
 use flow_events_core::Event;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-fn python() -> Option<String> {
-    match std::env::var("FLOW_EVENTS_PYTHON") {
-        Ok(p) if !p.trim().is_empty() => Some(p),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "FLOW_EVENTS_PYTHON is not set and CI=true: point it at a python with pika \
-                     (python3 -m venv .venv && .venv/bin/pip install pika)"
-                );
-            }
-            eprintln!(
-                "skipping the Python interop test: set FLOW_EVENTS_PYTHON to a python with pika \
-                 (python3 -m venv .venv && .venv/bin/pip install pika)"
-            );
-            None
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_consumer_reads_a_published_event() {
@@ -38,27 +16,8 @@ async fn python_consumer_reads_a_published_event() {
     let Some(python) = python() else { return };
     let fx = Fixture::with("interop", |c| c, |o| o.with_app_id("billing"));
     let session = fx.session().await;
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/consume_one.py");
-    let mut child = Command::new(&python)
-        .arg(script)
-        .arg(URL)
-        .arg(&fx.exchange)
-        .arg("invoice.*")
-        .arg(WAIT.as_secs().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("the consumer is ready in time")
-        .expect("read")
-        .expect("a line");
-    assert_eq!(ready, "READY");
+    let consumer =
+        PythonConsumer::start(&python, "consume_one.py", &fx.exchange, "invoice.*").await;
 
     let sent = Event::try_new(
         "invoice.paid",
@@ -73,13 +32,7 @@ async fn python_consumer_reads_a_published_event() {
         .await
         .expect("confirm");
 
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("the consumer answers in time")
-        .expect("read")
-        .expect("a line");
-    let got: serde_json::Value = serde_json::from_str(&line).expect("JSON from Python");
-    println!("python read: {got}");
+    let got = consumer.json().await;
     assert_eq!(got["id"], sent.id().to_string());
     assert_eq!(got["type"], "invoice.paid");
     assert_eq!(got["data"], sent.data());
@@ -95,10 +48,5 @@ async fn python_consumer_reads_a_published_event() {
         .expect("Python parsed the timestamp");
     assert!((unix - sent.timestamp().timestamp_micros() as f64 / 1e6).abs() < 1e-3);
     assert_eq!(got["headers"]["traceparent"], "00-abc-01");
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("the consumer exits")
-        .expect("status");
-    assert!(status.success(), "{status}");
     session.close().await;
 }

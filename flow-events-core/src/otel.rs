@@ -76,9 +76,12 @@ impl Injector for EventHeadersMut<'_> {
     }
 }
 
-/// The context `carrier` holds, read by the global propagator.
+/// The context `carrier` holds, read by the global propagator; an empty
+/// context when it holds none (never the caller's current one).
 pub fn extract(carrier: &dyn Extractor) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(carrier))
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract_with_context(&Context::new(), carrier)
+    })
 }
 
 /// Writes `cx` into the event's headers through the global propagator.

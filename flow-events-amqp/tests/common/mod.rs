@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod logs;
+pub mod python;
 pub mod received;
 pub mod traffic;
 
