@@ -264,6 +264,19 @@ impl Backend for NatsBackend {
         ))
     }
 
+    /// `messaging.system` `nats` and the subject as the destination.
+    fn message_attributes(&self, event: &flow_events_core::Event) -> Vec<(&'static str, String)> {
+        let subject = format!(
+            "{}.{}",
+            self.inner.nats.subject_prefix(),
+            event.event_type()
+        );
+        vec![
+            ("messaging.system", "nats".to_owned()),
+            ("messaging.destination.name", subject),
+        ]
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo::new("nats", self.inner.nats.redacted_url())
             .with_display_name("NATS")
