@@ -1,11 +1,9 @@
-//! The HTTP API: health, readiness, liveness, publishing, metrics and the
-//! OpenAPI description.
+//! The HTTP API: publishing and the OpenAPI description; health, readiness,
+//! liveness and metrics from flow-events-axum.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -15,18 +13,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flow_events_axum::{Endpoints, PrometheusHandle};
 use flow_events_core::{
-    Event, EventSink, EventType, HealthStatus, PublishError, PublishErrorKind, PublishOutcome,
-    Resilient,
+    Event, EventSink, EventType, PublishError, PublishErrorKind, PublishOutcome, Resilient,
 };
 use futures_util::StreamExt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::metrics::{self, Metrics, PublishResult};
 use crate::openapi;
 use crate::settings::{ApiToken, ENV_MAX_BODY_BYTES, HttpLimits};
 
@@ -39,9 +36,8 @@ pub(crate) struct AppState {
 #[derive(Debug)]
 struct Inner {
     events: Resilient,
-    service: String,
-    metrics: Metrics,
-    shutting_down: AtomicBool,
+    /// `/health`, `/health/live`, `/health/ready` and `/metrics`, from flow-events-axum.
+    endpoints: Endpoints,
     limits: HttpLimits,
     api_token: Option<ApiToken>,
     /// One permit per `POST /events` being served.
@@ -54,14 +50,13 @@ impl AppState {
         service: String,
         limits: HttpLimits,
         api_token: Option<ApiToken>,
+        prometheus: PrometheusHandle,
     ) -> Self {
-        let metrics = Metrics::new(events.clone());
+        let endpoints = Endpoints::new(events.clone(), service).with_prometheus(prometheus);
         Self {
             inner: Arc::new(Inner {
                 events,
-                service,
-                metrics,
-                shutting_down: AtomicBool::new(false),
+                endpoints,
                 limits,
                 api_token,
                 publishes: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
@@ -71,7 +66,7 @@ impl AppState {
 
     /// From now on readiness is 503 (the process is going away).
     pub(crate) fn begin_shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.endpoints.begin_shutdown();
     }
 }
 
@@ -86,12 +81,10 @@ pub(crate) fn router(state: AppState) -> Router {
     ));
     let protected = Router::new()
         .route("/events", publish_route)
-        .route("/metrics", get(metrics))
+        .merge(state.inner.endpoints.metrics_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .merge(state.inner.endpoints.health_router())
         .route("/openapi.json", get(openapi_json))
         .merge(protected)
         .fallback(not_found)
@@ -222,67 +215,6 @@ fn overloaded() -> Response {
     response
 }
 
-#[utoipa::path(get, path = "/health", tag = "health",
-    responses(
-        (status = 200, description = "Healthy, or degraded: the broker is away and events are buffered", body = openapi::Health),
-        (status = 503, description = "Unhealthy: a required broker is down", body = openapi::Health),
-    ))]
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    let report = state.inner.events.health(&state.inner.service);
-    let status = StatusCode::from_u16(report.status.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(report)).into_response()
-}
-
-#[utoipa::path(get, path = "/health/live", tag = "health",
-    responses((status = 200, description = "The process serves HTTP", body = openapi::Live)))]
-pub(crate) async fn live() -> Json<Value> {
-    Json(json!({"status": "alive"}))
-}
-
-#[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses(
-        (status = 200, description = "Ready to take events", body = openapi::Ready),
-        (status = 503, description = "A required broker is down, or the service is stopping", body = openapi::Ready),
-    ))]
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if state.inner.shutting_down.load(Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "issues": ["shutting down"]})),
-        )
-            .into_response();
-    }
-    let report = state.inner.events.health(&state.inner.service);
-    if report.status == HealthStatus::Unhealthy {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "issues": report.issues})),
-        )
-            .into_response()
-    } else {
-        Json(json!({"status": "ready", "issues": report.issues})).into_response()
-    }
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "metrics",
-    security((), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
-        (status = 401, description = "API_TOKEN is set and the request lacks it", body = openapi::ErrorBody),
-    ))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    match state.inner.metrics.render() {
-        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "could not encode the metrics",
-        )
-        .into_response(),
-    }
-}
-
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This description", body = Object)))]
 pub(crate) async fn openapi_json() -> Response {
@@ -340,22 +272,19 @@ pub(crate) async fn publish(
     let id = event.id();
     let event_type = event.event_type().clone();
 
-    let started = Instant::now();
+    // The library measures the call (flow_events_publish_duration_seconds).
     let result = state.inner.events.publish(event).await;
-    let took = started.elapsed();
 
     match result {
         Ok(outcome) => {
-            let (measured, status, body) = match outcome {
+            let (status, body) = match outcome {
                 PublishOutcome::Buffered { pending } => (
-                    PublishResult::Buffered,
                     StatusCode::ACCEPTED,
                     json!({"id": id, "outcome": outcome.as_str(), "pending_events": pending}),
                 ),
                 // The drop-newest policy dropped it (logged and counted by the
                 // library): the client must know the event was not kept.
                 PublishOutcome::Dropped { pending } => (
-                    PublishResult::Dropped,
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({
                         "id": id,
@@ -366,22 +295,14 @@ pub(crate) async fn publish(
                     }),
                 ),
                 _ => (
-                    PublishResult::Confirmed,
                     StatusCode::ACCEPTED,
                     json!({"id": id, "outcome": outcome.as_str()}),
                 ),
             };
-            state.inner.metrics.observe_publish(measured, took);
             tracing::debug!(%id, %event_type, outcome = outcome.as_str(), "publish answered");
             Ok((status, Json(body)).into_response())
         }
-        Err(error) => {
-            state
-                .inner
-                .metrics
-                .observe_publish(PublishResult::Refused, took);
-            Ok(refused(&state, &error).into_response())
-        }
+        Err(error) => Ok(refused(&state, &error).into_response()),
     }
 }
 

@@ -8,7 +8,6 @@ mod app;
 mod backend;
 mod http;
 mod logging;
-mod metrics;
 mod openapi;
 mod settings;
 
@@ -101,6 +100,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
 
+    // The metrics recorder first: the sink takes its counters when it starts.
+    let prometheus = flow_events_axum::install_prometheus()
+        .context("cannot install the Prometheus metrics recorder")?;
     let builder = Resilient::builder_arc(selected.backend.clone());
     let builder = match config.outbox_path() {
         Some(path) => with_outbox(builder, path)?,
@@ -121,7 +123,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    let state = AppState::new(events.clone(), service_name.clone(), limits, api_token);
+    let state = AppState::new(
+        events.clone(),
+        service_name.clone(),
+        limits,
+        api_token,
+        prometheus,
+    );
     let app = app::router(state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut server = tokio::spawn(http::serve(listener, app, limits, stop_rx));

@@ -131,6 +131,43 @@ pub(crate) struct Health {
     pub(crate) issues: Vec<String>,
 }
 
+/// The routes flow-events-axum serves for the service (`app::router` mounts
+/// them, `/metrics` behind the API token): described here, with the rest of
+/// the API. Descriptions only: the handlers are the library's.
+mod served {
+    use super::{ErrorBody, Health, Live, Ready};
+
+    #[utoipa::path(get, path = "/health", tag = "health",
+        responses(
+            (status = 200, description = "Healthy, or degraded: the broker is away and events are buffered", body = Health),
+            (status = 503, description = "Unhealthy: a required broker is down", body = Health),
+        ))]
+    #[allow(dead_code)]
+    pub(super) fn health() {}
+
+    #[utoipa::path(get, path = "/health/live", tag = "health",
+        responses((status = 200, description = "The process serves HTTP", body = Live)))]
+    #[allow(dead_code)]
+    pub(super) fn live() {}
+
+    #[utoipa::path(get, path = "/health/ready", tag = "health",
+        responses(
+            (status = 200, description = "Ready to take events", body = Ready),
+            (status = 503, description = "A required broker is down, or the service is stopping", body = Ready),
+        ))]
+    #[allow(dead_code)]
+    pub(super) fn ready() {}
+
+    #[utoipa::path(get, path = "/metrics", tag = "metrics",
+        security((), ("bearer" = [])),
+        responses(
+            (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+            (status = 401, description = "API_TOKEN is set and the request lacks it", body = ErrorBody),
+        ))]
+    #[allow(dead_code)]
+    pub(super) fn metrics() {}
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -138,11 +175,11 @@ pub(crate) struct Health {
         description = "Publishes events through flow-events; keeps working while the broker is down."
     ),
     paths(
-        crate::app::health,
-        crate::app::live,
-        crate::app::ready,
+        served::health,
+        served::live,
+        served::ready,
         crate::app::publish,
-        crate::app::metrics,
+        served::metrics,
         crate::app::openapi_json,
     ),
     modifiers(&BearerToken),

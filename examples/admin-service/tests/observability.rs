@@ -44,7 +44,10 @@ fn the_alert_rules_name_only_reported_metrics() {
         let used = names(&read(file));
         assert!(used.len() >= 8, "{file}: {used:?}");
         for name in &used {
-            assert!(reported(name), "{file} names {name}, which the library does not report");
+            assert!(
+                reported(name),
+                "{file} names {name}, which the library does not report"
+            );
         }
     }
 }
@@ -68,7 +71,10 @@ fn the_dashboard_queries_only_reported_metrics() {
         }
     }
     for name in &used {
-        assert!(reported(name), "the dashboard names {name}, which the library does not report");
+        assert!(
+            reported(name),
+            "the dashboard names {name}, which the library does not report"
+        );
     }
     // The metrics an operator watches first are all on it.
     for wanted in [
