@@ -5,7 +5,10 @@
 //!   memory backend's session alone, same number of publishes in flight,
 //!   reported as a ratio.
 //!
-//! Run: `cargo bench -p flow-events-testkit --bench decorator`
+//! Run: `cargo bench -p flow-events-testkit --bench decorator`; with
+//! `BENCH_METRICS=prometheus`, the library reports its metrics to a
+//! Prometheus recorder (as a service with `/metrics` does) while measured;
+//! otherwise to no recorder.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,6 +212,22 @@ fn criterion_benches(c: &mut Criterion) {
 criterion_group!(benches, criterion_benches);
 
 fn main() {
+    if std::env::var("BENCH_METRICS").is_ok_and(|v| v == "prometheus") {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the Prometheus recorder");
+        println!("metrics: reported to a Prometheus recorder");
+        // Upkeep as a scrape would do it, every second.
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                handle.run_upkeep();
+                let _ = handle.render();
+            }
+        });
+    } else {
+        println!("metrics: no recorder installed");
+    }
     let rt = runtime();
     disconnected_percentiles(&rt);
     throughput_ratio(&rt);
