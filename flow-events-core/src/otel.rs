@@ -42,7 +42,7 @@ use crate::event::Event;
 use crate::source::Decision;
 use futures_util::future::BoxFuture;
 
-/// `messaging.system`: the messaging system (`rabbitmq`).
+/// `messaging.system`: the messaging system, as the backend names it.
 pub const MESSAGING_SYSTEM: &str = "messaging.system";
 /// `messaging.destination.name`: where the message goes (an exchange, a subject).
 pub const DESTINATION_NAME: &str = "messaging.destination.name";
