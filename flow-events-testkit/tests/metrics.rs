@@ -262,3 +262,24 @@ async fn a_scripted_outage_gives_the_expected_counters() {
     assert_eq!(status.reconnects, 1);
     events.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The task that sets the gauges stops with the sink: once `shutdown` has
+/// returned and the handle is dropped, nothing holds the sink's state (a
+/// durable store can be opened again at once, by a restart in the same
+/// process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_holds_the_sink_after_shutdown() {
+    for _ in 0..50 {
+        let broker = MemoryBroker::new();
+        let store = Arc::new(flow_events_core::MemoryStore::new());
+        let events = Resilient::builder(broker.backend())
+            .with_store_arc(store.clone())
+            .start()
+            .await
+            .unwrap();
+        events.publish(numbered(1)).await.unwrap();
+        events.shutdown(Duration::from_secs(5)).await;
+        drop(events);
+        assert_eq!(Arc::strong_count(&store), 1, "the store is still held");
+    }
+}

@@ -19,8 +19,8 @@ use flow_events_core::{
 };
 use futures_util::StreamExt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 

@@ -199,15 +199,22 @@ impl Resilient {
     }
 }
 
-/// Starts setting the gauges every [`GAUGE_PERIOD`] until the sink stops.
-pub(crate) fn spawn_gauges(shared: &Arc<Shared>) {
-    if !cfg!(feature = "metrics") {
-        return;
-    }
-    record_gauges(shared);
+/// Runs `supervisor` and, beside it in the same task, sets the gauges every
+/// [`GAUGE_PERIOD`] until the sink stops: whoever awaits the supervisor's
+/// task (shutdown) knows that nothing holds the sink's state any more.
+pub(crate) fn with_gauges<F>(
+    shared: &Arc<Shared>,
+    supervisor: F,
+) -> impl Future<Output = ()> + use<F>
+where
+    F: Future<Output = ()>,
+{
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let cancel = shared.cancel.clone();
-    tokio::spawn(async move {
+    let gauges = async move {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let mut tick = tokio::time::interval(GAUGE_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -224,7 +231,10 @@ pub(crate) fn spawn_gauges(shared: &Arc<Shared>) {
         if let Some(shared) = weak.upgrade() {
             record_gauges(&shared);
         }
-    });
+    };
+    async move {
+        tokio::join!(supervisor, gauges);
+    }
 }
 
 /// The metrics of one subscription: what its consume loop reports.

@@ -105,8 +105,10 @@ impl ResilientBuilder {
         let shared = Arc::new(Shared::new(self.backend, self.config, self.store));
         recover(&shared).await?;
         let mut state = shared.state_tx.subscribe();
-        let task = tokio::spawn(supervisor::run(shared.clone()));
-        metrics::spawn_gauges(&shared);
+        let task = tokio::spawn(metrics::with_gauges(
+            &shared,
+            supervisor::run(shared.clone()),
+        ));
         let resilient = Resilient {
             owner: Arc::new(Owner {
                 cancel: shared.cancel.clone(),
