@@ -44,8 +44,7 @@ pub const CONFIRMED_TOTAL: &str = "flow_events_confirmed_total";
 pub const BUFFERED_TOTAL: &str = "flow_events_buffered_total";
 /// Counter: buffered events confirmed by the broker; its rate is the drain rate.
 pub const DRAINED_TOTAL: &str = "flow_events_drained_total";
-/// Counter: events dropped by a buffer bound, or refused by the broker after
-/// their publisher was answered.
+/// Counter: events dropped by a buffer bound.
 pub const DROPPED_TOTAL: &str = "flow_events_dropped_total";
 /// Counter: publish calls answered with an error, the event handed back.
 pub const FAILED_TOTAL: &str = "flow_events_failed_total";
@@ -190,7 +189,7 @@ pub const ALL: &[Metric] = &[
         DROPPED_TOTAL,
         Counter,
         &[],
-        "Events dropped because the buffer was full or the broker refused a buffered event",
+        "Events dropped because the buffer was full",
     ),
     metric(
         FAILED_TOTAL,

@@ -228,6 +228,7 @@ async fn a_scripted_outage_gives_the_expected_counters() {
         (names::CONFIRMED_TOTAL, 101),
         (names::DRAINED_TOTAL, 100),
         (names::DROPPED_TOTAL, 0),
+        (names::REFUSED_TOTAL, 0),
         (names::FAILED_TOTAL, 0),
         (names::EXPIRED_TOTAL, 0),
         (names::RECONNECTS_TOTAL, 1),
