@@ -8,16 +8,15 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use common::Fixture;
 use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Event, EventSink, EventSource, Handler, PublishError,
-    PublishOutcome, Resilient, SubscribeError, Subscription, SubscriptionHandle,
+    Event, EventSink, EventSource, Handler, PublishError, PublishOutcome, Resilient,
+    SubscribeError, Subscription, SubscriptionHandle,
 };
-use flow_events_testkit::SessionClient;
 use flow_events_testkit::conformance::Harness;
+use flow_events_testkit::{SessionClient, wait};
 
 /// A client that remembers the subscriptions made through it, for cleanup.
 struct Recorded<C> {
@@ -85,91 +84,41 @@ impl Drop for Amqp {
 }
 
 /// Through `Resilient`.
-struct ThroughResilient(Option<Amqp>);
+struct ThroughResilient(Amqp);
 
 #[async_trait]
 impl Harness for ThroughResilient {
     type Client = Recorded<Resilient>;
 
     async fn client(&self) -> Recorded<Resilient> {
-        let amqp = self.0.as_ref().expect("broker");
-        let client = Resilient::builder(amqp.fx.backend.clone())
-            .with_config(amqp.fx.config.clone())
-            .start()
-            .await
-            .expect("an optional start-up does not fail");
-        let mut state = client.watch_state();
-        tokio::time::timeout(
-            self.timeout(),
-            state.wait_for(|s| *s == ConnectionState::Connected),
-        )
-        .await
-        .expect("connected in time")
-        .expect("the supervisor runs");
-        amqp.recorded(client)
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(30)
+        let builder =
+            Resilient::builder(self.0.fx.backend.clone()).with_config(self.0.fx.config.clone());
+        self.0
+            .recorded(wait::start_connected(builder, self.timeout()).await)
     }
 }
 
 /// Straight on a session.
-struct OnSession(Option<Amqp>);
+struct OnSession(Amqp);
 
 #[async_trait]
 impl Harness for OnSession {
     type Client = Recorded<SessionClient>;
 
     async fn client(&self) -> Recorded<SessionClient> {
-        let amqp = self.0.as_ref().expect("broker");
-        let client = SessionClient::connect(&amqp.fx.backend)
+        let client = SessionClient::connect(&self.0.fx.backend)
             .await
             .expect("connected to the broker");
-        amqp.recorded(client)
+        self.0.recorded(client)
     }
-}
-
-/// Runs a case unless the broker is missing (outside CI).
-macro_rules! amqp_conformance {
-    ($harness:ident; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(amqp) = Amqp::new(stringify!($case)) else { return };
-                let harness = $harness(Some(amqp));
-                flow_events_testkit::conformance::$case(&harness).await;
-            }
-        )+
-    };
-}
-
-macro_rules! all_cases {
-    ($harness:ident) => {
-        amqp_conformance!($harness;
-            publish_then_receive,
-            in_order_delivery,
-            topic_patterns,
-            fan_out,
-            competing_consumers,
-            retry_redelivers,
-            reject_does_not_redeliver,
-            concurrent_publishers,
-            large_payload,
-            unicode_payload,
-            closed_subscription_stops_receiving,
-            subscription_keeps_events_while_closed,
-            publish_without_subscribers,
-        );
-    };
 }
 
 mod resilient {
     use super::*;
-    all_cases!(ThroughResilient);
+    flow_events_testkit::conformance_tests!(|case| Amqp::new(case).map(ThroughResilient));
 }
 
 mod session {
     use super::*;
-    all_cases!(OnSession);
+    flow_events_testkit::conformance_tests!(|case| Amqp::new(case).map(OnSession));
 }

@@ -3,10 +3,10 @@
 //! backend alone, so a failure there points at the backend).
 
 use async_trait::async_trait;
-use flow_events_core::{ConnectionMonitor, ConnectionState, Resilient};
+use flow_events_core::Resilient;
 use flow_events_memory::MemoryBroker;
-use flow_events_testkit::SessionClient;
 use flow_events_testkit::conformance::Harness;
+use flow_events_testkit::{SessionClient, wait};
 
 /// `Resilient` over a memory broker of the case's own.
 struct ThroughResilient {
@@ -18,19 +18,8 @@ impl Harness for ThroughResilient {
     type Client = Resilient;
 
     async fn client(&self) -> Resilient {
-        let client = Resilient::builder(self.broker.backend())
-            .start()
-            .await
-            .expect("an optional start-up does not fail");
-        let mut state = client.watch_state();
-        tokio::time::timeout(
-            self.timeout(),
-            state.wait_for(|s| *s == ConnectionState::Connected),
-        )
-        .await
-        .expect("connected in time")
-        .expect("the supervisor runs");
-        client
+        let builder = Resilient::builder(self.broker.backend());
+        wait::start_connected(builder, self.timeout()).await
     }
 }
 

@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use common::Fixture;
-use flow_events_core::{ConnectionMonitor, ConnectionState, Resilient};
-use flow_events_testkit::SessionClient;
+use flow_events_core::Resilient;
 use flow_events_testkit::conformance::Harness;
+use flow_events_testkit::{SessionClient, wait};
 
 /// The server's largest message less room for the envelope and headers.
 const LARGE_PAYLOAD: usize = 1024 * 1024 - 16 * 1024;
@@ -36,49 +34,32 @@ impl Nats {
 }
 
 /// Through `Resilient`.
-struct ThroughResilient(Option<Nats>);
+struct ThroughResilient(Nats);
 
 #[async_trait]
 impl Harness for ThroughResilient {
     type Client = Resilient;
 
     async fn client(&self) -> Resilient {
-        let nats = self.0.as_ref().expect("server");
-        let client = Resilient::builder(nats.fx.backend.clone())
-            .with_config(nats.fx.config.clone())
-            .start()
-            .await
-            .expect("an optional start-up does not fail");
-        let mut state = client.watch_state();
-        tokio::time::timeout(
-            self.timeout(),
-            state.wait_for(|s| *s == ConnectionState::Connected),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("connected in time: {:?}", client.status().last_error))
-        .expect("the supervisor runs");
-        client
+        let builder =
+            Resilient::builder(self.0.fx.backend.clone()).with_config(self.0.fx.config.clone());
+        wait::start_connected(builder, self.timeout()).await
     }
 
     fn large_payload_bytes(&self) -> usize {
         LARGE_PAYLOAD
     }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(30)
-    }
 }
 
 /// Straight on a session.
-struct OnSession(Option<Nats>);
+struct OnSession(Nats);
 
 #[async_trait]
 impl Harness for OnSession {
     type Client = SessionClient;
 
     async fn client(&self) -> SessionClient {
-        let nats = self.0.as_ref().expect("server");
-        SessionClient::connect(&nats.fx.backend)
+        SessionClient::connect(&self.0.fx.backend)
             .await
             .expect("connected to the server")
     }
@@ -88,46 +69,12 @@ impl Harness for OnSession {
     }
 }
 
-/// Runs a case unless the server is missing (outside CI).
-macro_rules! nats_conformance {
-    ($harness:ident; $($case:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(nats) = Nats::new(stringify!($case)) else { return };
-                let harness = $harness(Some(nats));
-                flow_events_testkit::conformance::$case(&harness).await;
-            }
-        )+
-    };
-}
-
-macro_rules! all_cases {
-    ($harness:ident) => {
-        nats_conformance!($harness;
-            publish_then_receive,
-            in_order_delivery,
-            topic_patterns,
-            fan_out,
-            competing_consumers,
-            retry_redelivers,
-            reject_does_not_redeliver,
-            concurrent_publishers,
-            large_payload,
-            unicode_payload,
-            closed_subscription_stops_receiving,
-            subscription_keeps_events_while_closed,
-            publish_without_subscribers,
-        );
-    };
-}
-
 mod resilient {
     use super::*;
-    all_cases!(ThroughResilient);
+    flow_events_testkit::conformance_tests!(|case| Nats::new(case).map(ThroughResilient));
 }
 
 mod session {
     use super::*;
-    all_cases!(OnSession);
+    flow_events_testkit::conformance_tests!(|case| Nats::new(case).map(OnSession));
 }

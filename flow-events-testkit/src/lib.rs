@@ -9,6 +9,8 @@
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - [`mocks`]: mockall mocks of the core traits.
+//! - [`wait`]: bounded waits on a state or a condition, shared by the tests
+//!   of every crate.
 
 pub mod conformance;
 pub mod faulty;
@@ -17,6 +19,7 @@ mod macros;
 pub mod mocks;
 pub mod proxy;
 mod session_client;
+pub mod wait;
 
 pub use faulty_store::{FaultyStore, StoreFaultHandle};
 pub use session_client::SessionClient;

@@ -34,21 +34,32 @@
 //! [`Harness::timeout`]; "nothing more arrives" is proven by publishing a
 //! marker afterwards and checking what comes before it, never by sleeping.
 //! A case fails by panicking with what went wrong.
+//!
+//! A case is a public `async fn` of one of this module's files, each file one
+//! concern (what arrives, order, routing, the handler's decisions, a
+//! subscription's life); a new concern gets a file of its own. Its name goes
+//! in the one list of cases, in [`conformance_tests!`](crate::conformance_tests),
+//! and every backend then runs it.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{EventSink, EventSource};
 
-mod cases;
+mod decisions;
+mod ordering;
+mod receive;
+mod routing;
+mod subscriptions;
 mod support;
 
-pub use cases::{
-    closed_subscription_stops_receiving, competing_consumers, concurrent_publishers, fan_out,
-    in_order_delivery, large_payload, publish_then_receive, publish_without_subscribers,
-    reject_does_not_redeliver, retry_redelivers, subscription_keeps_events_while_closed,
-    topic_patterns, unicode_payload,
-};
+// A file per concern; each one's public functions are cases, and the one list
+// of them that runs is `conformance_tests!`.
+pub use decisions::*;
+pub use ordering::*;
+pub use receive::*;
+pub use routing::*;
+pub use subscriptions::*;
 
 /// What the suite needs from a backend under test.
 #[async_trait]

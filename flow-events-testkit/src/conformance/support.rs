@@ -1,11 +1,13 @@
-//! What the cases share: unique names, collecting handlers and bounded waits.
+//! What the cases share: unique names, publishing, collecting handlers and
+//! bounded waits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Decision, Delivery, Event, EventSource, Handler, Subscription, SubscriptionHandle, TopicPattern,
+    Decision, Delivery, Event, EventSink, EventSource, Handler, PublishOutcome, Subscription,
+    SubscriptionHandle, TopicPattern,
 };
 use tokio::sync::mpsc;
 
@@ -107,6 +109,25 @@ pub(crate) async fn subscribe<C: EventSource + ?Sized>(
         .subscribe(subscription, handler)
         .await
         .unwrap_or_else(|e| panic!("subscribing {name}: {e}"))
+}
+
+/// Publishes `event`, failing the case if the publish fails.
+pub(crate) async fn publish<C: EventSink + ?Sized>(
+    client: &C,
+    event: Event,
+    what: &str,
+) -> PublishOutcome {
+    client
+        .publish(event)
+        .await
+        .unwrap_or_else(|e| panic!("publishing {what}: {e}"))
+}
+
+/// The number under `key` in a delivery's payload.
+pub(crate) fn number(delivery: &Delivery, key: &str) -> u64 {
+    delivery.event().data()[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("delivery without a numeric {key:?}: {:?}", delivery.event()))
 }
 
 /// The deliveries a collecting handler saw.
