@@ -176,11 +176,13 @@ fn token_matches(token: &ApiToken, given: &str) -> bool {
 async fn limit_publishes(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match state.inner.publishes.clone().try_acquire_owned() {
         Ok(permit) => {
+            tracing::debug!("publish slot taken");
             let response = next.run(request).await;
             drop(permit);
             response
         }
         Err(_) => {
+            tracing::debug!("publish turned away: every slot is taken");
             discard_body(request.into_body(), state.inner.limits.max_body_bytes).await;
             overloaded()
         }

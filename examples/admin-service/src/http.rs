@@ -8,7 +8,7 @@
 //! timeout, so each connection watches its own idleness here.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -63,46 +63,43 @@ pub(crate) async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// How many requests of the connection are running, and when the last one
-/// ended (none yet: the first request's head is bounded by hyper's header
-/// timeout, and may be on its way).
-#[derive(Debug)]
+/// What a connection is doing: how many of its requests are running, and
+/// when the last one ended (none yet: the first request's head is bounded by
+/// hyper's header timeout, and may be on its way). A watch channel, so that
+/// the connection's loop wakes when a request ends and arms its idle timer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Activity {
-    state: Mutex<(usize, Option<Instant>)>,
+    running: usize,
+    last_end: Option<Instant>,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Self {
-            state: Mutex::new((0, None)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Option<Instant>)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.lock().0 += 1;
-        RequestGuard(self.clone())
-    }
-
     /// When the connection will have been idle for `idle` since its last
     /// request; `None` while a request runs or before the first ended.
-    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
-        let (running, last_end) = *self.lock();
-        last_end.filter(|_| running == 0).map(|end| end + idle)
+    fn idle_deadline(self, idle: Duration) -> Option<Instant> {
+        self.last_end
+            .filter(|_| self.running == 0)
+            .map(|end| end + idle)
     }
 }
 
-/// Marks the end of a request when dropped (also when the request is cancelled).
-struct RequestGuard(Arc<Activity>);
+/// Counts a request as running from its creation until it is dropped (also
+/// when the request is cancelled), when it marks the request's end.
+struct RequestGuard(Arc<watch::Sender<Activity>>);
+
+impl RequestGuard {
+    fn begin(activity: &Arc<watch::Sender<Activity>>) -> Self {
+        activity.send_modify(|a| a.running += 1);
+        Self(activity.clone())
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.0 = state.0.saturating_sub(1);
-        state.1 = Some(Instant::now());
+        self.0.send_modify(|a| {
+            a.running = a.running.saturating_sub(1);
+            a.last_end = Some(Instant::now());
+        });
     }
 }
 
@@ -112,12 +109,13 @@ async fn connection(
     limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(watch::Sender::new(Activity::default()));
+    let mut activity_changed = activity.subscribe();
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             tracing::debug!(method = %request.method(), path = %request.uri().path(), "request");
-            let guard = activity.begin();
+            let guard = RequestGuard::begin(&activity);
             let app = app.clone();
             async move {
                 let response = app.oneshot(request).await;
@@ -135,7 +133,10 @@ async fn connection(
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+        // Read again after every wake-up: a request that ended arms the timer.
+        let idle_deadline = activity_changed
+            .borrow_and_update()
+            .idle_deadline(limits.idle_timeout);
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -144,14 +145,15 @@ async fn connection(
                 return;
             }
             () = sleep_until(idle_deadline), if !closing => {
-                if activity
-                    .idle_deadline(limits.idle_timeout)
-                    .is_some_and(|deadline| deadline <= Instant::now())
-                {
+                // Still idle: no request began or ended since the deadline was read.
+                if !activity_changed.has_changed().unwrap_or(true) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
+            // A request began or ended: read the deadline again. (The sender
+            // lives as long as this function, so this never ends in an error.)
+            _ = activity_changed.changed(), if !closing => {}
             changed = stop.changed(), if !closing => {
                 if changed.is_err() || *stop.borrow() {
                     conn.as_mut().graceful_shutdown();
@@ -167,5 +169,53 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A keep-alive connection that goes quiet after a request is closed by
+    /// the idle timeout (a tenth of a second here), not left to hyper's
+    /// header timeout (an hour here): the loop re-arms its idle timer when a
+    /// request ends.
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_a_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(3600),
+            idle_timeout: Duration::from_millis(100),
+            ..HttpLimits::default()
+        };
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let (stop_tx, stop) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, app, limits, stop));
+
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Reads the answer, then the end of the connection; a connection
+        // left open would still be open when the minute is over.
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut got))
+            .await
+            .is_ok();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "the request is answered: {got}"
+        );
+        assert!(closed, "the idle connection is still open after a minute");
+
+        stop_tx.send_replace(true);
+        server.await.expect("the server stops");
     }
 }
