@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Acker, BackendError, BackendErrorKind, Decision, Delivery, DeliveryStream, IncomingDelivery,
-    QueueKind,
+    Acker, BackendError, BackendErrorKind, DeadLetter, Decision, Delivery, DeliveryStream,
+    IncomingDelivery,
 };
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -15,20 +15,11 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio_util::sync::CancellationToken;
 
+use crate::delay::DelayQueues;
 use crate::errors::Scrub;
 use crate::publish::{LatestPublisher, Publisher};
 use crate::topology::{SubscriptionTopology, short, within};
 use crate::wire;
-
-/// How a retry puts the event back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RetryMode {
-    /// Classic queues: publish a copy with the attempt header raised to the
-    /// queue, then ack the original.
-    Republish,
-    /// Quorum queues: nack with requeue; the broker counts in `x-delivery-count`.
-    Requeue,
-}
 
 /// Everything a subscription needs from its session.
 #[derive(Debug, Clone)]
@@ -75,17 +66,18 @@ pub(crate) async fn subscribe(
         ),
     )
     .await?;
-    let retry = match topology.kind {
-        QueueKind::Quorum => RetryMode::Requeue,
-        _ => RetryMode::Republish,
-    };
+    let dead_letter_queue = short("dead-letter queue", &topology.dead_letter_queue)?;
     let source = Source {
         consumer,
-        channel,
-        queue,
-        retry,
-        max_attempts,
-        ctx,
+        queue: queue.clone(),
+        settling: Arc::new(Settling {
+            channel,
+            queue,
+            dead_letter_queue,
+            max_attempts,
+            delays: DelayQueues::default(),
+            ctx,
+        }),
     };
     Ok(
         futures_util::stream::unfold(source, |mut source| async move {
@@ -99,10 +91,21 @@ pub(crate) async fn subscribe(
 /// The state of one delivery stream.
 struct Source {
     consumer: Consumer,
-    channel: Channel,
     queue: ShortString,
-    retry: RetryMode,
+    settling: Arc<Settling>,
+}
+
+/// What settling a delivery of one subscription needs.
+#[derive(Debug)]
+struct Settling {
+    /// The consuming channel: kept open while a delivery is being handled;
+    /// delay queues are declared on it.
+    channel: Channel,
+    /// The subscription's queue; its name is the subscription's.
+    queue: ShortString,
+    dead_letter_queue: ShortString,
     max_attempts: u32,
+    delays: DelayQueues,
     ctx: ConsumeContext,
 }
 
@@ -113,19 +116,21 @@ impl Source {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = self.ctx.cancel.cancelled() => return None,
+                _ = self.settling.ctx.cancel.cancelled() => return None,
                 next = self.consumer.next() => next,
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => {
-                    tracing::debug!(queue = %self.queue, error = %self.ctx.scrub.clean(&e.to_string()), "consumer ended");
+                    tracing::debug!(queue = %self.queue, error = %self.settling.ctx.scrub.clean(&e.to_string()), "consumer ended");
                     return None;
                 }
                 None => return None,
             };
             #[cfg(feature = "otel")]
-            let (exchange, routing_key) = (delivery.exchange.clone(), delivery.routing_key.clone());
+            let exchange = delivery.exchange.clone();
+            let routing_key =
+                wire::original_routing_key(&delivery.properties, delivery.routing_key.as_str());
             let lapin::message::Delivery {
                 delivery_tag,
                 redelivered,
@@ -134,58 +139,39 @@ impl Source {
                 acker,
                 ..
             } = delivery;
-            let event = match wire::decode(&data) {
+            let (attempt, redelivered) = wire::attempt(&properties, redelivered);
+            let acker = AmqpAcker {
+                acker,
+                settling: self.settling.clone(),
+                attempt,
+                routing_key,
+                properties,
+                body: data,
+            };
+            let event = match wire::decode(&acker.body) {
                 Ok(event) => event,
                 Err(reason) => {
                     tracing::warn!(
                         queue = %self.queue,
                         delivery_tag,
-                        message_id = ?properties.message_id().as_ref().map(|m| m.as_str()),
+                        message_id = ?acker.properties.message_id().as_ref().map(|m| m.as_str()),
                         "dead-lettering a message that is not a valid event: {reason}"
                     );
-                    let nack = acker.nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: false,
-                    });
-                    if let Err(e) = settled(
-                        within(
-                            self.ctx.operation_timeout,
-                            "rejecting an invalid message",
-                            &self.ctx.scrub,
-                            nack,
-                        )
-                        .await,
-                    ) {
-                        tracing::warn!(queue = %self.queue, error = %e, "could not reject an invalid message");
+                    let reason = format!("not an event: {reason}");
+                    if let Err(e) = Box::new(acker).settle(Decision::Reject(reason)).await {
+                        tracing::warn!(queue = %self.queue, error = %e, "could not dead-letter an invalid message");
                     }
                     continue;
                 }
             };
-            let (attempt, redelivered) = wire::attempt(&properties, redelivered);
             #[cfg(feature = "otel")]
             let span = crate::otel::process_span(
-                properties.headers().as_ref(),
+                acker.properties.headers().as_ref(),
                 exchange.as_str(),
-                routing_key.as_str(),
+                acker.routing_key.as_str(),
                 &event,
                 self.queue.as_str(),
             );
-            let acker = AmqpAcker {
-                acker,
-                _channel: self.channel.clone(),
-                queue: self.queue.clone(),
-                retry: self.retry,
-                attempt,
-                max_attempts: self.max_attempts,
-                properties,
-                // Only a republished retry needs the body again.
-                body: if self.retry == RetryMode::Republish {
-                    data
-                } else {
-                    Vec::new()
-                },
-                ctx: self.ctx.clone(),
-            };
             let incoming =
                 IncomingDelivery::new(Delivery::new(event, redelivered, attempt), Box::new(acker));
             #[cfg(feature = "otel")]
@@ -210,33 +196,34 @@ fn settled(result: Result<bool, BackendError>) -> Result<(), BackendError> {
 /// Settles one delivery on the channel it came from.
 struct AmqpAcker {
     acker: lapin::Acker,
-    /// Keeps the channel open while the delivery is being handled.
-    _channel: Channel,
-    queue: ShortString,
-    retry: RetryMode,
+    settling: Arc<Settling>,
     attempt: u32,
-    max_attempts: u32,
+    /// The routing key it was first published with.
+    routing_key: String,
     properties: BasicProperties,
     body: Vec<u8>,
-    ctx: ConsumeContext,
 }
 
 impl std::fmt::Debug for AmqpAcker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpAcker")
-            .field("queue", &self.queue)
+            .field("queue", &self.settling.queue)
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
     }
 }
 
 impl AmqpAcker {
+    fn ctx(&self) -> &ConsumeContext {
+        &self.settling.ctx
+    }
+
     async fn ack(&self) -> Result<(), BackendError> {
         settled(
             within(
-                self.ctx.operation_timeout,
+                self.ctx().operation_timeout,
                 "acknowledging a delivery",
-                &self.ctx.scrub,
+                &self.ctx().scrub,
                 self.acker.ack(BasicAckOptions { multiple: false }),
             )
             .await,
@@ -251,9 +238,9 @@ impl AmqpAcker {
         };
         settled(
             within(
-                self.ctx.operation_timeout,
+                self.ctx().operation_timeout,
                 what,
-                &self.ctx.scrub,
+                &self.ctx().scrub,
                 self.acker.nack(BasicNackOptions {
                     multiple: false,
                     requeue,
@@ -263,63 +250,116 @@ impl AmqpAcker {
         )
     }
 
-    async fn retry(&self) -> Result<(), BackendError> {
-        match self.retry {
-            RetryMode::Requeue => self.nack(true).await,
-            RetryMode::Republish => {
-                let copy = wire::with_attempt(&self.properties, self.attempt.saturating_add(1));
-                let Err(first) = self.republish(&copy).await else {
-                    return self.ack().await;
-                };
-                // The copy did not make it (the broker blocks publishers, the
-                // publishing connection is gone). Hold the delivery a while,
-                // so that it does not come back at full speed, and try once
-                // more; then put it back as it is and say so: the consumer
-                // counts the attempt (the broker's redelivered flag alone
-                // would not count a second one).
-                let delay = self.pause();
-                tracing::warn!(
-                    queue = %self.queue, attempt = self.attempt, ?delay, error = %first,
-                    "could not publish a retry copy; trying again in {delay:?}"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = self.ctx.cancel.cancelled() => {}
-                }
-                match self.republish(&copy).await {
-                    Ok(()) => self.ack().await,
+    /// Publishes a copy with the attempt raised, to the subscription's queue
+    /// (no delay) or to the delay queue of `delay`'s tier, then acks the
+    /// original.
+    async fn retry(&self, delay: Option<std::time::Duration>) -> Result<(), BackendError> {
+        let s = &self.settling;
+        let target = match delay {
+            None => s.queue.clone(),
+            Some(delay) => {
+                match s
+                    .delays
+                    .for_delay(
+                        &s.channel,
+                        s.queue.as_str(),
+                        delay,
+                        s.ctx.operation_timeout,
+                        &s.ctx.scrub,
+                    )
+                    .await
+                {
+                    Ok(queue) => queue,
                     Err(e) => {
+                        // Without its delay queue the retry cannot wait: put
+                        // it back as it is, counted by the consumer.
                         self.nack(true).await?;
-                        Err(BackendError::new(
-                            BackendErrorKind::Other,
-                            format!(
-                                "could not publish a retry copy ({e}); the delivery was put \
-                                 back after {delay:?}"
-                            ),
-                        ))
+                        return Err(e);
                     }
                 }
+            }
+        };
+        let copy = wire::retry_copy(
+            &self.properties,
+            self.attempt.saturating_add(1),
+            &self.routing_key,
+        );
+        let Err(first) = self.republish(&target, &copy).await else {
+            return self.ack().await;
+        };
+        // The copy did not make it (the broker blocks publishers, the
+        // publishing connection is gone). Hold the delivery a while, so that
+        // it does not come back at full speed, and try once more; then put
+        // it back as it is and say so: the consumer counts the attempt (the
+        // broker's redelivered flag alone would not count a second one).
+        let pause = self.pause();
+        tracing::warn!(
+            queue = %s.queue, attempt = self.attempt, ?pause, error = %first,
+            "could not publish a retry copy; trying again in {pause:?}"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = s.ctx.cancel.cancelled() => {}
+        }
+        match self.republish(&target, &copy).await {
+            Ok(()) => self.ack().await,
+            Err(e) => {
+                self.nack(true).await?;
+                Err(BackendError::new(
+                    BackendErrorKind::Other,
+                    format!(
+                        "could not publish a retry copy ({e}); the delivery was put \
+                         back after {pause:?}"
+                    ),
+                ))
             }
         }
     }
 
-    /// Publishes the retry copy through the session's publisher, or the
+    /// Publishes a copy saying why to the dead-letter queue, then acks the
+    /// original. When the copy cannot be published, the broker dead-letters
+    /// the original itself (without the reason), rather than it coming back.
+    async fn dead_letter(&self, reason: String) -> Result<(), BackendError> {
+        let s = &self.settling;
+        let account = DeadLetter::new(
+            reason,
+            self.attempt,
+            self.routing_key.as_str(),
+            s.queue.as_str(),
+        );
+        let copy = wire::dead_letter_copy(&self.properties, account);
+        match self.republish(&s.dead_letter_queue, &copy).await {
+            Ok(()) => self.ack().await,
+            Err(e) => {
+                tracing::warn!(
+                    queue = %s.queue, attempt = self.attempt, error = %e,
+                    "could not publish the dead letter with its reason; the broker dead-letters \
+                     the message without it"
+                );
+                self.nack(false).await
+            }
+        }
+    }
+
+    /// Publishes a copy to `queue` through the session's publisher, or the
     /// newest session's if this one's is gone.
-    async fn republish(&self, copy: &BasicProperties) -> Result<(), BackendError> {
-        let own = &self.ctx.publisher;
-        let publisher = match self.ctx.latest.get() {
+    async fn republish(
+        &self,
+        queue: &ShortString,
+        copy: &BasicProperties,
+    ) -> Result<(), BackendError> {
+        let own = &self.ctx().publisher;
+        let publisher = match self.ctx().latest.get() {
             Some(latest) if !own.is_usable() && latest.is_usable() => latest,
             _ => own.clone(),
         };
-        publisher
-            .republish(&self.queue, &self.body, copy.clone())
-            .await
+        publisher.republish(queue, &self.body, copy.clone()).await
     }
 
     /// The wait before the second try of a retry copy: doubling with the
     /// attempt from the first delay, capped.
-    fn pause(&self) -> Duration {
-        let (first, cap) = self.ctx.retry_pause;
+    fn pause(&self) -> std::time::Duration {
+        let (first, cap) = self.ctx().retry_pause;
         let doublings = self.attempt.saturating_sub(1).min(16);
         first.saturating_mul(1 << doublings).min(cap)
     }
@@ -331,17 +371,20 @@ impl Acker for AmqpAcker {
         if !self.acker.usable() {
             return settled(Ok(false));
         }
+        let max = self.settling.max_attempts;
         match decision {
             Decision::Ack => self.ack().await,
-            Decision::Reject => self.nack(false).await,
-            Decision::Retry if self.attempt >= self.max_attempts => {
-                tracing::info!(
-                    queue = %self.queue, attempt = self.attempt,
-                    "retry asked after the last allowed attempt; dead-lettering the delivery"
-                );
-                self.nack(false).await
+            Decision::Retry | Decision::RetryAfter(_) if self.attempt >= max => {
+                self.dead_letter(format!("still failing after {} attempts", self.attempt))
+                    .await
             }
-            Decision::Retry => self.retry().await,
+            Decision::Retry => self.retry(None).await,
+            Decision::RetryAfter(delay) => self.retry(Some(delay)).await,
+            Decision::Reject(reason) => self.dead_letter(reason).await,
+            other => {
+                self.dead_letter(format!("unknown decision {other:?}"))
+                    .await
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ mod backend;
 mod channel;
 mod confirms;
 mod consume;
+mod delay;
 mod errors;
 mod options;
 #[cfg(feature = "otel")]

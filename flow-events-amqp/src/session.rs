@@ -172,6 +172,7 @@ impl Session for AmqpSession {
             pattern: subscription.pattern().as_str().to_owned(),
             queue,
             kind,
+            max_attempts: subscription.max_attempts(),
         };
         let conn = self.consuming().await?;
         let channel = within(

@@ -79,6 +79,19 @@ pub(crate) struct SubscriptionTopology {
     pub(crate) kind: QueueKind,
     pub(crate) dead_letter_exchange: String,
     pub(crate) dead_letter_queue: String,
+    /// The subscription's maximum attempts: a quorum queue's delivery limit.
+    pub(crate) max_attempts: u32,
+}
+
+/// The `x-delivery-limit` of a quorum queue whose subscription gives an
+/// event `max_attempts` attempts. The broker dead-letters a message returned
+/// more than that many times, so a limit of `max_attempts - 1` lets each copy
+/// be delivered at most `max_attempts` times (RabbitMQ 4 would otherwise
+/// apply its default of 20). Retries publish a new copy (the attempt counted
+/// in a header), so the limit only stops a copy whose deliveries are never
+/// settled, as a consumer that crashes on it.
+pub(crate) fn delivery_limit(max_attempts: u32) -> i64 {
+    i64::from(max_attempts.max(1) - 1)
 }
 
 fn queue_arguments(kind: QueueKind) -> FieldTable {
@@ -143,6 +156,12 @@ impl SubscriptionTopology {
         .await?;
 
         let mut args = queue_arguments(self.kind);
+        if self.kind == QueueKind::Quorum {
+            args.insert(
+                ShortString::from("x-delivery-limit"),
+                AMQPValue::LongLongInt(delivery_limit(self.max_attempts)),
+            );
+        }
         args.insert(
             ShortString::from("x-dead-letter-exchange"),
             AMQPValue::LongString(LongString::from(dlx.as_str())),

@@ -1,7 +1,7 @@
 //! The wire format: message properties and body of an event, and reading
 //! them back from a delivery.
 
-use flow_events_core::{BackendError, Event};
+use flow_events_core::{BackendError, DeadLetter, Event, dead_letter};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -105,12 +105,104 @@ pub(crate) fn properties(
 }
 
 /// `properties` with the attempt header set to `attempt`.
+#[cfg(test)]
 pub(crate) fn with_attempt(properties: &BasicProperties, attempt: u32) -> BasicProperties {
     let mut headers = properties.headers().clone().unwrap_or_default();
     headers.insert(
         ShortString::from(ATTEMPT_HEADER),
         AMQPValue::LongUInt(attempt),
     );
+    properties.clone().with_headers(headers)
+}
+
+/// The headers the broker adds on its way (delivery count, dead-lettering
+/// history): a copy published again leaves them out, so that they describe
+/// the copy and not the original.
+fn broker_header(name: &str) -> bool {
+    name == DELIVERY_COUNT_HEADER
+        || name == "x-death"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
+}
+
+/// The headers of `properties` without the broker's own.
+fn own_headers(properties: &BasicProperties) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(h) = properties.headers() {
+        for (k, v) in h.inner() {
+            if !broker_header(k.as_str()) {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    headers
+}
+
+/// A text header value.
+pub(crate) fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// The properties of the copy of a delivery published for attempt
+/// `attempt`: the attempt header raised, the original routing key and the
+/// time of the first failure kept (set now when not there yet).
+pub(crate) fn retry_copy(
+    properties: &BasicProperties,
+    attempt: u32,
+    routing_key: &str,
+) -> BasicProperties {
+    let mut headers = own_headers(properties);
+    headers.insert(
+        ShortString::from(ATTEMPT_HEADER),
+        AMQPValue::LongUInt(attempt),
+    );
+    for (name, value) in [
+        (dead_letter::ROUTING_KEY_HEADER, routing_key.to_owned()),
+        (
+            dead_letter::FIRST_FAILED_AT_HEADER,
+            dead_letter::timestamp(chrono::Utc::now()),
+        ),
+    ] {
+        if !headers.contains_key(name) {
+            headers.insert(
+                ShortString::from(name),
+                AMQPValue::LongString(LongString::from(value)),
+            );
+        }
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// The original routing key of a delivery: the one a retry copy carries,
+/// else the one it came with.
+pub(crate) fn original_routing_key(properties: &BasicProperties, routing_key: &str) -> String {
+    header_text(properties, dead_letter::ROUTING_KEY_HEADER)
+        .unwrap_or_else(|| routing_key.to_owned())
+}
+
+/// The properties of the dead-lettered copy of a delivery: its headers and
+/// the `x-flow-*` account of why it is there.
+pub(crate) fn dead_letter_copy(
+    properties: &BasicProperties,
+    mut account: DeadLetter,
+) -> BasicProperties {
+    let mut headers = own_headers(properties);
+    if let Some(first) = header_text(properties, dead_letter::FIRST_FAILED_AT_HEADER)
+        .as_deref()
+        .and_then(dead_letter::parse_timestamp)
+    {
+        account = account.with_first_failed_at(first);
+    }
+    for (name, value) in account.headers() {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
     properties.clone().with_headers(headers)
 }
 
@@ -156,20 +248,22 @@ fn header_int(headers: Option<&FieldTable>, name: &str) -> Option<u64> {
 
 /// The attempt (from 1) and the redelivered flag of a delivery.
 ///
-/// Quorum queues count deliveries in `x-delivery-count`: the attempt is that
-/// count plus one. Elsewhere the attempt is the [`ATTEMPT_HEADER`] (1 when
-/// absent), plus one when the broker flags the message as redelivered (it was
-/// delivered before and not settled, for example when a consumer's connection
-/// dropped): a lower bound, since the broker says "again", not how often.
+/// The attempt of the copy is the [`ATTEMPT_HEADER`] (1 when absent: a
+/// retry publishes a copy with it raised), plus the deliveries of this copy
+/// before this one: on quorum queues the broker counts them in
+/// `x-delivery-count`; elsewhere one more when the broker flags the message
+/// as redelivered (it was delivered before and not settled, for example when
+/// a consumer's connection dropped), a lower bound, since the broker says
+/// "again", not how often.
 pub(crate) fn attempt(properties: &BasicProperties, broker_redelivered: bool) -> (u32, bool) {
     let headers = properties.headers().as_ref();
     let to_u32 = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    if let Some(count) = header_int(headers, DELIVERY_COUNT_HEADER) {
-        let attempt = to_u32(count).saturating_add(1);
-        return (attempt, broker_redelivered || attempt > 1);
-    }
     let base = header_int(headers, ATTEMPT_HEADER).map_or(1, to_u32).max(1);
-    let attempt = base.saturating_add(u32::from(broker_redelivered));
+    let earlier = match header_int(headers, DELIVERY_COUNT_HEADER) {
+        Some(count) => to_u32(count),
+        None => u32::from(broker_redelivered),
+    };
+    let attempt = base.saturating_add(earlier);
     (attempt, broker_redelivered || attempt > 1)
 }
 

@@ -205,7 +205,7 @@ async fn reject_goes_to_the_dead_letter_queue() {
     next(&mut stream)
         .await
         .acker
-        .settle(Decision::Reject)
+        .settle(Decision::reject("rejected by the test"))
         .await
         .expect("reject");
     let (_conn, ch) = raw().await;

@@ -13,6 +13,7 @@
 mod backend;
 mod config;
 mod config_parse;
+pub mod dead_letter;
 mod error;
 mod event;
 mod fallback;
@@ -24,6 +25,7 @@ pub mod otel;
 mod overflow;
 mod pattern;
 pub mod resilient;
+mod retry;
 mod sink;
 mod source;
 mod store;
@@ -41,6 +43,7 @@ pub use config::{
     ENV_OUTBOX_PATH, ENV_OVERFLOW_POLICY, ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY,
     ENV_URL, OverflowPolicy,
 };
+pub use dead_letter::DeadLetter;
 pub use error::{
     BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
     StartError, SubscribeError,
@@ -54,6 +57,7 @@ pub use health::{DependencyHealth, HealthReport, HealthStatus, LOSS_DEGRADES_FOR
 pub use monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
 pub use pattern::{InvalidPattern, TopicPattern};
 pub use resilient::{Resilient, ResilientBuilder, SentBatch, ShutdownReport};
+pub use retry::{MAX_REASON_BYTES, RetryPolicy, panic_message, truncate_reason};
 pub use sink::{EventSink, PublishOutcome};
 pub use source::{
     Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,

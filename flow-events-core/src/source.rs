@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -11,15 +12,35 @@ use crate::event::Event;
 use crate::subscription::Subscription;
 
 /// A handler's answer to a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Decision {
     /// Done: remove the event from the subscription.
     Ack,
-    /// Not now: deliver it again (flagged as a redelivery) until the subscription's
+    /// Not now: deliver it again (flagged as a redelivery) after the delay of
+    /// the subscription's [`RetryPolicy`](crate::RetryPolicy), until its
     /// maximum attempts, then dead-letter it.
     Retry,
-    /// Never: dead-letter it at once (where the backend has a dead-letter queue).
-    Reject,
+    /// Not now, and not before this delay: as [`Decision::Retry`], with the
+    /// handler's own delay in place of the policy's.
+    RetryAfter(Duration),
+    /// Never: dead-letter it at once (where the backend has a dead-letter
+    /// queue), saying why. The reason travels with the dead letter (at most
+    /// 1 KiB of it); it must not hold secrets.
+    Reject(String),
+}
+
+impl Decision {
+    /// A [`Decision::Reject`] for `reason`.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Self::Reject(reason.into())
+    }
+
+    /// Whether it asks for the event again ([`Decision::Retry`] or
+    /// [`Decision::RetryAfter`]).
+    pub fn is_retry(&self) -> bool {
+        matches!(self, Self::Retry | Self::RetryAfter(_))
+    }
 }
 
 /// One event delivered to a handler.

@@ -2,6 +2,7 @@
 
 use crate::error::SubscribeError;
 use crate::pattern::TopicPattern;
+use crate::retry::RetryPolicy;
 
 /// The kind of queue a backend should use for a subscription (AMQP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -31,7 +32,7 @@ pub struct Subscription {
     name: String,
     pattern: TopicPattern,
     prefetch: u16,
-    max_attempts: u32,
+    retry: RetryPolicy,
     queue_kind: Option<QueueKind>,
     dedup_window: usize,
     concurrency: usize,
@@ -56,7 +57,7 @@ impl Subscription {
             name,
             pattern,
             prefetch: 32,
-            max_attempts: 5,
+            retry: RetryPolicy::immediate(),
             queue_kind: None,
             dedup_window: 0,
             concurrency: 1,
@@ -70,9 +71,18 @@ impl Subscription {
     }
 
     /// Deliveries of one event before a `retry` becomes a `reject` (dead-letter),
-    /// at least 1. Default: 5.
+    /// at least 1: the retry policy's [`RetryPolicy::with_max_attempts`].
+    /// Default: 5.
     pub fn with_max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n.max(1);
+        self.retry = self.retry.with_max_attempts(n);
+        self
+    }
+
+    /// How a retried event waits before it comes again, and how many
+    /// attempts it gets (this sets the maximum attempts too). Default:
+    /// [`RetryPolicy::immediate`].
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -111,7 +121,11 @@ impl Subscription {
     }
     /// The maximum attempts.
     pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
+        self.retry.max_attempts()
+    }
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
     /// The queue kind asked for; `None` leaves it to the backend.
     pub fn queue_kind(&self) -> Option<QueueKind> {

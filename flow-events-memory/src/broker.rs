@@ -80,7 +80,9 @@ impl MemoryBroker {
         self.shared.lock().has_queue(name)
     }
 
-    /// The events rejected on the subscription `name`, oldest first.
+    /// The events dead-lettered on the subscription `name`, oldest first, each
+    /// with the `x-flow-*` headers saying why (see
+    /// [`flow_events_core::dead_letter`]).
     pub fn dead_letters(&self, name: &str) -> Vec<Event> {
         let dead = self.shared.lock().dead_letters(name);
         dead.iter().map(|e| Event::clone(e)).collect()

@@ -92,10 +92,23 @@ struct MemoryAcker {
 impl Acker for MemoryAcker {
     async fn settle(mut self: Box<Self>, decision: Decision) -> Result<(), BackendError> {
         self.settled = true;
-        self.session
+        let delayed = self
+            .session
             .shared
             .lock()
-            .settle(&self.queue, self.tag, decision)
+            .settle(&self.queue, self.tag, decision)?;
+        if let Some(delayed) = delayed {
+            // The task ends once the delay is over; it holds the broker only
+            // weakly, so a dropped broker drops the message with the rest.
+            let shared = Arc::downgrade(&self.session.shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(delayed.after).await;
+                if let Some(shared) = shared.upgrade() {
+                    shared.lock().requeue(delayed);
+                }
+            });
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use flow_events_core::{BackendError, Decision, Event, EventType, TopicPattern};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flow_events_core::{BackendError, DeadLetter, Decision, Event, EventType, TopicPattern};
 use tokio::sync::mpsc;
 
 use crate::session::SessionCore;
@@ -39,10 +42,21 @@ pub(crate) struct Dispatched {
 pub(crate) type ConsumerRx = mpsc::UnboundedReceiver<Dispatched>;
 
 #[derive(Debug, Clone)]
-struct Message {
+pub(crate) struct Message {
     event: Arc<Event>,
     redelivered: bool,
     attempt: u32,
+    /// When a handler first asked for it again (retry or panic).
+    first_failed_at: Option<DateTime<Utc>>,
+}
+
+/// A retried message waiting out its delay before it goes back to its queue
+/// (as a message waits in a delay queue of a broker).
+#[derive(Debug)]
+pub(crate) struct Delayed {
+    pub(crate) queue: String,
+    pub(crate) message: Message,
+    pub(crate) after: Duration,
 }
 
 impl Message {
@@ -53,6 +67,30 @@ impl Message {
         self.redelivered = true;
         self.attempt = self.attempt.saturating_add(1);
         self
+    }
+
+    /// The message put back after a handler asked for it again.
+    fn retried(mut self) -> Self {
+        self.first_failed_at.get_or_insert_with(Utc::now);
+        self.returned()
+    }
+
+    /// The copy kept in the dead-letter queue of `subscription`, saying why.
+    fn dead(self, reason: String, subscription: &str) -> Arc<Event> {
+        let mut account = DeadLetter::new(
+            reason,
+            self.attempt,
+            self.event.event_type().as_str(),
+            subscription,
+        );
+        if let Some(at) = self.first_failed_at {
+            account = account.with_first_failed_at(at);
+        }
+        let mut event = Event::clone(&self.event);
+        for (name, value) in account.headers() {
+            event.headers_mut().insert(name.to_owned(), value);
+        }
+        Arc::new(event)
     }
 }
 
@@ -264,6 +302,7 @@ impl State {
                     event: Arc::clone(&event),
                     redelivered: false,
                     attempt: 1,
+                    first_failed_at: None,
                 });
                 queue.dispatch(ids);
             }
@@ -311,13 +350,15 @@ impl State {
     }
 
     /// Settles the outstanding delivery `tag`. Fails if it is no longer
-    /// outstanding (its session was lost or closed, and it went back).
+    /// outstanding (its session was lost or closed, and it went back). A
+    /// retry after a delay comes back as [`Delayed`], for the caller to put
+    /// back with [`State::requeue`] once the delay is over.
     pub(crate) fn settle(
         &mut self,
         queue: &str,
         tag: u64,
         decision: Decision,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Delayed>, BackendError> {
         let Some(q) = self.queues.get_mut(queue) else {
             return Err(gone());
         };
@@ -325,13 +366,32 @@ impl State {
             return Err(gone());
         };
         let message = out.message;
+        let mut delayed = None;
         match decision {
             Decision::Ack => {}
-            Decision::Retry => q.ready.push_front(message.returned()),
-            Decision::Reject => q.dead.push(message.event),
+            Decision::Retry => q.ready.push_front(message.retried()),
+            Decision::RetryAfter(after) => {
+                delayed = Some(Delayed {
+                    queue: queue.to_owned(),
+                    message: message.retried(),
+                    after,
+                });
+            }
+            Decision::Reject(reason) => q.dead.push(message.dead(reason, queue)),
+            other => {
+                let reason = format!("unknown decision {other:?}");
+                q.dead.push(message.dead(reason, queue));
+            }
         }
         q.dispatch(&mut self.ids);
-        Ok(())
+        Ok(delayed)
+    }
+
+    /// Puts a retried message back at the end of its queue once its delay is over.
+    pub(crate) fn requeue(&mut self, delayed: Delayed) {
+        let q = self.queues.entry(delayed.queue).or_default();
+        q.ready.push_back(delayed.message);
+        q.dispatch(&mut self.ids);
     }
 
     /// Puts back a delivery whose acker was dropped unsettled.

@@ -3,7 +3,7 @@
 //! backend alone, so a failure there points at the backend).
 
 use async_trait::async_trait;
-use flow_events_core::Resilient;
+use flow_events_core::{Event, Resilient};
 use flow_events_memory::MemoryBroker;
 use flow_events_testkit::conformance::Harness;
 use flow_events_testkit::{SessionClient, wait};
@@ -21,6 +21,10 @@ impl Harness for ThroughResilient {
         let builder = Resilient::builder(self.broker.backend());
         wait::start_connected(builder, self.timeout()).await
     }
+
+    async fn dead_letters(&self, subscription: &str) -> Option<Vec<Event>> {
+        Some(self.broker.dead_letters(subscription))
+    }
 }
 
 /// A plain session on a memory broker of the case's own.
@@ -36,6 +40,10 @@ impl Harness for OnSession {
         SessionClient::connect(&self.broker.backend())
             .await
             .expect("the memory broker is up")
+    }
+
+    async fn dead_letters(&self, subscription: &str) -> Option<Vec<Event>> {
+        Some(self.broker.dead_letters(subscription))
     }
 }
 

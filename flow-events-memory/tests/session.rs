@@ -330,14 +330,22 @@ async fn reject_dead_letters_and_does_not_redeliver() {
     next(&mut stream)
         .await
         .acker
-        .settle(Decision::Reject)
+        .settle(Decision::reject("rejected by the test"))
         .await
         .unwrap();
 
     assert!(ready(&mut stream).is_empty());
     assert_eq!(broker.queue_len("billing"), 0);
     assert_eq!(broker.unacked_len("billing"), 0);
-    assert_eq!(broker.dead_letters("billing"), vec![poison]);
+    let dead = broker.dead_letters("billing");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id(), poison.id());
+    assert_eq!(dead[0].data(), poison.data());
+    let h = dead[0].headers();
+    assert_eq!(h["x-flow-error"], "rejected by the test");
+    assert_eq!(h["x-flow-attempts"], "1");
+    assert_eq!(h["x-flow-routing-key"], "order.created");
+    assert_eq!(h["x-flow-subscription"], "billing");
     assert!(broker.dead_letters("other").is_empty());
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use flow_events_core::{
-    Acker, BackendError, Decision, Delivery, DeliveryStream, EventType, IncomingDelivery,
-    Subscription, TopicPattern,
+    Acker, BackendError, DeadLetter, Decision, Delivery, DeliveryStream, EventType,
+    IncomingDelivery, Subscription, TopicPattern,
 };
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -199,8 +199,7 @@ impl Source {
                 let _ = settle(
                     &self.ctx,
                     &message,
-                    Decision::Reject,
-                    "not an event",
+                    Decision::reject(format!("not an event: {reason}")),
                     delivered,
                 )
                 .await;
@@ -216,8 +215,9 @@ impl Source {
             let _ = settle(
                 &self.ctx,
                 &message,
-                Decision::Reject,
-                "attempts exhausted",
+                Decision::reject(format!(
+                    "attempts exhausted: delivered {delivered} times, its last delivery not settled"
+                )),
                 delivered,
             )
             .await;
@@ -249,30 +249,28 @@ impl Acker for NatsAcker {
             // Its connection is gone; JetStream delivers it again after ack_wait.
             return Err(lost);
         }
-        settle(
-            &self.ctx,
-            &self.message,
-            decision,
-            "rejected",
-            self.delivered,
-        )
-        .await
+        settle(&self.ctx, &self.message, decision, self.delivered).await
     }
 }
 
-/// Acks, naks with the retry delay, or dead-letters and terms `message`.
+/// Acks, naks with the retry delay (or the one asked for), or dead-letters
+/// and terms `message`.
 async fn settle(
     ctx: &Context,
     message: &jetstream::Message,
     decision: Decision,
-    reason: &str,
     delivered: u32,
 ) -> Result<(), BackendError> {
     let kind = match decision {
         Decision::Ack => AckKind::Ack,
         Decision::Retry => AckKind::Nak(Some(ctx.settings.retry_delay)),
-        Decision::Reject => {
-            if let Err(e) = dead_letter(ctx, message, reason, delivered).await {
+        Decision::RetryAfter(delay) => AckKind::Nak(Some(delay)),
+        other => {
+            let reason = match other {
+                Decision::Reject(reason) => reason,
+                unknown => format!("unknown decision {unknown:?}"),
+            };
+            if let Err(e) = dead_letter(ctx, message, &reason, delivered).await {
                 // Not terminated without its copy: it comes again later.
                 let _ = message
                     .ack_with(AckKind::Nak(Some(ctx.settings.retry_delay)))
@@ -310,7 +308,20 @@ async fn dead_letter(
         MSG_ID_HEADER,
         format!("{original_id}:{}", ctx.subscription).as_str(),
     );
-    headers.insert(DEAD_LETTER_REASON_HEADER, reason);
+    let routing_key = message
+        .subject
+        .as_str()
+        .strip_prefix(ctx.settings.prefix.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(message.subject.as_str());
+    // JetStream redelivers the same message, so the time of the first
+    // failure is not known here: the headers give the time of the last.
+    let account = DeadLetter::new(reason, delivered, routing_key, &*ctx.subscription);
+    for (name, value) in account.headers() {
+        headers.insert(name, value.as_str());
+    }
+    let reason = account.headers()[0].1.clone();
+    headers.insert(DEAD_LETTER_REASON_HEADER, reason.as_str());
     headers.insert(DEAD_LETTER_SUBSCRIPTION_HEADER, &*ctx.subscription);
     headers.insert(DELIVERY_COUNT_HEADER, delivered.to_string().as_str());
     let what = format!("dead-lettering {original_id} to {subject}");

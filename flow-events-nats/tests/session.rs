@@ -268,7 +268,7 @@ async fn rejected_and_exhausted_events_are_dead_lettered() {
                 .to_owned();
             let _ = tx.send((kind.clone(), d.attempt()));
             match kind.as_str() {
-                "poison" => Decision::Reject,
+                "poison" => Decision::reject("poison"),
                 "flaky" => Decision::Retry,
                 _ => Decision::Ack,
             }
@@ -304,8 +304,8 @@ async fn rejected_and_exhausted_events_are_dead_lettered() {
     let letters = dead_letters(&fx, "billing.v1", 2).await;
     assert_eq!(letters.len(), 2);
     for (letter, sent, reason) in [
-        (&letters[0], &poison, "rejected"),
-        (&letters[1], &flaky, "rejected"),
+        (&letters[0], &poison, "poison"),
+        (&letters[1], &flaky, "still failing after 3 attempts"),
     ] {
         let headers = letter.headers.as_ref().expect("headers");
         assert_eq!(
@@ -321,6 +321,15 @@ async fn rejected_and_exhausted_events_are_dead_lettered() {
         );
         assert_eq!(
             headers.get("Flow-Subscription").expect("sub").as_str(),
+            "billing.v1"
+        );
+        assert_eq!(headers.get("x-flow-error").expect("error").as_str(), reason);
+        assert_eq!(
+            headers.get("x-flow-routing-key").expect("key").as_str(),
+            "order.created"
+        );
+        assert_eq!(
+            headers.get("x-flow-subscription").expect("sub").as_str(),
             "billing.v1"
         );
         let body: Event = serde_json::from_slice(&letter.payload).expect("the event");

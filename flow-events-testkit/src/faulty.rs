@@ -210,8 +210,9 @@ struct FailingRetry(Box<dyn Acker>);
 #[async_trait]
 impl Acker for FailingRetry {
     async fn settle(self: Box<Self>, decision: Decision) -> Result<(), BackendError> {
+        let retry = decision.is_retry();
         self.0.settle(decision).await?;
-        if decision == Decision::Retry {
+        if retry {
             return Err(BackendError::new(
                 BackendErrorKind::Other,
                 "the retry copy could not be published; the delivery was put back (fault injection)",

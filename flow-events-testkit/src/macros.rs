@@ -44,6 +44,9 @@ macro_rules! conformance_tests {
             closed_subscription_stops_receiving,
             subscription_keeps_events_while_closed,
             publish_without_subscribers,
+            retry_waits_for_the_policy_delay,
+            retry_after_waits_for_the_handlers_delay,
+            dead_letters_say_why,
         );
     };
     (@each |$case:ident| $setup:expr; $($name:ident),+ $(,)?) => {

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Backend, BackendError, Decision, Event, EventSink, EventSource, Handler, IncomingDelivery,
-    PublishError, PublishErrorKind, PublishOutcome, Session, SubscribeError, Subscription,
-    SubscriptionHandle,
+    Backend, BackendError, Event, EventSink, EventSource, Handler, IncomingDelivery, PublishError,
+    PublishErrorKind, PublishOutcome, Session, SubscribeError, Subscription, SubscriptionHandle,
+    panic_message,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
 /// An [`EventSink`] + [`EventSource`] straight over one [`Session`], with no
@@ -18,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 ///
 /// It runs the conformance suite against a backend alone, so a failure points
 /// at the backend rather than at the resilience decorator. A `Retry` on the
-/// subscription's last attempt becomes a `Reject`, as the decorator does;
+/// subscription's last attempt becomes a `Reject`, and a `Retry` waits for the
+/// subscription's retry policy, as the decorator does;
 /// concurrency and de-duplication settings are ignored (one handler call at a time).
 #[derive(Clone)]
 pub struct SessionClient {
@@ -102,7 +104,7 @@ impl EventSource for SessionClient {
         let mut stream = self.session.subscribe(&subscription).await?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
-        let max_attempts = subscription.max_attempts();
+        let policy = subscription.retry().clone();
         let task = tokio::spawn(async move {
             loop {
                 let mut incoming = tokio::select! {
@@ -123,9 +125,10 @@ impl EventSource for SessionClient {
                     Some(scope) => scope.enter(handling),
                     None => handling,
                 };
-                let decision = match handling.await {
-                    Decision::Retry if attempt >= max_attempts => Decision::Reject,
-                    decision => decision,
+                // A panicking handler is settled as the decorator settles it.
+                let decision = match AssertUnwindSafe(handling).catch_unwind().await {
+                    Ok(decision) => policy.settle(decision, attempt),
+                    Err(panic) => policy.settle_panic(panic_message(panic.as_ref()), attempt),
                 };
                 // A failed settle means the session is gone and the broker
                 // delivers it again; the stream ends next.

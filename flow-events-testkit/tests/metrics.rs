@@ -153,7 +153,7 @@ async fn a_scripted_outage_gives_the_expected_counters() {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         match (n, d.attempt()) {
                             (7, 1) => Decision::Retry,
-                            (13, _) => Decision::Reject,
+                            (13, _) => Decision::reject("thirteen"),
                             _ => Decision::Ack,
                         }
                     }

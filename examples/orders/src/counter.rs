@@ -21,7 +21,7 @@ pub async fn count_orders(
     let data = event.data();
     let Some(customer) = data["customer"].as_str() else {
         tracing::warn!(id = %event.id(), event_type = %event.event_type(), "order event without a customer, rejecting it");
-        return Decision::Reject;
+        return Decision::reject("order event without a customer");
     };
     let counted = async {
         let mut tx = pool.begin().await?;

@@ -99,7 +99,7 @@ async fn an_order_is_counted_once_and_health_shows_the_relay() {
                         let first = count_orders(&pool, &inbox, &store, &d).await;
                         let again = count_orders(&pool, &inbox, &store, &d).await;
                         assert_eq!(
-                            (first, again),
+                            (first.clone(), again),
                             (
                                 flow_events_core::Decision::Ack,
                                 flow_events_core::Decision::Ack

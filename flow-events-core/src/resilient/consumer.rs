@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::backend::{Backend, DeliveryStream, IncomingDelivery};
 use crate::event::EventId;
+use crate::retry::{RetryPolicy, panic_message};
 use crate::source::{Decision, Delivery, Handler};
 use crate::subscription::Subscription;
 
@@ -151,7 +152,7 @@ pub(crate) async fn consume(
                     incoming,
                     handler.clone(),
                     subscription.name(),
-                    subscription.max_attempts(),
+                    subscription.retry(),
                     dedup.clone(),
                     attempts.clone(),
                     observed,
@@ -167,7 +168,7 @@ async fn handle_one(
     incoming: IncomingDelivery,
     handler: Arc<dyn Handler>,
     subscription: &str,
-    max_attempts: u32,
+    policy: &RetryPolicy,
     dedup: Arc<Mutex<DedupWindow>>,
     attempts: Arc<Mutex<Attempts>>,
     observed: &Observed,
@@ -207,27 +208,24 @@ async fn handle_one(
         let started = Instant::now();
         let handled = AssertUnwindSafe(handling).catch_unwind().await;
         observed.metrics.handled(
-            handled
-                .as_ref()
-                .map_or(Handled::Panicked, |d| Handled::Decided(*d)),
+            handled.as_ref().map_or(Handled::Panicked, Handled::of),
             started.elapsed(),
         );
         match handled {
-            Ok(Decision::Retry) if attempt >= max_attempts => {
-                tracing::warn!(
-                    subscription, %id, %event_type, attempt,
-                    "event still failing after {attempt} attempts, dead-lettering it"
-                );
-                Decision::Reject
-            }
-            Ok(decision) => decision,
-            Err(_) => {
-                tracing::error!(subscription, %id, %event_type, attempt, "handler panicked; the event will be retried");
-                if attempt >= max_attempts {
-                    Decision::Reject
-                } else {
-                    Decision::Retry
+            Ok(decision) => {
+                let asked_retry = decision.is_retry();
+                let settled = policy.settle(decision, attempt);
+                if asked_retry && matches!(settled, Decision::Reject(_)) {
+                    tracing::warn!(
+                        subscription, %id, %event_type, attempt,
+                        "event still failing after {attempt} attempts, dead-lettering it"
+                    );
                 }
+                settled
+            }
+            Err(panic) => {
+                tracing::error!(subscription, %id, %event_type, attempt, "handler panicked; the event will be retried");
+                policy.settle_panic(panic_message(panic.as_ref()), attempt)
             }
         }
     };
@@ -236,22 +234,23 @@ async fn handle_one(
     {
         d.insert(id);
     }
+    let retry = decision.is_retry();
+    let counted = Handled::of(&decision);
+    let shown = format!("{decision:?}");
     match acker.settle(decision).await {
         Ok(()) => {
-            observed.metrics.settled(decision);
+            observed.metrics.settled(counted);
             if let Ok(mut a) = attempts.lock() {
                 a.settled(&id);
             }
         }
         Err(e) => {
-            if decision == Decision::Retry
-                && let Ok(mut a) = attempts.lock()
-            {
+            if retry && let Ok(mut a) = attempts.lock() {
                 a.failed_retry(id, attempt);
             }
             tracing::warn!(
                 subscription, %id, attempt, error = %e,
-                "could not settle the delivery ({decision:?}); the broker will deliver it again, \
+                "could not settle the delivery ({shown}); the broker will deliver it again, \
                  counted as attempt {}", attempt.saturating_add(1)
             );
         }
@@ -325,7 +324,7 @@ mod tests {
         let handler = handler_fn(|_d: Delivery| async {
             match SCOPE.try_with(|n| *n) {
                 Ok(7) => Decision::Ack,
-                _ => Decision::Reject,
+                _ => Decision::reject("out of scope"),
             }
         });
         let sub = Subscription::new("s", TopicPattern::all()).expect("subscription");
@@ -344,7 +343,7 @@ mod tests {
         assert_eq!(ended, Ended::StreamEnded);
         assert_eq!(
             *settled.lock().expect("lock"),
-            vec![Decision::Ack, Decision::Reject]
+            vec![Decision::Ack, Decision::reject("out of scope")]
         );
     }
 

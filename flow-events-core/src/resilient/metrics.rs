@@ -260,13 +260,28 @@ impl fmt::Debug for ConsumerMetrics {
     }
 }
 
-/// What a handler call ended with.
+/// What a handler call ended with, or what a delivery was settled with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handled {
-    /// The handler answered.
-    Decided(Decision),
+    /// Acknowledged.
+    Ack,
+    /// To be delivered again, at once or after a delay.
+    Retry,
+    /// Dead-lettered.
+    Reject,
     /// The handler panicked.
     Panicked,
+}
+
+impl Handled {
+    /// The kind of `decision`.
+    pub(crate) fn of(decision: &Decision) -> Self {
+        match decision {
+            Decision::Ack => Self::Ack,
+            Decision::Retry | Decision::RetryAfter(_) => Self::Retry,
+            _ => Self::Reject,
+        }
+    }
 }
 
 impl ConsumerMetrics {
@@ -314,9 +329,9 @@ impl ConsumerMetrics {
         #[cfg(feature = "metrics")]
         {
             let i = match handled {
-                Handled::Decided(Decision::Ack) => 0,
-                Handled::Decided(Decision::Retry) => 1,
-                Handled::Decided(Decision::Reject) => 2,
+                Handled::Ack => 0,
+                Handled::Retry => 1,
+                Handled::Reject => 2,
                 Handled::Panicked => 3,
             };
             self.handles.handled[i].increment(1);
@@ -324,14 +339,14 @@ impl ConsumerMetrics {
         }
     }
 
-    /// The delivery is settled with `decision` (after the attempts bound).
+    /// The delivery is settled as `settled` (after the attempts bound).
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn settled(&self, decision: Decision) {
+    pub(crate) fn settled(&self, settled: Handled) {
         #[cfg(feature = "metrics")]
-        match decision {
-            Decision::Retry => self.handles.retried.increment(1),
-            Decision::Reject => self.handles.dead_lettered.increment(1),
-            Decision::Ack => {}
+        match settled {
+            Handled::Retry => self.handles.retried.increment(1),
+            Handled::Reject => self.handles.dead_lettered.increment(1),
+            Handled::Ack | Handled::Panicked => {}
         }
     }
 }

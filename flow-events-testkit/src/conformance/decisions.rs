@@ -59,7 +59,7 @@ pub async fn reject_does_not_redeliver<H: Harness>(harness: &H) {
     let client = harness.client().await;
     let (handler, mut seen) = collect(|d| {
         if d.event().data()["kind"] == json!("poison") {
-            Decision::Reject
+            Decision::reject("poison")
         } else {
             Decision::Ack
         }

@@ -47,6 +47,7 @@ use async_trait::async_trait;
 use flow_events_core::{EventSink, EventSource};
 
 mod decisions;
+mod delayed_retry;
 mod ordering;
 mod receive;
 mod routing;
@@ -56,6 +57,7 @@ mod support;
 // A file per concern; each one's public functions are cases, and the one list
 // of them that runs is `conformance_tests!`.
 pub use decisions::*;
+pub use delayed_retry::*;
 pub use ordering::*;
 pub use receive::*;
 pub use routing::*;
@@ -83,6 +85,15 @@ pub trait Harness: Send + Sync + 'static {
     /// headers and the envelope too).
     fn large_payload_bytes(&self) -> usize {
         1024 * 1024
+    }
+
+    /// The dead letters of `subscription` so far, oldest first, each with
+    /// the `x-flow-*` headers of [`flow_events_core::dead_letter`] among its
+    /// headers; `None` when the harness cannot read them (the cases then
+    /// check the deliveries only). Default: `None`.
+    async fn dead_letters(&self, subscription: &str) -> Option<Vec<flow_events_core::Event>> {
+        let _ = subscription;
+        None
     }
 
     /// The longest wait for something that must happen. Default: 30 s, as a
