@@ -1,4 +1,4 @@
-//! The inspection tool against real outbox files.
+//! `flow-events outbox` against real outbox files.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -8,7 +8,8 @@ use flow_events_core::{Event, PendingStore};
 use flow_events_outbox::RedbStore;
 
 fn run(path: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flow-events-outbox"))
+    Command::new(env!("CARGO_BIN_EXE_flow-events"))
+        .arg("outbox")
         .arg(path)
         .args(args)
         .output()

@@ -1,28 +1,16 @@
-//! `flow-events-outbox`: inspect the durable outbox of a stopped flow-events
-//! service.
-//!
-//! ```text
-//! flow-events-outbox <PATH> count
-//! flow-events-outbox <PATH> oldest
-//! flow-events-outbox <PATH> list [--limit N]
-//! flow-events-outbox <PATH> export            # JSON lines on stdout
-//! ```
-//!
-//! A running service holds the file's lock: the tool then says so and exits
-//! with status 2. Other errors exit with status 1.
+//! `flow-events outbox`: inspect the durable outbox of a stopped service.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{Args, Subcommand};
 use flow_events_core::{StoreErrorKind, StoredEvent};
 
-/// Inspect the durable outbox of a stopped flow-events service.
-#[derive(Debug, Parser)]
-#[command(name = "flow-events-outbox", version)]
-struct Cli {
+/// The outbox file and what to show of it.
+#[derive(Debug, Args)]
+pub(crate) struct Outbox {
     /// The outbox file (the service's FLOW_EVENTS_OUTBOX_PATH).
     path: PathBuf,
     #[command(subcommand)]
@@ -45,8 +33,8 @@ enum Command {
     Export,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Runs the command. A file locked by a running service exits with 2.
+pub(crate) fn run(cli: &Outbox) -> ExitCode {
     let recovered = match flow_events_outbox::read(&cli.path) {
         Ok(r) => r,
         Err(e) => {
@@ -64,15 +52,11 @@ fn main() -> ExitCode {
             recovered.unreadable
         );
     }
-    match print(&cli.command, &recovered.events, &mut io::stdout().lock()) {
-        Ok(()) => ExitCode::SUCCESS,
-        // A closed pipe (`| head`) is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::finish(print(
+        &cli.command,
+        &recovered.events,
+        &mut io::stdout().lock(),
+    ))
 }
 
 fn print(command: &Command, events: &[StoredEvent], out: &mut impl Write) -> io::Result<()> {
