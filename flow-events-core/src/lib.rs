@@ -14,6 +14,7 @@ mod backend;
 mod config;
 mod config_parse;
 pub mod dead_letter;
+mod dedup;
 mod error;
 mod event;
 mod fallback;
@@ -44,6 +45,7 @@ pub use config::{
     ENV_URL, OverflowPolicy,
 };
 pub use dead_letter::DeadLetter;
+pub use dedup::DedupStore;
 pub use error::{
     BackendError, BackendErrorKind, BoxError, ConfigError, PublishError, PublishErrorKind,
     StartError, SubscribeError,

@@ -1,5 +1,8 @@
 //! A named, durable subscription to a pattern of event types.
 
+use std::sync::Arc;
+
+use crate::dedup::{DedupStore, SharedDedupStore};
 use crate::error::SubscribeError;
 use crate::pattern::TopicPattern;
 use crate::retry::RetryPolicy;
@@ -35,6 +38,7 @@ pub struct Subscription {
     retry: RetryPolicy,
     queue_kind: Option<QueueKind>,
     dedup_window: usize,
+    dedup_store: Option<SharedDedupStore>,
     concurrency: usize,
 }
 
@@ -60,6 +64,7 @@ impl Subscription {
             retry: RetryPolicy::immediate(),
             queue_kind: None,
             dedup_window: 0,
+            dedup_store: None,
             concurrency: 1,
         })
     }
@@ -100,6 +105,15 @@ impl Subscription {
         self
     }
 
+    /// Keep the ids of handled events in `store` (a durable one survives a
+    /// restart) and acknowledge a repeat without calling the handler again;
+    /// the store's own retention and bound apply, and the in-memory window
+    /// is not used. Default: none.
+    pub fn with_dedup_store(mut self, store: Arc<dyn DedupStore>) -> Self {
+        self.dedup_store = Some(SharedDedupStore(store));
+        self
+    }
+
     /// Handler calls at once for this consumer, at least 1. With more than one,
     /// order is no longer kept. Default: 1.
     pub fn with_concurrency(mut self, n: usize) -> Self {
@@ -134,6 +148,10 @@ impl Subscription {
     /// The de-duplication window (0: off).
     pub fn dedup_window(&self) -> usize {
         self.dedup_window
+    }
+    /// The de-duplication store, if one was given.
+    pub fn dedup_store(&self) -> Option<&Arc<dyn DedupStore>> {
+        self.dedup_store.as_ref().map(|s| &s.0)
     }
     /// Handler calls at once.
     pub fn concurrency(&self) -> usize {

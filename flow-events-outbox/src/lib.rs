@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod dedup;
 mod error;
 mod group;
 mod inspect;
@@ -9,5 +10,6 @@ mod salvage;
 mod store;
 mod writer;
 
+pub use dedup::RedbDedupStore;
 pub use inspect::read;
 pub use store::RedbStore;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::backend::{Backend, DeliveryStream, IncomingDelivery};
 use crate::event::EventId;
-use crate::retry::{RetryPolicy, panic_message};
+use crate::retry::panic_message;
 use crate::source::{Decision, Delivery, Handler};
 use crate::subscription::Subscription;
 
@@ -151,8 +151,7 @@ pub(crate) async fn consume(
                 Some(incoming) => running.push(handle_one(
                     incoming,
                     handler.clone(),
-                    subscription.name(),
-                    subscription.retry(),
+                    subscription,
                     dedup.clone(),
                     attempts.clone(),
                     observed,
@@ -167,8 +166,7 @@ pub(crate) async fn consume(
 async fn handle_one(
     incoming: IncomingDelivery,
     handler: Arc<dyn Handler>,
-    subscription: &str,
-    policy: &RetryPolicy,
+    sub: &Subscription,
     dedup: Arc<Mutex<DedupWindow>>,
     attempts: Arc<Mutex<Attempts>>,
     observed: &Observed,
@@ -178,6 +176,7 @@ async fn handle_one(
         acker,
         scope,
     } = incoming;
+    let (subscription, policy, store) = (sub.name(), sub.retry(), sub.dedup_store());
     observed.metrics.delivered();
     let id = delivery.event().id();
     let event_type = delivery.event().event_type().clone();
@@ -189,7 +188,13 @@ async fn handle_one(
         let redelivered = delivery.redelivered();
         Delivery::new(delivery.into_event(), redelivered, attempt)
     };
-    let duplicate = dedup.lock().is_ok_and(|d| d.contains(&id));
+    let duplicate = match store {
+        Some(store) => store.seen(subscription, id).await.unwrap_or_else(|e| {
+            tracing::warn!(subscription, %id, error = %e, "de-duplication store unreadable; handling the event");
+            false
+        }),
+        None => dedup.lock().is_ok_and(|d| d.contains(&id)),
+    };
     let decision = if duplicate {
         tracing::debug!(subscription, %id, "duplicate event acknowledged without calling the handler");
         observed.metrics.duplicate();
@@ -229,10 +234,19 @@ async fn handle_one(
             }
         }
     };
-    if decision == Decision::Ack
-        && let Ok(mut d) = dedup.lock()
-    {
-        d.insert(id);
+    if decision == Decision::Ack && !duplicate {
+        match store {
+            Some(store) => {
+                if let Err(e) = store.remember(subscription, id).await {
+                    tracing::warn!(subscription, %id, error = %e, "could not record a handled event in the de-duplication store; a redelivery would be handled again");
+                }
+            }
+            None => {
+                if let Ok(mut d) = dedup.lock() {
+                    d.insert(id);
+                }
+            }
+        }
     }
     let retry = decision.is_retry();
     let counted = Handled::of(&decision);
