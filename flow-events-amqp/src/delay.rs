@@ -47,6 +47,18 @@ pub(crate) fn delay_queue(queue: &str, ms: u64) -> String {
     format!("{queue}.delay.{ms}ms")
 }
 
+/// Every delay queue the subscription queue `queue` may have, one per tier,
+/// shortest first: for deleting a subscription with everything it declared.
+///
+/// ```
+/// let names = flow_events_amqp::delay_queues("billing");
+/// assert_eq!(names[0], "billing.delay.100ms");
+/// assert!(names.contains(&"billing.delay.400ms".to_owned()));
+/// ```
+pub fn delay_queues(queue: &str) -> Vec<String> {
+    (0..TIERS).map(|k| delay_queue(queue, tier(k))).collect()
+}
+
 /// The delay queues one subscription has declared on its channel.
 #[derive(Debug, Default)]
 pub(crate) struct DelayQueues {

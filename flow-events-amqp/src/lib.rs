@@ -20,5 +20,6 @@ mod wire;
 
 pub use address::check_url;
 pub use backend::AmqpBackend;
+pub use delay::delay_queues;
 pub use options::{AmqpOptions, ENV_QUEUE_TYPE};
 pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE, MESSAGING_SYSTEM, ROUTING_KEY_ATTRIBUTE};

@@ -17,6 +17,8 @@ use flow_events_core::{
 };
 use flow_events_testkit::conformance::Harness;
 use flow_events_testkit::{SessionClient, wait};
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
 
 /// A client that remembers the subscriptions made through it, for cleanup.
 struct Recorded<C> {
@@ -66,6 +68,35 @@ impl Amqp {
         })
     }
 
+    /// The dead letters of `subscription`, read with `basic.get` and put
+    /// back (the channel closes unacknowledged), the `x-flow-*` headers of
+    /// each copied into its event's headers.
+    async fn dead_letters(&self, subscription: &str) -> Vec<Event> {
+        let (conn, channel) = common::raw().await;
+        let queue = format!("{subscription}.dead");
+        let mut out = Vec::new();
+        while let Ok(Some(message)) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+        {
+            let d = message.delivery;
+            let mut event: Event = serde_json::from_slice(&d.data).expect("a dead event");
+            if let Some(headers) = d.properties.headers() {
+                for (k, v) in headers.inner() {
+                    if let (true, AMQPValue::LongString(s)) = (k.as_str().starts_with("x-flow-"), v)
+                    {
+                        let value = String::from_utf8_lossy(s.as_bytes()).into_owned();
+                        event.headers_mut().insert(k.as_str().to_owned(), value);
+                    }
+                }
+            }
+            out.push(event);
+        }
+        let _ = channel.close(200, "read".into()).await;
+        let _ = conn.close(200, "read".into()).await;
+        out
+    }
+
     fn recorded<C>(&self, inner: C) -> Recorded<C> {
         Recorded {
             inner,
@@ -96,6 +127,10 @@ impl Harness for ThroughResilient {
         self.0
             .recorded(wait::start_connected(builder, self.timeout()).await)
     }
+
+    async fn dead_letters(&self, subscription: &str) -> Option<Vec<Event>> {
+        Some(self.0.dead_letters(subscription).await)
+    }
 }
 
 /// Straight on a session.
@@ -110,6 +145,10 @@ impl Harness for OnSession {
             .await
             .expect("connected to the broker");
         self.0.recorded(client)
+    }
+
+    async fn dead_letters(&self, subscription: &str) -> Option<Vec<Event>> {
+        Some(self.0.dead_letters(subscription).await)
     }
 }
 

@@ -99,9 +99,6 @@ async fn delayed_retries_then_a_dead_letter_that_says_why() {
     let mut fx = Fixture::new("delayed-retry");
     let name = unique("delayed-retry");
     fx.cleanup.subscription(&name);
-    for ms in [200, 400, 800] {
-        fx.cleanup.queue(&format!("{name}.delay.{ms}ms"));
-    }
     let client = client(&fx).await;
     let policy = RetryPolicy::exponential(Duration::from_millis(200))
         .with_factor(2.0)

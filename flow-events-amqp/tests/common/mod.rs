@@ -112,8 +112,11 @@ impl Cleanup {
         self.exchanges.push(name.to_owned());
         self
     }
-    /// A subscription's queue and dead-letter queue.
+    /// A subscription's queue, dead-letter queue and delay queues.
     pub fn subscription(&mut self, name: &str) -> &mut Self {
+        for delay in flow_events_amqp::delay_queues(name) {
+            self.queue(&delay);
+        }
         self.queue(name).queue(&format!("{name}.dead"))
     }
 }
