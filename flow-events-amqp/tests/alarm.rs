@@ -18,6 +18,7 @@ use flow_events_core::{
     BackendErrorKind, ConnectionMonitor, Decision, Delivery, Event, EventId, EventSink,
     EventSource, HealthStatus, PublishOutcome, Resilient, handler_fn,
 };
+use flow_events_testkit::steps::publish_confirmed;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,12 +60,7 @@ async fn memory_alarm_flips_the_blocked_watch() {
     first
         .await
         .expect("the first event is confirmed once unblocked");
-    session
-        .send(&event)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
+    publish_confirmed(&*session, &event).await;
     session.close().await;
     drop(restore);
 }

@@ -9,6 +9,7 @@ mod common;
 use common::Fixture;
 use common::python::{PythonConsumer, python};
 use flow_events_core::Event;
+use flow_events_testkit::steps::publish_confirmed;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_consumer_reads_a_published_event() {
@@ -25,12 +26,7 @@ async fn python_consumer_reads_a_published_event() {
     )
     .expect("event")
     .with_header("traceparent", "00-abc-01");
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
+    publish_confirmed(&*session, &sent).await;
 
     let got = consumer.json().await;
     assert_eq!(got["id"], sent.id().to_string());

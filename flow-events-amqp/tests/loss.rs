@@ -11,6 +11,7 @@ use flow_events_core::{
     BackendErrorKind, ConnectionMonitor, ConnectionState, Decision, Event, EventSink, EventSource,
     PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
 };
+use flow_events_testkit::steps::publish_confirmed;
 use futures_util::StreamExt;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,12 +26,7 @@ async fn cut_connection_ends_the_session_and_its_deliveries() {
     let session = fx.session().await;
     let mut stream = session.subscribe(&sub).await.expect("subscribe");
     let sent = Event::try_new("order.created", serde_json::json!({"n": 1})).expect("event");
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
+    publish_confirmed(&*session, &sent).await;
     let held = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("in time")

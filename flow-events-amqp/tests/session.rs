@@ -1,49 +1,14 @@
-//! The AMQP backend at the `Session` level, against a real broker.
+//! The AMQP backend at the `Session` level, against a real broker:
+//! publishing, confirms, refusals, the wire format and closing.
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Fixture, WAIT, next_raw, raw, unique};
-use flow_events_core::{
-    BackendErrorKind, Decision, DeliveryStream, Event, IncomingDelivery, QueueKind, Subscription,
-    TopicPattern,
-};
+use common::{Fixture, WAIT, next_raw, raw, ready, unique};
+use flow_events_core::{BackendErrorKind, Event};
+use flow_events_testkit::steps::{numbered, publish_confirmed, subscribed, subscription};
 use futures_util::StreamExt;
-use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-
-fn event(event_type: &str, n: i64) -> Event {
-    Event::try_new(event_type, serde_json::json!({ "n": n })).expect("event")
-}
-
-async fn next(stream: &mut DeliveryStream) -> IncomingDelivery {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("no delivery in time")
-        .expect("stream ended")
-}
-
-fn subscription(name: &str, pattern: &str) -> Subscription {
-    Subscription::new(name, TopicPattern::new(pattern).expect("pattern")).expect("subscription")
-}
-
-/// Messages ready in `queue` (not counting unacked ones).
-async fn ready(channel: &lapin::Channel, queue: &str) -> u32 {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_is_confirmed_with_many_in_flight() {
@@ -56,7 +21,7 @@ async fn publish_is_confirmed_with_many_in_flight() {
     for n in 0..200 {
         confirmations.push(
             session
-                .send(&event("order.created", n))
+                .send(&numbered("order.created", n))
                 .await
                 .expect("send"),
         );
@@ -82,7 +47,7 @@ async fn sends_keep_their_order_without_waiting_for_writes() {
     for n in 0..500 {
         confirmations.push(
             session
-                .send(&event("order.created", n))
+                .send(&numbered("order.created", n))
                 .await
                 .expect("send"),
         );
@@ -103,203 +68,12 @@ async fn sends_keep_their_order_without_waiting_for_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn consume_and_ack() {
-    require_broker!("consume_and_ack");
-    let mut fx = Fixture::new("ack");
-    let name = unique("ack");
-    fx.cleanup.subscription(&name);
-    let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "order.*"))
-        .await
-        .expect("subscribe");
-    let sent = event("order.created", 1).with_header("traceparent", "00-abc");
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    session
-        .send(&event("user.created", 2))
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    let incoming = next(&mut stream).await;
-    assert_eq!(incoming.delivery.event(), &sent);
-    assert_eq!(incoming.delivery.attempt(), 1);
-    assert!(!incoming.delivery.redelivered());
-    incoming.acker.settle(Decision::Ack).await.expect("ack");
-    session.close().await;
-    assert!(
-        stream.next().await.is_none(),
-        "the stream ends with the session"
-    );
-    // Acked, and `user.created` never matched: nothing is left.
-    let (_conn, ch) = raw().await;
-    assert_eq!(ready(&ch, &name).await, 0);
-}
-
-async fn retry_then_ack(kind: QueueKind) {
-    let fx = Fixture::new("retry");
-    let name = unique("retry");
-    let mut cleanup = common::Cleanup::default();
-    cleanup.subscription(&name);
-    let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "#").with_queue_kind(kind))
-        .await
-        .expect("subscribe");
-    let sent = event("order.created", 1);
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    let first = next(&mut stream).await;
-    assert_eq!(first.delivery.attempt(), 1);
-    assert!(!first.delivery.redelivered());
-    first.acker.settle(Decision::Retry).await.expect("retry");
-    let second = next(&mut stream).await;
-    assert_eq!(second.delivery.event(), &sent);
-    assert_eq!(second.delivery.attempt(), 2);
-    assert!(second.delivery.redelivered());
-    second.acker.settle(Decision::Ack).await.expect("ack");
-    session.close().await;
-    let (_conn, ch) = raw().await;
-    assert_eq!(ready(&ch, &name).await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn retry_on_classic_queue_counts_the_attempt() {
-    require_broker!("retry_on_classic_queue_counts_the_attempt");
-    retry_then_ack(QueueKind::Classic).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn retry_on_quorum_queue_counts_the_attempt() {
-    require_broker!("retry_on_quorum_queue_counts_the_attempt");
-    retry_then_ack(QueueKind::Quorum).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reject_goes_to_the_dead_letter_queue() {
-    require_broker!("reject_goes_to_the_dead_letter_queue");
-    let mut fx = Fixture::new("reject");
-    let name = unique("reject");
-    fx.cleanup.subscription(&name);
-    let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "#"))
-        .await
-        .expect("subscribe");
-    let sent = event("order.failed", 1);
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    next(&mut stream)
-        .await
-        .acker
-        .settle(Decision::reject("rejected by the test"))
-        .await
-        .expect("reject");
-    let (_conn, ch) = raw().await;
-    let dead = next_raw(&ch, &format!("{name}.dead")).await;
-    let body: Event = serde_json::from_slice(&dead.data).expect("event body");
-    assert_eq!(body, sent);
-    session.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn retry_after_the_last_attempt_dead_letters() {
-    require_broker!("retry_after_the_last_attempt_dead_letters");
-    let mut fx = Fixture::new("lastretry");
-    let name = unique("lastretry");
-    fx.cleanup.subscription(&name);
-    let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "#").with_max_attempts(2))
-        .await
-        .expect("subscribe");
-    let sent = event("order.failed", 1);
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    next(&mut stream)
-        .await
-        .acker
-        .settle(Decision::Retry)
-        .await
-        .expect("retry 1");
-    let second = next(&mut stream).await;
-    assert_eq!(second.delivery.attempt(), 2);
-    second.acker.settle(Decision::Retry).await.expect("retry 2");
-    let (_conn, ch) = raw().await;
-    let dead = next_raw(&ch, &format!("{name}.dead")).await;
-    assert_eq!(
-        dead.properties.message_id().as_ref().map(|m| m.to_string()),
-        Some(sent.id().to_string())
-    );
-    session.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_body_is_dead_lettered_and_consuming_goes_on() {
-    require_broker!("invalid_body_is_dead_lettered_and_consuming_goes_on");
-    let mut fx = Fixture::new("invalid");
-    let name = unique("invalid");
-    fx.cleanup.subscription(&name);
-    let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "#"))
-        .await
-        .expect("subscribe");
-    let (_conn, ch) = raw().await;
-    // Confirmed, so that it is in the queue before the valid event.
-    ch.confirm_select(Default::default())
-        .await
-        .expect("confirms");
-    ch.basic_publish(
-        fx.exchange.as_str().into(),
-        "order.created".into(),
-        BasicPublishOptions::default(),
-        br#"{"password": "hunter2"}"#,
-        BasicProperties::default(),
-    )
-    .await
-    .expect("raw publish")
-    .await
-    .expect("raw confirm");
-    let valid = event("order.created", 2);
-    session
-        .send(&valid)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    let incoming = next(&mut stream).await;
-    assert_eq!(incoming.delivery.event(), &valid);
-    incoming.acker.settle(Decision::Ack).await.expect("ack");
-    let dead = next_raw(&ch, &format!("{name}.dead")).await;
-    assert_eq!(dead.data, br#"{"password": "hunter2"}"#);
-    session.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn unroutable_event_with_mandatory_is_refused() {
     require_broker!("unroutable_event_with_mandatory_is_refused");
     let fx = Fixture::with("mandatory", |c| c, |o| o.with_mandatory(true));
     let session = fx.session().await;
     let err = session
-        .send(&event("nobody.listens", 1))
+        .send(&numbered("nobody.listens", 1))
         .await
         .expect("send")
         .await
@@ -310,12 +84,7 @@ async fn unroutable_event_with_mandatory_is_refused() {
     let (_conn, ch) = raw().await;
     let mut fx = fx;
     fx.raw_queue(&ch, "#").await;
-    session
-        .send(&event("somebody.listens", 2))
-        .await
-        .expect("send")
-        .await
-        .expect("routable");
+    publish_confirmed(&*session, &numbered("somebody.listens", 2)).await;
     session.close().await;
 }
 
@@ -348,12 +117,7 @@ async fn wire_format() {
     )
     .expect("event")
     .with_header("traceparent", "00-abc-01");
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
+    publish_confirmed(&*session, &sent).await;
     let msg = next_raw(&ch, &queue).await;
     assert_eq!(msg.exchange.as_str(), fx.exchange);
     assert_eq!(msg.routing_key.as_str(), "invoice.paid");
@@ -397,10 +161,7 @@ async fn close_resolves_every_waiter_and_ends_streams() {
     let name = unique("close");
     fx.cleanup.subscription(&name);
     let session = fx.session().await;
-    let mut stream = session
-        .subscribe(&subscription(&name, "#"))
-        .await
-        .expect("subscribe");
+    let mut stream = subscribed(&*session, &subscription(&name, "#")).await;
     let waiters: Vec<_> = (0..3)
         .map(|_| {
             let s = session.clone();
@@ -421,7 +182,7 @@ async fn close_resolves_every_waiter_and_ends_streams() {
             .expect("ends")
             .is_none()
     );
-    let err = match session.send(&event("order.created", 1)).await {
+    let err = match session.send(&numbered("order.created", 1)).await {
         Ok(_) => panic!("sent on a closed session"),
         Err(e) => e,
     };
@@ -434,42 +195,6 @@ async fn blocked_watch_starts_unblocked() {
     let fx = Fixture::new("blocked");
     let session = fx.session().await;
     assert!(!*session.blocked().borrow());
-    session.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn queue_redeclared_with_other_kind_is_a_configuration_error() {
-    require_broker!("queue_redeclared_with_other_kind_is_a_configuration_error");
-    let mut fx = Fixture::new("kind");
-    let name = unique("kind");
-    fx.cleanup.subscription(&name);
-    let session = fx.session().await;
-    let stream = session
-        .subscribe(&subscription(&name, "#"))
-        .await
-        .expect("subscribe classic");
-    drop(stream);
-    let err = match session
-        .subscribe(&subscription(&name, "#").with_queue_kind(QueueKind::Quorum))
-        .await
-    {
-        Ok(_) => panic!("a classic queue was redeclared as quorum"),
-        Err(e) => e,
-    };
-    assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
-    assert!(err.message().contains("PRECONDITION_FAILED"), "{err}");
-    // A channel error: the session lives on.
-    session
-        .send(&event("order.created", 1))
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), session.closed())
-            .await
-            .is_err()
-    );
     session.close().await;
 }
 
@@ -505,7 +230,7 @@ async fn mandatory_refusals_name_the_right_events_with_many_in_flight() {
     let mut pending = Vec::new();
     for n in 0..600 {
         let routed = n % 7 != 3;
-        let e = event(if routed { "routed.event" } else { "lost.event" }, n);
+        let e = numbered(if routed { "routed.event" } else { "lost.event" }, n);
         let confirmation = session.send(&e).await.expect("send");
         pending.push((routed, confirmation));
     }

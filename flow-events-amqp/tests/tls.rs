@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::{Fixture, WAIT, unique};
 use flow_events_core::{Backend, BackendErrorKind, Decision, Event, Subscription, TopicPattern};
+use flow_events_testkit::steps::publish_confirmed;
 use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,12 +106,7 @@ async fn amqps_publishes_and_consumes() {
         .await
         .expect("subscribe");
     let sent = Event::try_new("secure.thing", serde_json::json!({"ok": true})).expect("event");
-    session
-        .send(&sent)
-        .await
-        .expect("send")
-        .await
-        .expect("confirm");
+    publish_confirmed(&*session, &sent).await;
     let got = tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("in time")

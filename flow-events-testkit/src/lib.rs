@@ -9,6 +9,8 @@
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - [`mocks`]: mockall mocks of the core traits.
+//! - [`steps`]: the steps of session-level tests, each named for what it
+//!   checks (`publish_confirmed`, `next_delivery`, ...).
 //! - [`wait`]: bounded waits on a state or a condition, shared by the tests
 //!   of every crate.
 
@@ -19,6 +21,7 @@ mod macros;
 pub mod mocks;
 pub mod proxy;
 mod session_client;
+pub mod steps;
 pub mod wait;
 
 pub use faulty_store::{FaultyStore, StoreFaultHandle};

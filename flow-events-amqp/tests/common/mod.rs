@@ -296,6 +296,22 @@ impl Fixture {
     }
 }
 
+/// Messages ready in `queue` (not counting unacked ones).
+pub async fn ready(channel: &Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare")
+        .message_count()
+}
+
 /// The next message of `queue`, read (and acked) with plain lapin.
 pub async fn next_raw(channel: &Channel, queue: &str) -> lapin::message::Delivery {
     let mut consumer = channel

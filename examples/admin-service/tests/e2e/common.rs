@@ -134,8 +134,12 @@ pub(crate) async fn send_within(
     limit: Duration,
 ) -> reqwest::Result<Response> {
     // No connection is kept: the service closes idle ones on its own clock.
+    // reqwest gives up on a connection whose data the peer has not taken for
+    // 30 s (TCP_USER_TIMEOUT); a service on a loaded machine may take longer
+    // to read a large body, and the client waits `limit` whatever the step.
     let client = reqwest::Client::builder()
         .timeout(limit)
+        .tcp_user_timeout(limit)
         .pool_max_idle_per_host(0)
         .build()?;
     let method = reqwest::Method::from_bytes(req.method.as_bytes()).expect("method");
