@@ -11,13 +11,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::broker::{Restore, ctl, ctl_available};
-use common::received::{Received, numbered};
 use common::traffic::{LONG, connected, consumer, fast, short_heartbeat, start, subscription};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_core::{
     BackendErrorKind, ConnectionMonitor, Decision, Delivery, Event, EventId, EventSink,
     EventSource, HealthStatus, PublishOutcome, Resilient, handler_fn,
 };
+use flow_events_testkit::received::{Received, numbered};
 use flow_events_testkit::steps::publish_confirmed;
 use tokio_util::sync::CancellationToken;
 

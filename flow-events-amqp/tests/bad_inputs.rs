@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::broker::rabbitmqctl;
-use common::received::numbered;
 use common::traffic::start;
 use common::{Cleanup, URL, WAIT, raw, unique, until};
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
@@ -16,6 +15,7 @@ use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus, PublishErrorKind,
     PublishOutcome,
 };
+use flow_events_testkit::received::numbered;
 use lapin::ExchangeKind;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;

@@ -14,7 +14,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::broker::{self, Restore, ctl, ctl_available};
-use common::received::{Received, numbered};
 use common::traffic::{
     LONG, Published, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
 };
@@ -22,6 +21,7 @@ use common::{Fixture, WAIT, unique, until, until_state, url_through};
 use flow_events_core::{
     ConnectionMonitor, Event, EventSink, PublishErrorKind, PublishOutcome, Resilient,
 };
+use flow_events_testkit::received::{Received, numbered};
 
 /// Events of the scenarios under traffic.
 const N: u64 = 5_000;

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::{self, Cluster, node_of};
-use common::received::{Received, numbered};
 use common::traffic::{LONG, connected, consumer, start};
 use common::{Cleanup, WAIT, unique, until, until_state};
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
 use flow_events_core::{
     Config, ConnectionMonitor, EventSink, PublishOutcome, QueueKind, Resilient,
 };
+use flow_events_testkit::received::{Received, numbered};
 
 /// Publishing tasks, each publishing one event per `PACE`: about 1 600
 /// events a second.

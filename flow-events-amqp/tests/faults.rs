@@ -11,12 +11,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::received::{Received, numbered};
 use common::traffic::{
     HEARTBEAT, LONG, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
 };
 use common::{Fixture, WAIT, unique, until, until_state, url_through};
 use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome};
+use flow_events_testkit::received::{Received, numbered};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]

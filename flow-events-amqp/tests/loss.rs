@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::received::{Received, numbered};
 use common::traffic::{connected, fast, short_heartbeat, start, subscription};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_core::{
     BackendErrorKind, ConnectionMonitor, ConnectionState, Decision, Event, EventSink, EventSource,
     PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
 };
+use flow_events_testkit::received::{Received, numbered};
 use flow_events_testkit::steps::publish_confirmed;
 use futures_util::StreamExt;
 

@@ -9,13 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::python::{PythonConsumer, python};
-use common::received::numbered;
 use common::traffic::{LONG, connected, fast, short_heartbeat, start};
 use common::{Fixture, WAIT, raw, unique, until, until_state, url_through};
 use flow_events_core::{
     Decision, Delivery, Event, EventSink, EventSource, PublishOutcome, Resilient, Subscription,
     SubscriptionHandle, TopicPattern, handler_fn,
 };
+use flow_events_testkit::received::numbered;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::broker::{OwnVhost, ctl_available};
-use common::received::Received;
 use common::traffic::{LONG, connected, fast, short_heartbeat};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
@@ -21,6 +20,7 @@ use flow_events_core::{
     Config, ConnectionMonitor, Event, EventSink, EventSource, PublishErrorKind, PublishOutcome,
     Resilient, Subscription, SubscriptionHandle, TopicPattern,
 };
+use flow_events_testkit::received::Received;
 use lapin::options::{
     BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };

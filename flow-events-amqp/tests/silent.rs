@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::received::{Received, numbered};
 use common::traffic::{LONG, connected, consumer, fast, short_heartbeat, start};
 use common::{Fixture, WAIT, unique, until, until_state, url_through};
 use flow_events_core::{
     ConnectionMonitor, EventId, EventSink, PublishErrorKind, PublishOutcome, Resilient,
 };
+use flow_events_testkit::received::{Received, numbered};
 use tokio_util::sync::CancellationToken;
 
 /// What a publishing task saw: every event accepted, and the slowest call.

@@ -16,7 +16,7 @@ use common::{WAIT, ack_all, connect, event, ready};
 use flow_events_core::{Backend, BackendErrorKind, Decision};
 use flow_events_memory::MemoryBroker;
 use flow_events_testkit::steps::{
-    next_delivery, numbered, publish_confirmed, stream_ends, subscription,
+    next_delivery, numbered, publish_confirmed, stream_ends, subscribed, subscription,
 };
 use futures_util::StreamExt;
 
@@ -25,8 +25,8 @@ async fn competing_consumers_share_the_work_round_robin() {
     let broker = MemoryBroker::new();
     let (one, two) = (connect(&broker).await, connect(&broker).await);
     let subscription = subscription("workers", "job.#").with_prefetch(100);
-    let mut s1 = one.subscribe(&subscription).await.unwrap();
-    let mut s2 = two.subscribe(&subscription).await.unwrap();
+    let mut s1 = subscribed(&*one, &subscription).await;
+    let mut s2 = subscribed(&*two, &subscription).await;
     assert_eq!(broker.consumer_count("workers"), 2);
 
     for n in 0..10 {
@@ -48,10 +48,7 @@ async fn competing_consumers_share_the_work_round_robin() {
 async fn prefetch_bounds_unsettled_deliveries_per_consumer() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("slow", "#").with_prefetch(2))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("slow", "#").with_prefetch(2)).await;
     for n in 0..5 {
         publish_confirmed(&*session, &numbered("job.run", n)).await;
     }
@@ -75,10 +72,7 @@ async fn prefetch_bounds_unsettled_deliveries_per_consumer() {
 async fn retry_redelivers_flagged_with_the_next_attempt() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#")).await;
     let sent = event("order.created");
     publish_confirmed(&*session, &sent).await;
 
@@ -99,10 +93,7 @@ async fn retry_redelivers_flagged_with_the_next_attempt() {
 async fn retry_puts_the_message_back_before_the_ones_waiting() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#").with_prefetch(1))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#").with_prefetch(1)).await;
     publish_confirmed(&*session, &numbered("order.created", 0)).await;
     publish_confirmed(&*session, &numbered("order.created", 1)).await;
     let first = next_delivery(&mut stream, WAIT).await;
@@ -120,10 +111,7 @@ async fn retry_puts_the_message_back_before_the_ones_waiting() {
 async fn reject_dead_letters_and_does_not_redeliver() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#")).await;
     let poison = event("order.created");
     publish_confirmed(&*session, &poison).await;
     next_delivery(&mut stream, WAIT)
@@ -152,10 +140,7 @@ async fn reject_dead_letters_and_does_not_redeliver() {
 async fn a_delivery_dropped_unsettled_goes_back() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#")).await;
     publish_confirmed(&*session, &event("order.created")).await;
     drop(next_delivery(&mut stream, WAIT).await);
 
@@ -170,10 +155,7 @@ async fn a_delivery_dropped_unsettled_goes_back() {
 async fn dropping_a_stream_puts_back_what_it_never_handed_out() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#").with_prefetch(5))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#").with_prefetch(5)).await;
     for n in 0..5 {
         publish_confirmed(&*session, &numbered("order.created", n)).await;
     }
@@ -187,10 +169,7 @@ async fn dropping_a_stream_puts_back_what_it_never_handed_out() {
     held.acker.settle(Decision::Ack).await.unwrap();
     assert_eq!(broker.unacked_len("billing"), 0);
 
-    let mut stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#")).await;
     let got = ready(&mut stream);
     let ns: Vec<_> = got
         .iter()
@@ -204,10 +183,7 @@ async fn dropping_a_stream_puts_back_what_it_never_handed_out() {
 async fn closing_a_session_ends_its_streams_and_requeues_its_deliveries() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "#").with_prefetch(3))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#").with_prefetch(3)).await;
     for n in 0..3 {
         publish_confirmed(&*session, &numbered("order.created", n)).await;
     }
@@ -231,10 +207,7 @@ async fn closing_a_session_ends_its_streams_and_requeues_its_deliveries() {
     // All three went back, in order, flagged as redelivered, as attempt 2.
     assert_eq!(broker.queue_len("billing"), 3);
     let other = connect(&broker).await;
-    let mut stream = other
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*other, &subscription("billing", "#")).await;
     let got = ready(&mut stream);
     let seen: Vec<_> = got
         .iter()
@@ -258,8 +231,8 @@ async fn taking_the_broker_down_loses_every_session() {
         backend.connect().await.unwrap(),
         backend.connect().await.unwrap(),
     );
-    let mut s1 = one.subscribe(&subscription("billing", "#")).await.unwrap();
-    let mut s2 = two.subscribe(&subscription("audit", "#")).await.unwrap();
+    let mut s1 = subscribed(&*one, &subscription("billing", "#")).await;
+    let mut s2 = subscribed(&*two, &subscription("audit", "#")).await;
     publish_confirmed(&*one, &event("order.created")).await;
     let held = next_delivery(&mut s1, WAIT).await;
     let waiting = {
@@ -292,19 +265,13 @@ async fn taking_the_broker_down_loses_every_session() {
     broker.bring_up();
     assert!(broker.is_up());
     let session = backend.connect().await.unwrap();
-    let mut stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "#")).await;
     let d = next_delivery(&mut stream, WAIT).await;
     assert!(d.delivery.redelivered());
     assert_eq!(d.delivery.attempt(), 2);
     d.acker.settle(Decision::Ack).await.unwrap();
     // Flagged too: the broker had sent it to the lost consumer, unread.
-    let mut stream = session
-        .subscribe(&subscription("audit", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("audit", "#")).await;
     let d = next_delivery(&mut stream, WAIT).await;
     assert!(d.delivery.redelivered());
     d.acker.settle(Decision::Ack).await.unwrap();
@@ -314,10 +281,7 @@ async fn taking_the_broker_down_loses_every_session() {
 async fn a_session_dropped_by_every_user_closes() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let stream = session
-        .subscribe(&subscription("billing", "#"))
-        .await
-        .unwrap();
+    let stream = subscribed(&*session, &subscription("billing", "#")).await;
     assert_eq!(broker.session_count(), 1);
     drop(session);
     // The stream still uses the session.
@@ -338,7 +302,7 @@ async fn concurrent_publishers_and_consumers_lose_nothing() {
     let mut consumers = Vec::new();
     for _ in 0..2 {
         let session = connect(&broker).await;
-        let mut stream = session.subscribe(&subscription).await.unwrap();
+        let mut stream = subscribed(&*session, &subscription).await;
         consumers.push(tokio::spawn(async move {
             let _session = session;
             let mut ids = Vec::new();

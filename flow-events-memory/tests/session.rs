@@ -14,7 +14,9 @@ use std::sync::Arc;
 use common::{WAIT, ack_all, connect, event, ready, types};
 use flow_events_core::{Backend, Decision};
 use flow_events_memory::{MemoryBackend, MemoryBroker};
-use flow_events_testkit::steps::{next_delivery, numbered, publish_confirmed, subscription};
+use flow_events_testkit::steps::{
+    next_delivery, numbered, publish_confirmed, subscribed, subscription,
+};
 
 #[tokio::test]
 async fn info_names_the_backend() {
@@ -27,10 +29,7 @@ async fn info_names_the_backend() {
 async fn publish_then_receive_then_ack() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "order.*"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "order.*")).await;
     let sent = event("order.created").with_header("trace", "abc");
     publish_confirmed(&*session, &sent).await;
 
@@ -56,10 +55,7 @@ async fn publishing_where_nobody_subscribes_is_confirmed_and_goes_nowhere() {
     assert!(!broker.has_queue("later"));
 
     // A subscription made afterwards does not get it.
-    let mut stream = session
-        .subscribe(&subscription("later", "#"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("later", "#")).await;
     assert!(ready(&mut stream).is_empty());
     assert_eq!(broker.queue_len("later"), 0);
 }
@@ -68,18 +64,9 @@ async fn publishing_where_nobody_subscribes_is_confirmed_and_goes_nowhere() {
 async fn topic_patterns_route_exactly_the_matching_events() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut star = session
-        .subscribe(&subscription("star", "order.*"))
-        .await
-        .unwrap();
-    let mut hash = session
-        .subscribe(&subscription("hash", "order.#"))
-        .await
-        .unwrap();
-    let mut exact = session
-        .subscribe(&subscription("exact", "order.created"))
-        .await
-        .unwrap();
+    let mut star = subscribed(&*session, &subscription("star", "order.*")).await;
+    let mut hash = subscribed(&*session, &subscription("hash", "order.#")).await;
+    let mut exact = subscribed(&*session, &subscription("exact", "order.created")).await;
 
     for t in [
         "order",
@@ -109,14 +96,8 @@ async fn topic_patterns_route_exactly_the_matching_events() {
 async fn a_queue_is_bound_to_every_pattern_it_was_subscribed_with() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut a = session
-        .subscribe(&subscription("audit", "order.*"))
-        .await
-        .unwrap();
-    let mut b = session
-        .subscribe(&subscription("audit", "user.*"))
-        .await
-        .unwrap();
+    let mut a = subscribed(&*session, &subscription("audit", "order.*")).await;
+    let mut b = subscribed(&*session, &subscription("audit", "user.*")).await;
     publish_confirmed(&*session, &event("order.created")).await;
     publish_confirmed(&*session, &event("user.created")).await;
     publish_confirmed(&*session, &event("stock.moved")).await;
@@ -133,10 +114,7 @@ async fn a_queue_is_bound_to_every_pattern_it_was_subscribed_with() {
 async fn a_queue_keeps_its_messages_while_no_consumer_is_attached() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let stream = session
-        .subscribe(&subscription("billing", "order.*"))
-        .await
-        .unwrap();
+    let stream = subscribed(&*session, &subscription("billing", "order.*")).await;
     drop(stream);
     assert_eq!(broker.consumer_count("billing"), 0);
 
@@ -145,10 +123,7 @@ async fn a_queue_keeps_its_messages_while_no_consumer_is_attached() {
     }
     assert_eq!(broker.queue_len("billing"), 3);
 
-    let mut stream = session
-        .subscribe(&subscription("billing", "order.*"))
-        .await
-        .unwrap();
+    let mut stream = subscribed(&*session, &subscription("billing", "order.*")).await;
     let got = ready(&mut stream);
     let ns: Vec<_> = got
         .iter()
@@ -164,10 +139,11 @@ async fn a_queue_keeps_its_messages_while_no_consumer_is_attached() {
 async fn many_events_arrive_in_order() {
     let broker = MemoryBroker::new();
     let session = connect(&broker).await;
-    let mut stream = session
-        .subscribe(&subscription("billing", "order.*").with_prefetch(16))
-        .await
-        .unwrap();
+    let mut stream = subscribed(
+        &*session,
+        &subscription("billing", "order.*").with_prefetch(16),
+    )
+    .await;
     let sender = Arc::clone(&session);
     let publisher = tokio::spawn(async move {
         for n in 0..1000 {

@@ -10,13 +10,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::received::{Received, numbered};
 use common::{Fixture, WAIT, until, until_state, url_through};
 use flow_events_core::{
     Config, ConfigBuilder, ConnectionMonitor, ConnectionState, EventSink, EventSource,
     HealthStatus, PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
 };
 use flow_events_nats::{NatsBackend, NatsConfigBuilder};
+use flow_events_testkit::received::{Received, numbered};
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait for a drain or a whole delivery.

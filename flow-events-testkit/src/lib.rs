@@ -9,6 +9,8 @@
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - [`mocks`]: mockall mocks of the core traits.
+//! - [`received`]: a handler that records what it receives, for tests that
+//!   count deliveries.
 //! - [`steps`]: the steps of session-level tests, each named for what it
 //!   checks (`publish_confirmed`, `next_delivery`, ...).
 //! - [`wait`]: bounded waits on a state or a condition, shared by the tests
@@ -20,6 +22,7 @@ mod faulty_store;
 mod macros;
 pub mod mocks;
 pub mod proxy;
+pub mod received;
 mod session_client;
 pub mod steps;
 pub mod wait;

@@ -7,7 +7,6 @@ pub mod broker;
 pub mod cluster;
 pub mod logs;
 pub mod python;
-pub mod received;
 pub mod traffic;
 
 use std::net::{SocketAddr, TcpStream};

@@ -11,8 +11,8 @@ use flow_events_core::{
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
-use super::received::{Received, numbered};
 use super::{WAIT, until_state};
+use flow_events_testkit::received::{Received, numbered};
 
 /// The heartbeat of the fault tests: a dead peer is noticed within seconds.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
