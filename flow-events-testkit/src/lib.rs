@@ -11,6 +11,8 @@
 //! - [`mocks`]: mockall mocks of the core traits.
 //! - [`received`]: a handler that records what it receives, for tests that
 //!   count deliveries.
+//! - [`server`]: whether a server a test needs is there (a missing one fails
+//!   under `CI=true`, and skips the test elsewhere).
 //! - [`steps`]: the steps of session-level tests, each named for what it
 //!   checks (`publish_confirmed`, `next_delivery`, ...).
 //! - [`wait`]: bounded waits on a state or a condition, shared by the tests
@@ -23,6 +25,7 @@ mod macros;
 pub mod mocks;
 pub mod proxy;
 pub mod received;
+pub mod server;
 mod session_client;
 pub mod steps;
 pub mod wait;

@@ -9,12 +9,11 @@ pub mod logs;
 pub mod python;
 pub mod traffic;
 
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use flow_events_amqp::{AmqpBackend, AmqpOptions};
-use flow_events_core::{Backend, Config, ConnectionMonitor, ConnectionState, Session};
+use flow_events_core::{Backend, Config, Session};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -32,17 +31,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Whether the broker is reachable. Not reachable: fails under `CI=true`,
 /// otherwise prints why the test is skipped.
 pub fn broker_available(test: &str) -> bool {
-    let addr: SocketAddr = BROKER.parse().expect("address");
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("RabbitMQ is not reachable at {BROKER} ({e}) and CI=true");
-            }
-            eprintln!("skipping {test}: RabbitMQ is not reachable at {BROKER} ({e})");
-            false
-        }
-    }
+    flow_events_testkit::server::reachable("RabbitMQ", BROKER, test)
 }
 
 /// Returns from the test when the broker is not there (outside CI).
@@ -175,36 +164,9 @@ impl Drop for Cleanup {
     }
 }
 
-/// Polls `check` every 10 ms until it holds; panics naming `what` after
-/// `limit`. Returns how long it took.
-pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = std::time::Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
-
-/// Waits for the state of `monitor` to satisfy `wanted`; panics naming
-/// `what` after `limit`. Returns how long it took.
-pub async fn until_state(
-    what: &str,
-    monitor: &impl ConnectionMonitor,
-    limit: Duration,
-    wanted: impl Fn(ConnectionState) -> bool,
-) -> Duration {
-    let started = std::time::Instant::now();
-    let mut rx = monitor.watch_state();
-    match tokio::time::timeout(limit, rx.wait_for(|s| wanted(*s))).await {
-        Ok(Ok(_)) => started.elapsed(),
-        _ => panic!(
-            "{what}: not within {limit:?} (state {}, last error {:?})",
-            monitor.state(),
-            monitor.status().last_error
-        ),
-    }
-}
+// Not every test binary waits; those that do find the waits here.
+#[allow(unused_imports)]
+pub use flow_events_testkit::wait::{until, until_state};
 
 /// A test's own exchange, config, backend and cleanup.
 pub struct Fixture {
