@@ -339,13 +339,12 @@ impl SteadyClients {
         url: &str,
         exchange: &str,
     ) -> anyhow::Result<std::sync::Arc<dyn flow_events_core::Session>> {
-        let config = flow_events_core::Config::builder()
-            .with_url(url)
-            .with_exchange(exchange)
-            .build()?;
         let backend = flow_events_amqp::AmqpBackend::new(
-            &config,
-            flow_events_amqp::AmqpOptions::new().with_app_id("flow-events-bench"),
+            &flow_events_core::Config::default(),
+            flow_events_amqp::AmqpConfig::new()
+                .with_url(url)
+                .with_exchange(exchange)
+                .with_app_id("flow-events-bench"),
         );
         Ok(flow_events_core::Backend::connect(&backend).await?)
     }

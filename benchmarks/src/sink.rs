@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Config, ConnectionMonitor, ConnectionState, Resilient};
 
 /// Settings of a sink under test.
@@ -25,8 +25,6 @@ pub(crate) async fn start(
     settings: SinkSettings,
 ) -> anyhow::Result<Resilient> {
     let mut config = Config::builder()
-        .with_url(url)
-        .with_exchange(exchange)
         .with_retry_delay(settings.retry_delay)
         .with_max_retry_delay(settings.max_retry_delay)
         .with_max_pending_events(settings.max_pending_events)
@@ -37,7 +35,11 @@ pub(crate) async fn start(
         config = config.with_confirm_wait(wait);
     }
     let config = config.build().context("sink settings")?;
-    let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("flow-events-bench"));
+    let amqp = AmqpConfig::new()
+        .with_url(url)
+        .with_exchange(exchange)
+        .with_app_id("flow-events-bench");
+    let backend = AmqpBackend::new(&config, amqp);
     Resilient::builder(backend)
         .with_config(config)
         .start()

@@ -13,7 +13,7 @@ use lapin::Connection;
 
 use crate::address::Address;
 use crate::channel::{ChannelSlot, PublishChannel};
-use crate::options::AmqpOptions;
+use crate::config::{AmqpConfig, check_exchange};
 use crate::publish::{LatestPublisher, Publisher};
 use crate::session::{AmqpSession, Parts, close_quietly};
 use crate::state::SessionState;
@@ -25,7 +25,7 @@ use crate::wire;
 /// connections (one publishes, one consumes, so that a publisher blocked by
 /// the broker cannot starve the consumers).
 ///
-/// `Config::url()` may list several URLs separated by commas, the nodes of a
+/// `AmqpConfig::url()` may list several URLs separated by commas, the nodes of a
 /// cluster say: the first connect starts at a random one (so that a fleet of
 /// services spreads over the nodes), and every connect tries them in turn
 /// from the one after the last used, so that a node that died is tried last
@@ -33,13 +33,13 @@ use crate::wire;
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use flow_events_amqp::{AmqpBackend, AmqpOptions};
+/// use flow_events_amqp::{AmqpBackend, AmqpConfig};
 /// use flow_events_core::{Backend, Config, Event};
 ///
-/// let config = Config::builder()
+/// let amqp = AmqpConfig::new()
 ///     .with_url("amqp://guest:guest@localhost:5672/%2f")
-///     .build()?;
-/// let backend = AmqpBackend::new(&config, AmqpOptions::new().with_app_id("billing"));
+///     .with_app_id("billing");
+/// let backend = AmqpBackend::new(&Config::default(), amqp);
 /// let session = backend.connect().await?;
 /// let event = Event::try_new("invoice.paid", serde_json::json!({"invoice": 7}))?;
 /// let confirmation = session.send(&event).await?;
@@ -53,8 +53,10 @@ pub struct AmqpBackend {
 }
 
 struct Inner {
+    /// The resilience settings it uses: the publish timeout, the largest
+    /// event, the retry pause of deliveries.
     config: Config,
-    options: AmqpOptions,
+    amqp: AmqpConfig,
     /// The index of the URL the next connect starts from (modulo their number).
     next_url: AtomicUsize,
     /// The broker's largest message, once a refusal has told it (0: not
@@ -68,16 +70,17 @@ struct Inner {
 }
 
 impl AmqpBackend {
-    /// A backend for `config` (URL, exchange, publish timeout, largest event)
-    /// with the AMQP settings `options`. Nothing is checked or connected
-    /// until [`Backend::connect`], so that a bad URL is reported like any
-    /// other connection failure (as a `Configuration` error).
-    pub fn new(config: &Config, options: AmqpOptions) -> Self {
-        let urls = config.url().map_or(0, |u| u.split().len());
+    /// A backend for the broker of `amqp` (URLs, exchange, AMQP settings),
+    /// with the resilience settings of `config` it needs (publish timeout,
+    /// largest event, backoff). Nothing is checked or connected until
+    /// [`Backend::connect`], so that a bad URL is reported like any other
+    /// connection failure (as a `Configuration` error).
+    pub fn new(config: &Config, amqp: AmqpConfig) -> Self {
+        let urls = amqp.url().map_or(0, |u| u.split().len());
         Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
-                options,
+                amqp,
                 next_url: AtomicUsize::new(fastrand::usize(..urls.max(1))),
                 broker_max_message: Arc::default(),
                 latest_publisher: LatestPublisher::default(),
@@ -85,23 +88,23 @@ impl AmqpBackend {
         }
     }
 
-    /// The shared settings.
+    /// The resilience settings it was given.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
     /// The AMQP settings.
-    pub fn options(&self) -> &AmqpOptions {
-        &self.inner.options
+    pub fn amqp_config(&self) -> &AmqpConfig {
+        &self.inner.amqp
     }
 
     fn heartbeat_secs(&self) -> u16 {
-        u16::try_from(self.inner.options.heartbeat().as_secs()).unwrap_or(u16::MAX)
+        u16::try_from(self.inner.amqp.heartbeat().as_secs()).unwrap_or(u16::MAX)
     }
 
     /// Opens a session on one address.
     async fn connect_to(&self, address: &Address) -> Result<AmqpSession, BackendError> {
-        let options = &self.inner.options;
+        let options = &self.inner.amqp;
         let config = &self.inner.config;
         // The consuming connection opens with the first subscription.
         let publish_conn = transport::connect(options, address, "publish").await?;
@@ -113,7 +116,7 @@ impl AmqpBackend {
                     publish_conn,
                     publisher,
                     latest: self.inner.latest_publisher.clone(),
-                    exchange: config.exchange().to_owned(),
+                    exchange: options.exchange().to_owned(),
                     options: options.clone(),
                     address: address.clone(),
                     retry_pause: (
@@ -135,13 +138,16 @@ impl AmqpBackend {
         address: &Address,
         conn: &Connection,
     ) -> Result<Publisher, BackendError> {
-        let options = &self.inner.options;
+        let options = &self.inner.amqp;
         let config = &self.inner.config;
         let limit = options.operation_timeout();
         let scrub = &address.scrub;
-        let exchange = short("exchange", config.exchange())?;
+        check_exchange(options.exchange()).map_err(|reason| {
+            BackendError::configuration(format!("exchange name {:?} {reason}", options.exchange()))
+        })?;
+        let exchange = short("exchange", options.exchange())?;
         let app_id = short("app_id", options.app_id())?;
-        let channel = PublishChannel::open(conn, config.exchange(), limit, scrub).await?;
+        let channel = PublishChannel::open(conn, options.exchange(), limit, scrub).await?;
         Ok(Publisher {
             channels: ChannelSlot::new(channel),
             exchange,
@@ -161,7 +167,7 @@ impl AmqpBackend {
 #[async_trait]
 impl Backend for AmqpBackend {
     async fn connect(&self) -> Result<Arc<dyn Session>, BackendError> {
-        let Some(url) = self.inner.config.url() else {
+        let Some(url) = self.inner.amqp.url() else {
             return Err(BackendError::configuration(
                 "no broker URL configured (set RABBITMQ_URL)",
             ));
@@ -219,13 +225,13 @@ impl Backend for AmqpBackend {
 
     /// `messaging.system` `rabbitmq`, the exchange and the routing key.
     fn message_attributes(&self, event: &flow_events_core::Event) -> Vec<(&'static str, String)> {
-        wire::message_attributes(self.inner.config.exchange(), event.event_type().as_str())
+        wire::message_attributes(self.inner.amqp.exchange(), event.event_type().as_str())
     }
 
     fn info(&self) -> BackendInfo {
         let url = self
             .inner
-            .config
+            .amqp
             .url()
             .map(|u| u.redacted().to_owned())
             .unwrap_or_default();
@@ -246,8 +252,7 @@ impl fmt::Debug for AmqpBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpBackend")
             .field("url", &self.info().url)
-            .field("exchange", &self.inner.config.exchange())
-            .field("options", &self.inner.options)
+            .field("amqp", &self.inner.amqp)
             .finish()
     }
 }
@@ -266,8 +271,7 @@ mod tests {
     }
 
     fn backend(urls: &str) -> AmqpBackend {
-        let config = Config::builder().with_url(urls).build().expect("config");
-        AmqpBackend::new(&config, AmqpOptions::new())
+        AmqpBackend::new(&Config::default(), AmqpConfig::new().with_url(urls))
     }
 
     #[test]

@@ -3,11 +3,11 @@
 mod address;
 mod backend;
 mod channel;
+mod config;
 mod confirms;
 mod consume;
 mod delay;
 mod errors;
-mod options;
 #[cfg(feature = "otel")]
 mod otel;
 mod publish;
@@ -20,6 +20,6 @@ mod wire;
 
 pub use address::check_url;
 pub use backend::AmqpBackend;
+pub use config::{AmqpConfig, ENV_CA_FILE, ENV_EXCHANGE, ENV_QUEUE_TYPE, ENV_URL};
 pub use delay::delay_queues;
-pub use options::{AmqpOptions, ENV_QUEUE_TYPE};
 pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE, MESSAGING_SYSTEM, ROUTING_KEY_ATTRIBUTE};

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::address::Address;
+use crate::config::AmqpConfig;
 use crate::consume::{self, ConsumeContext};
-use crate::options::AmqpOptions;
 use crate::publish::{LatestPublisher, Publisher};
 use crate::state::SessionState;
 use crate::topology::{SubscriptionTopology, within};
@@ -31,7 +31,7 @@ pub(crate) struct AmqpSession {
     latest: LatestPublisher,
     state: Arc<SessionState>,
     exchange: String,
-    options: AmqpOptions,
+    options: AmqpConfig,
     /// Holds the password: never in `Debug`.
     address: Address,
     retry_pause: (Duration, Duration),
@@ -54,7 +54,7 @@ pub(crate) struct Parts {
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) latest: LatestPublisher,
     pub(crate) exchange: String,
-    pub(crate) options: AmqpOptions,
+    pub(crate) options: AmqpConfig,
     pub(crate) address: Address,
     /// The first delay and the cap of the backoff before a retry copy that
     /// could not be published is given up.
@@ -139,7 +139,7 @@ impl Drop for AmqpSession {
 }
 
 /// The queue kind of a subscription: the one it asks for, else the backend's.
-fn queue_kind_for(subscription: &Subscription, options: &AmqpOptions) -> QueueKind {
+fn queue_kind_for(subscription: &Subscription, options: &AmqpConfig) -> QueueKind {
     subscription
         .queue_kind()
         .unwrap_or_else(|| options.queue_kind())
@@ -233,8 +233,8 @@ mod tests {
     #[test]
     fn a_subscription_gets_the_kind_it_asks_for_else_the_backends() {
         let sub = Subscription::new("billing", TopicPattern::all()).unwrap();
-        let quorum_default = AmqpOptions::default().with_queue_kind(QueueKind::Quorum);
-        let classic_default = AmqpOptions::default();
+        let quorum_default = AmqpConfig::default().with_queue_kind(QueueKind::Quorum);
+        let classic_default = AmqpConfig::default();
         assert_eq!(queue_kind_for(&sub, &quorum_default), QueueKind::Quorum);
         assert_eq!(queue_kind_for(&sub, &classic_default), QueueKind::Classic);
         let classic = sub.clone().with_queue_kind(QueueKind::Classic);

@@ -19,13 +19,13 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{AsyncTcpStream, Connection, ConnectionProperties};
 
 use crate::address::Address;
+use crate::config::AmqpConfig;
 use crate::errors;
-use crate::options::AmqpOptions;
 
 /// Opens the connection of a session named for `role` (`publish`,
 /// `consume`) to `address`, within the connect timeout.
 pub(crate) async fn connect(
-    options: &AmqpOptions,
+    options: &AmqpConfig,
     address: &Address,
     role: &str,
 ) -> Result<Connection, BackendError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::broker::rabbitmqctl;
 use common::traffic::start;
 use common::{Cleanup, URL, WAIT, raw, unique, until};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus, PublishErrorKind,
     PublishOutcome,
@@ -21,10 +21,8 @@ use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 
 /// Quick retries; `failed` after three.
-fn config(url: &str, exchange: &str) -> Config {
+fn config() -> Config {
     Config::builder()
-        .with_url(url)
-        .with_exchange(exchange)
         .with_retry_delay(Duration::from_millis(50))
         .with_max_retry_delay(Duration::from_millis(200))
         .with_max_retries(3)
@@ -43,10 +41,12 @@ fn broker_connections(app_id: &str) -> Option<usize> {
 /// while the service goes on.
 async fn keeps_running(test: &str, url: &str, exchange: &str, expect: &[&str], secret: &str) {
     let app_id = unique(test);
-    let config = config(url, exchange);
+    let config = config();
     let backend = AmqpBackend::new(
         &config,
-        AmqpOptions::new()
+        AmqpConfig::new()
+            .with_url(url)
+            .with_exchange(exchange)
             .with_app_id(&app_id)
             .with_connect_timeout(Duration::from_secs(3)),
     );
@@ -168,11 +168,11 @@ async fn unparsable_url() {
 async fn event_over_the_configured_limit_is_handed_back() {
     // Refused before anything is sent: needs no broker.
     let config = Config::builder()
-        .with_url("amqp://guest:guest@127.0.0.1:1/%2f")
         .with_max_event_bytes(1024)
         .build()
         .expect("config");
-    let events = start(AmqpBackend::new(&config, AmqpOptions::new()), &config).await;
+    let amqp = AmqpConfig::new().with_url("amqp://guest:guest@127.0.0.1:1/%2f");
+    let events = start(AmqpBackend::new(&config, amqp), &config).await;
     let event = Event::try_new("fault.big", serde_json::json!({ "blob": "x".repeat(2000) }))
         .expect("event");
     let err = events.publish(event.clone()).await.expect_err("too large");

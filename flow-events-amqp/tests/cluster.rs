@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{self, Cluster, node_of};
 use common::traffic::{LONG, connected, consumer, start};
 use common::{Cleanup, WAIT, unique, until, until_state};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, EventSink, PublishOutcome, QueueKind, Resilient,
 };
@@ -52,29 +52,30 @@ impl Names {
         }
     }
 
-    /// The default settings, but for the broker URLs, the exchange and a
-    /// buffer large enough that no event of a test is dropped.
-    fn config(&self, urls: &str) -> Config {
+    /// The default settings, but for a buffer large enough that no event of
+    /// a test is dropped.
+    fn config(&self) -> Config {
         Config::builder()
-            .with_url(urls)
-            .with_exchange(&self.exchange)
             .with_max_pending_events(50_000)
             .build()
             .expect("config")
     }
-}
 
-/// The default AMQP settings, with quorum queues for subscriptions.
-fn quorum(app: &str) -> AmqpOptions {
-    AmqpOptions::new()
-        .with_app_id(format!("flow-events-test-{app}"))
-        .with_queue_kind(QueueKind::Quorum)
+    /// The default AMQP settings on `urls` and the test's exchange, with
+    /// quorum queues for subscriptions.
+    fn quorum(&self, urls: &str, app: &str) -> AmqpConfig {
+        AmqpConfig::new()
+            .with_url(urls)
+            .with_exchange(&self.exchange)
+            .with_app_id(format!("flow-events-test-{app}"))
+            .with_queue_kind(QueueKind::Quorum)
+    }
 }
 
 /// `Resilient` on `urls`, connected; and the node it is connected to.
 async fn connect(names: &Names, urls: &str, app: &str) -> (Resilient, usize) {
-    let config = names.config(urls);
-    let events = start(AmqpBackend::new(&config, quorum(app)), &config).await;
+    let config = names.config();
+    let events = start(AmqpBackend::new(&config, names.quorum(urls, app)), &config).await;
     until_state("connected", &events, WAIT, connected).await;
     let node = node_on(&events);
     (events, node)
@@ -92,8 +93,8 @@ async fn consume(
     urls: &str,
     received: &Received,
 ) -> (Resilient, flow_events_core::SubscriptionHandle, usize) {
-    let config = names.config(urls);
-    let backend = AmqpBackend::new(&config, quorum("cluster-consumer"));
+    let config = names.config();
+    let backend = AmqpBackend::new(&config, names.quorum(urls, "cluster-consumer"));
     let (events, handle) = consumer(backend, &config, &names.queue, received).await;
     let node = node_on(&events);
     (events, handle, node)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Backend, BackendErrorKind, Config};
 
 /// lapin's connection threads in this process (Linux).
@@ -28,16 +28,14 @@ async fn timed_out_connects_leave_no_thread_behind() {
     }
     // Accepts TCP (the kernel does) but never speaks AMQP.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let config = Config::builder()
-        .with_url(format!(
-            "amqp://guest:guest@{}/%2f",
-            silent.local_addr().expect("addr")
-        ))
-        .build()
-        .expect("config");
     let backend = AmqpBackend::new(
-        &config,
-        AmqpOptions::new().with_connect_timeout(Duration::from_millis(200)),
+        &Config::default(),
+        AmqpConfig::new()
+            .with_url(format!(
+                "amqp://guest:guest@{}/%2f",
+                silent.local_addr().expect("addr")
+            ))
+            .with_connect_timeout(Duration::from_millis(200)),
     );
     for _ in 0..5 {
         match backend.connect().await {

@@ -5,19 +5,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, URL, raw, unique};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Backend, BackendError, BackendErrorKind, Config, redact_url};
 use lapin::ExchangeKind;
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 
-fn backend(url: &str, exchange: &str, options: AmqpOptions) -> AmqpBackend {
-    let config = Config::builder()
-        .with_url(url)
-        .with_exchange(exchange)
-        .build()
-        .expect("config");
-    AmqpBackend::new(&config, options)
+fn backend(url: &str, exchange: &str, options: AmqpConfig) -> AmqpBackend {
+    AmqpBackend::new(
+        &Config::default(),
+        options.with_url(url).with_exchange(exchange),
+    )
 }
 
 async fn connect_err(backend: &AmqpBackend) -> BackendError {
@@ -46,7 +44,7 @@ async fn wrong_password_is_a_configuration_error() {
     let b = backend(
         "amqp://guest:Wr0ngPassw0rd@127.0.0.1:5672/%2f",
         &unique("x"),
-        AmqpOptions::new(),
+        AmqpConfig::new(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
@@ -67,7 +65,7 @@ async fn unknown_vhost_is_a_configuration_error_within_the_timeout() {
     let b = backend(
         "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
         &unique("x"),
-        AmqpOptions::new().with_connect_timeout(Duration::from_secs(3)),
+        AmqpConfig::new().with_connect_timeout(Duration::from_secs(3)),
     );
     let started = Instant::now();
     let err = connect_err(&b).await;
@@ -96,7 +94,7 @@ async fn exchange_declared_as_fanout_is_a_configuration_error() {
     )
     .await
     .expect("declare fanout");
-    let b = backend(URL, &exchange, AmqpOptions::new());
+    let b = backend(URL, &exchange, AmqpConfig::new());
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
     assert!(err.message().contains("PRECONDITION_FAILED"), "{err}");
@@ -112,13 +110,13 @@ async fn unparsable_url_is_a_configuration_error() {
         "http://guest:S3cretPw@127.0.0.1:5672/",
         "amqp://guest:S3cretPw@127.0.0.1:5672/%2f?heartbeat=often",
     ] {
-        let b = backend(url, "flow.events", AmqpOptions::new());
+        let b = backend(url, "flow.events", AmqpConfig::new());
         let err = connect_err(&b).await;
         assert_eq!(err.kind(), BackendErrorKind::Configuration, "{url}: {err}");
         assert!(err.message().contains("invalid broker URL"), "{err}");
         assert_no_secret(&err, "S3cretPw");
     }
-    let no_url = AmqpBackend::new(&Config::default(), AmqpOptions::new());
+    let no_url = AmqpBackend::new(&Config::default(), AmqpConfig::new());
     assert_eq!(
         connect_err(&no_url).await.kind(),
         BackendErrorKind::Configuration
@@ -131,7 +129,7 @@ async fn refused_connection_is_a_connection_error() {
     let b = backend(
         "amqp://guest:S3cretPw@127.0.0.1:1/%2f",
         "flow.events",
-        AmqpOptions::new(),
+        AmqpConfig::new(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
@@ -150,7 +148,7 @@ async fn silent_server_is_a_timeout() {
     let b = backend(
         &url,
         "flow.events",
-        AmqpOptions::new().with_connect_timeout(Duration::from_millis(500)),
+        AmqpConfig::new().with_connect_timeout(Duration::from_millis(500)),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Timeout, "{err}");
@@ -167,7 +165,7 @@ async fn each_connect_starts_with_the_url_after_the_one_last_used() {
     // other, so that a node whose session was lost is tried last.
     let a = URL.to_owned();
     let b = format!("{URL}?heartbeat=9");
-    let backend = backend(&format!("{a},{b}"), &exchange, AmqpOptions::new());
+    let backend = backend(&format!("{a},{b}"), &exchange, AmqpConfig::new());
     let mut used = Vec::new();
     for _ in 0..3 {
         let session = backend.connect().await.expect("connect");
@@ -190,7 +188,7 @@ async fn a_dead_url_is_passed_over_and_both_dead_is_one_error() {
     let b = backend(
         &format!("amqp://guest:guest@127.0.0.1:1/%2f, {URL}"),
         &exchange,
-        AmqpOptions::new(),
+        AmqpConfig::new(),
     );
     for _ in 0..3 {
         let session = b.connect().await.expect("connect through the live URL");
@@ -202,7 +200,7 @@ async fn a_dead_url_is_passed_over_and_both_dead_is_one_error() {
     let b = backend(
         "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
         &exchange,
-        AmqpOptions::new(),
+        AmqpConfig::new(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Connection);

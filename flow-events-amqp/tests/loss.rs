@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 async fn cut_connection_ends_the_session_and_its_deliveries() {
     require_broker!("cut_connection_ends_the_session_and_its_deliveries");
     let proxy = common::proxy().await;
-    let mut fx = Fixture::with("cut", |c| c.with_url(common::url_through(&proxy)), |o| o);
+    let mut fx = Fixture::with("cut", |c| c, |o| o.with_url(common::url_through(&proxy)));
     let name = unique("cut");
     fx.cleanup.subscription(&name);
     let sub = Subscription::new(&name, TopicPattern::all()).expect("subscription");

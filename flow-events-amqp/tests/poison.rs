@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::broker::{OwnVhost, ctl_available};
 use common::traffic::{LONG, connected, fast, short_heartbeat};
 use common::{Fixture, WAIT, unique, until, until_state};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, Event, EventSink, EventSource, PublishErrorKind, PublishOutcome,
     Resilient, Subscription, SubscriptionHandle, TopicPattern,
@@ -36,10 +36,11 @@ fn admin() -> Event {
 
 /// `Resilient` over the broker at `url`, exchange `exchange`, started.
 async fn resilient(test: &str, url: &str, exchange: &str) -> Resilient {
-    let config = fast(Config::builder().with_url(url).with_exchange(exchange))
-        .build()
-        .expect("config");
-    let options = AmqpOptions::new().with_app_id(unique(test));
+    let config = fast(Config::builder()).build().expect("config");
+    let options = AmqpConfig::new()
+        .with_url(url)
+        .with_exchange(exchange)
+        .with_app_id(unique(test));
     Resilient::builder(AmqpBackend::new(&config, options))
         .with_config(config)
         .start()

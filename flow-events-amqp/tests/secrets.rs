@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Config, ConnectionMonitor, Event, EventSink, Resilient};
 use proptest::prelude::*;
 
@@ -49,16 +49,20 @@ fn percent_encoded(text: &str) -> String {
 fn everything_shown(url: &str) -> String {
     let mut shown = Vec::new();
     let config = Config::builder()
-        .with_url(url)
         .with_retry_delay(Duration::from_millis(5))
         .with_max_retry_delay(Duration::from_millis(5))
-        .build();
-    let config = match config {
-        Ok(config) => config,
-        Err(e) => return format!("{e}\n{e:?}"),
-    };
-    let broker_url = config.url().unwrap().clone();
-    shown.push(format!("{config:?}\n{broker_url}\n{broker_url:?}"));
+        .build()
+        .expect("config");
+    let amqp = AmqpConfig::new().with_url(url);
+    let broker_url = amqp.url().unwrap().clone();
+    shown.push(format!("{amqp:?}\n{broker_url}\n{broker_url:?}"));
+    // Read from the environment, a URL the backend cannot use is refused
+    // with an error that must not show the password either.
+    if let Err(e) =
+        AmqpConfig::from_lookup(|name| (name == flow_events_amqp::ENV_URL).then(|| url.to_owned()))
+    {
+        shown.push(format!("{e}\n{e:?}"));
+    }
     if let Err(e) = flow_events_amqp::check_url(&broker_url) {
         shown.push(format!("{e}\n{e:?}"));
     }
@@ -74,7 +78,7 @@ fn everything_shown(url: &str) -> String {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let backend = AmqpBackend::new(&config, AmqpOptions::new());
+        let backend = AmqpBackend::new(&config, amqp);
         let events = Resilient::builder(backend)
             .with_config(config)
             .start()

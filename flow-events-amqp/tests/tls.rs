@@ -95,8 +95,11 @@ async fn amqps_publishes_and_consumes() {
     let proxy = TlsProxy::start().await;
     let mut fx = Fixture::with(
         "tls",
-        |c| c.with_url(proxy.url()),
-        |o| o.with_tls_ca_pem(proxy.ca_pem.clone()),
+        |c| c,
+        |o| {
+            o.with_url(proxy.url())
+                .with_tls_ca_pem(proxy.ca_pem.clone())
+        },
     );
     let name = unique("tls");
     fx.cleanup.subscription(&name);
@@ -120,7 +123,7 @@ async fn amqps_publishes_and_consumes() {
 async fn amqps_with_an_unknown_authority_is_a_configuration_error() {
     require_broker!("amqps_with_an_unknown_authority_is_a_configuration_error");
     let proxy = TlsProxy::start().await;
-    let fx = Fixture::with("tlsbad", |c| c.with_url(proxy.url()), |o| o);
+    let fx = Fixture::with("tlsbad", |c| c, |o| o.with_url(proxy.url()));
     let err = match fx.backend.connect().await {
         Ok(_) => panic!("connected without trusting the certificate"),
         Err(e) => e,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSink, EventSource,
     Resilient, Subscription, TopicPattern, handler_fn,
@@ -141,17 +141,9 @@ async fn list_replay_and_purge_dead_letters() {
     let dead = format!("{name}.dead");
     let _cleanup = Cleanup(vec![name.clone(), dead.clone()], exchange.clone());
 
-    let config = Config::builder()
-        .with_url(URL)
-        .with_exchange(&exchange)
-        .build()
-        .unwrap();
-    let backend = AmqpBackend::new(&config, AmqpOptions::new());
-    let client = Resilient::builder(backend)
-        .with_config(config)
-        .start()
-        .await
-        .unwrap();
+    let amqp = AmqpConfig::new().with_url(URL).with_exchange(&exchange);
+    let backend = AmqpBackend::new(&Config::default(), amqp);
+    let client = Resilient::builder(backend).start().await.unwrap();
     let mut state = client.watch_state();
     tokio::time::timeout(WAIT, state.wait_for(|s| *s == ConnectionState::Connected))
         .await

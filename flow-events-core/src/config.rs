@@ -1,14 +1,14 @@
-//! Configuration: from the environment with the original names, or in code.
+//! The resilience configuration every backend shares: retries, backoff,
+//! buffer bounds, timeouts and the largest event; from the environment with
+//! the original names, or in code. Each backend reads its own settings (its
+//! URLs, say) from its own variables.
 
 use std::time::Duration;
 
 use crate::config_parse::{parse_bool, parse_num, parse_secs};
 use crate::error::ConfigError;
 pub use crate::overflow::OverflowPolicy;
-use crate::url::BrokerUrl;
 
-/// `RABBITMQ_URL`: the broker URL, or several separated by commas (tried in turn).
-pub const ENV_URL: &str = "RABBITMQ_URL";
 /// `RABBITMQ_REQUIRED`: start-up waits for the broker and fails without it (default false).
 pub const ENV_REQUIRED: &str = "RABBITMQ_REQUIRED";
 /// `RABBITMQ_MAX_RETRIES`: connection attempts before the state is `failed` (default 5).
@@ -21,8 +21,6 @@ pub const ENV_MAX_RETRY_DELAY: &str = "RABBITMQ_MAX_RETRY_DELAY";
 pub const ENV_MAX_PENDING_EVENTS: &str = "RABBITMQ_MAX_PENDING_EVENTS";
 /// `RABBITMQ_OVERFLOW_POLICY`: `drop-newest` (default), `drop-oldest` or `reject`.
 pub const ENV_OVERFLOW_POLICY: &str = "RABBITMQ_OVERFLOW_POLICY";
-/// `RABBITMQ_EXCHANGE`: the topic exchange (default `flow.events`).
-pub const ENV_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
 /// `RABBITMQ_PUBLISH_TIMEOUT`: longest wait for one broker confirm, seconds (default 10).
 pub const ENV_PUBLISH_TIMEOUT: &str = "RABBITMQ_PUBLISH_TIMEOUT";
 /// `RABBITMQ_CONFIRM_WAIT`: longest a `publish` call waits for the broker's
@@ -41,42 +39,36 @@ pub const ENV_MAX_PENDING_BYTES: &str = "FLOW_EVENTS_MAX_PENDING_BYTES";
 /// `FLOW_EVENTS_MAX_PENDING_AGE`: pending events older than this many seconds expire,
 /// counted and logged (default: never).
 pub const ENV_MAX_PENDING_AGE: &str = "FLOW_EVENTS_MAX_PENDING_AGE";
-/// `FLOW_EVENTS_OUTBOX_PATH`: file of the durable outbox (default: none, events
-/// pending in memory only).
-pub const ENV_OUTBOX_PATH: &str = "FLOW_EVENTS_OUTBOX_PATH";
-
 /// The default bound of the pending buffer in encoded bytes: 64 MiB, so that
 /// the default count bound of events of the largest size cannot take gigabytes.
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 
-/// Settings of the resilience decorator and the backends.
+/// Settings of the resilience decorator, shared by every backend: retries,
+/// backoff, buffer bounds, timeouts and the largest event.
 ///
 /// Built from the environment with [`Config::from_env`] or in code with
-/// [`Config::builder`]. `Debug` shows the URL redacted.
+/// [`Config::builder`]. Where the broker is (its URLs) and the broker's own
+/// settings are the backend's configuration, not this.
 ///
 /// ```
 /// use std::time::Duration;
 /// use flow_events_core::Config;
 /// let config = Config::builder()
-///     .with_url("amqp://guest:guest@localhost:5672/%2f")
 ///     .with_required(true)
 ///     .with_retry_delay(Duration::from_millis(500))
 ///     .build()
 ///     .unwrap();
 /// assert!(config.required());
 /// assert_eq!(config.max_retries(), 5);
-/// assert!(!format!("{config:?}").contains("guest@"));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    url: Option<BrokerUrl>,
     required: bool,
     max_retries: u32,
     retry_delay: Duration,
     max_retry_delay: Duration,
     max_pending_events: usize,
     overflow_policy: OverflowPolicy,
-    exchange: String,
     publish_timeout: Duration,
     confirm_wait: Duration,
     max_publish_attempts: u32,
@@ -84,20 +76,17 @@ pub struct Config {
     max_event_bytes: usize,
     max_pending_bytes: Option<usize>,
     max_pending_age: Option<Duration>,
-    outbox_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            url: None,
             required: false,
             max_retries: 5,
             retry_delay: Duration::from_secs(5),
             max_retry_delay: Duration::from_secs(60),
             max_pending_events: 1000,
             overflow_policy: OverflowPolicy::DropNewest,
-            exchange: "flow.events".to_owned(),
             publish_timeout: Duration::from_secs(10),
             confirm_wait: Duration::from_millis(500),
             max_publish_attempts: 5,
@@ -105,7 +94,6 @@ impl Default for Config {
             max_event_bytes: 8 * 1024 * 1024,
             max_pending_bytes: Some(DEFAULT_MAX_PENDING_BYTES),
             max_pending_age: None,
-            outbox_path: None,
         }
     }
 }
@@ -118,7 +106,8 @@ impl Config {
         }
     }
 
-    /// Reads the `RABBITMQ_*` and `FLOW_EVENTS_*` variables; unset or empty ones
+    /// Reads the resilience variables (`RABBITMQ_*` and `FLOW_EVENTS_*`, the
+    /// `ENV_*` constants); unset or empty ones
     /// keep their defaults. An invalid value is an error naming the variable.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -128,9 +117,6 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut b = Config::builder();
-        if let Some(v) = get(ENV_URL) {
-            b = b.with_url(v.trim());
-        }
         if let Some(v) = get(ENV_REQUIRED) {
             b = b.with_required(parse_bool(ENV_REQUIRED, &v)?);
         }
@@ -151,9 +137,6 @@ impl Config {
                 .parse()
                 .map_err(|reason: String| ConfigError::new(ENV_OVERFLOW_POLICY, &v, reason))?;
             b = b.with_overflow_policy(p);
-        }
-        if let Some(v) = get(ENV_EXCHANGE) {
-            b = b.with_exchange(v.trim());
         }
         if let Some(v) = get(ENV_PUBLISH_TIMEOUT) {
             b = b.with_publish_timeout(parse_secs(ENV_PUBLISH_TIMEOUT, &v)?);
@@ -176,16 +159,9 @@ impl Config {
         if let Some(v) = get(ENV_MAX_PENDING_AGE) {
             b = b.with_max_pending_age(Some(parse_secs(ENV_MAX_PENDING_AGE, &v)?));
         }
-        if let Some(v) = get(ENV_OUTBOX_PATH) {
-            b = b.with_outbox_path(Some(v.trim().into()));
-        }
         b.build_named(true)
     }
 
-    /// The broker URL(s), if set.
-    pub fn url(&self) -> Option<&BrokerUrl> {
-        self.url.as_ref()
-    }
     /// Whether start-up requires the broker.
     pub fn required(&self) -> bool {
         self.required
@@ -209,10 +185,6 @@ impl Config {
     /// What happens when the buffer is full.
     pub fn overflow_policy(&self) -> OverflowPolicy {
         self.overflow_policy
-    }
-    /// The topic exchange.
-    pub fn exchange(&self) -> &str {
-        &self.exchange
     }
     /// The longest wait for a confirm.
     pub fn publish_timeout(&self) -> Duration {
@@ -243,10 +215,6 @@ impl Config {
     pub fn max_pending_age(&self) -> Option<Duration> {
         self.max_pending_age
     }
-    /// The durable outbox file, if any.
-    pub fn outbox_path(&self) -> Option<&std::path::Path> {
-        self.outbox_path.as_deref()
-    }
 }
 
 /// Builds a [`Config`]; each setter documents its default.
@@ -256,11 +224,6 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// The broker URL, or several separated by commas. Default: none.
-    pub fn with_url(mut self, url: impl Into<String>) -> Self {
-        self.config.url = Some(BrokerUrl::new(url));
-        self
-    }
     /// Start-up waits for the broker and fails without it. Default: false.
     pub fn with_required(mut self, required: bool) -> Self {
         self.config.required = required;
@@ -289,11 +252,6 @@ impl ConfigBuilder {
     /// What happens when the buffer is full. Default: drop-newest.
     pub fn with_overflow_policy(mut self, p: OverflowPolicy) -> Self {
         self.config.overflow_policy = p;
-        self
-    }
-    /// The topic exchange. Default: `flow.events`.
-    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.config.exchange = exchange.into();
         self
     }
     /// The longest wait for one confirm, above zero. Default: 10 s.
@@ -340,13 +298,6 @@ impl ConfigBuilder {
         self.config.max_pending_age = d;
         self
     }
-    /// The durable outbox file (used by services that build a durable store).
-    /// Default: none.
-    pub fn with_outbox_path(mut self, path: Option<std::path::PathBuf>) -> Self {
-        self.config.outbox_path = path;
-        self
-    }
-
     /// Checks the settings and builds the config.
     pub fn build(self) -> Result<Config, ConfigError> {
         self.build_named(false)
@@ -429,40 +380,6 @@ impl ConfigBuilder {
                 "0",
                 "must be above zero",
             ));
-        }
-        if c.exchange.is_empty()
-            || c.exchange.len() > 255
-            || c.exchange
-                .chars()
-                .any(|ch| ch.is_whitespace() || ch.is_control())
-        {
-            return Err(ConfigError::new(
-                name(ENV_EXCHANGE, "exchange"),
-                &c.exchange,
-                "must be 1 to 255 bytes with no whitespace",
-            ));
-        }
-        if let Some(url) = &c.url {
-            let urls = url.split();
-            if urls.is_empty() {
-                return Err(ConfigError::new(
-                    name(ENV_URL, "url"),
-                    url.redacted(),
-                    "no URL given",
-                ));
-            }
-            for u in urls {
-                let scheme_ok = u.expose().split_once("://").is_some_and(|(scheme, rest)| {
-                    !rest.is_empty() && !scheme.is_empty() && !scheme.contains(char::is_whitespace)
-                });
-                if !scheme_ok {
-                    return Err(ConfigError::new(
-                        name(ENV_URL, "url"),
-                        u.redacted(),
-                        "expected a URL such as amqp://user:password@host:5672/vhost",
-                    ));
-                }
-            }
         }
         Ok(c)
     }

@@ -22,21 +22,17 @@ fn defaults_from_empty_env() {
     assert_eq!(c.max_pending_events(), 1000);
     assert_eq!(c.confirm_wait(), Duration::from_millis(500));
     assert_eq!(c.max_publish_attempts(), 5);
-    assert_eq!(c.exchange(), "flow.events");
-    assert!(c.url().is_none());
 }
 
 #[test]
 fn reads_every_variable() {
     let c = from(&[
-        (ENV_URL, "amqp://u:p@h:5672/"),
         (ENV_REQUIRED, "TRUE"),
         (ENV_MAX_RETRIES, "7"),
         (ENV_RETRY_DELAY, "0.25"),
         (ENV_MAX_RETRY_DELAY, "2.5"),
         (ENV_MAX_PENDING_EVENTS, "42"),
         (ENV_OVERFLOW_POLICY, "drop-oldest"),
-        (ENV_EXCHANGE, "my.events"),
         (ENV_PUBLISH_TIMEOUT, "3"),
         (ENV_MAX_IN_FLIGHT, "64"),
         (ENV_CONFIRM_WAIT, "0.25"),
@@ -44,17 +40,14 @@ fn reads_every_variable() {
         (ENV_MAX_EVENT_BYTES, "1024"),
         (ENV_MAX_PENDING_BYTES, "4096"),
         (ENV_MAX_PENDING_AGE, "1.5"),
-        (ENV_OUTBOX_PATH, "/var/lib/svc/outbox.redb"),
     ])
     .unwrap();
-    assert_eq!(c.url().unwrap().expose(), "amqp://u:p@h:5672/");
     assert!(c.required());
     assert_eq!(c.max_retries(), 7);
     assert_eq!(c.retry_delay(), Duration::from_millis(250));
     assert_eq!(c.max_retry_delay(), Duration::from_millis(2500));
     assert_eq!(c.max_pending_events(), 42);
     assert_eq!(c.overflow_policy(), OverflowPolicy::DropOldest);
-    assert_eq!(c.exchange(), "my.events");
     assert_eq!(c.publish_timeout(), Duration::from_secs(3));
     assert_eq!(c.max_in_flight(), 64);
     assert_eq!(c.confirm_wait(), Duration::from_millis(250));
@@ -62,10 +55,6 @@ fn reads_every_variable() {
     assert_eq!(c.max_event_bytes(), 1024);
     assert_eq!(c.max_pending_bytes(), Some(4096));
     assert_eq!(c.max_pending_age(), Some(Duration::from_millis(1500)));
-    assert_eq!(
-        c.outbox_path(),
-        Some(std::path::Path::new("/var/lib/svc/outbox.redb"))
-    );
 }
 
 #[test]
@@ -83,7 +72,6 @@ fn each_invalid_value_names_its_variable() {
         (ENV_MAX_RETRY_DELAY, "1"),
         (ENV_MAX_PENDING_EVENTS, "1e3"),
         (ENV_OVERFLOW_POLICY, "drop-all"),
-        (ENV_EXCHANGE, "a b"),
         (ENV_PUBLISH_TIMEOUT, "0"),
         (ENV_MAX_IN_FLIGHT, "0"),
         (ENV_CONFIRM_WAIT, "0"),
@@ -95,20 +83,12 @@ fn each_invalid_value_names_its_variable() {
         (ENV_MAX_PENDING_BYTES, "lots"),
         (ENV_MAX_PENDING_AGE, "0"),
         (ENV_MAX_PENDING_AGE, "-3"),
-        (ENV_URL, "localhost:5672"),
     ];
     for (var, value) in cases {
         let err = from(&[(var, value)]).expect_err(var);
         assert_eq!(err.variable(), var, "{value}");
         assert!(err.to_string().contains(var));
     }
-}
-
-#[test]
-fn invalid_url_error_hides_password() {
-    let err = from(&[(ENV_URL, "nonsense:secret2@x, amqp://u:secret@h")]).unwrap_err();
-    assert_eq!(err.variable(), ENV_URL);
-    assert!(!err.to_string().contains("secret"), "{err}");
 }
 
 #[test]

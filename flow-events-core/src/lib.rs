@@ -1,5 +1,5 @@
 //! Core of flow-events: the event envelope, the publishing and consuming
-//! traits, connection monitoring, configuration, health, the backend contract,
+//! traits, connection monitoring, the resilience configuration, health, the backend contract,
 //! and the resilience decorator that wraps any backend.
 //!
 //! Backends live in their own crates (`flow-events-memory`, `flow-events-amqp`)
@@ -38,11 +38,10 @@ pub use backend::{
     Session,
 };
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_MAX_PENDING_BYTES, ENV_CONFIRM_WAIT, ENV_EXCHANGE,
-    ENV_MAX_EVENT_BYTES, ENV_MAX_IN_FLIGHT, ENV_MAX_PENDING_AGE, ENV_MAX_PENDING_BYTES,
-    ENV_MAX_PENDING_EVENTS, ENV_MAX_PUBLISH_ATTEMPTS, ENV_MAX_RETRIES, ENV_MAX_RETRY_DELAY,
-    ENV_OUTBOX_PATH, ENV_OVERFLOW_POLICY, ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY,
-    ENV_URL, OverflowPolicy,
+    Config, ConfigBuilder, DEFAULT_MAX_PENDING_BYTES, ENV_CONFIRM_WAIT, ENV_MAX_EVENT_BYTES,
+    ENV_MAX_IN_FLIGHT, ENV_MAX_PENDING_AGE, ENV_MAX_PENDING_BYTES, ENV_MAX_PENDING_EVENTS,
+    ENV_MAX_PUBLISH_ATTEMPTS, ENV_MAX_RETRIES, ENV_MAX_RETRY_DELAY, ENV_OVERFLOW_POLICY,
+    ENV_PUBLISH_TIMEOUT, ENV_REQUIRED, ENV_RETRY_DELAY, OverflowPolicy,
 };
 pub use dead_letter::DeadLetter;
 pub use dedup::DedupStore;

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{forward, receive};
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Event, EventId, EventSink, PublishOutcome,
     Resilient,
@@ -54,10 +54,8 @@ fn closed_url() -> String {
     format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
 }
 
-fn config(url: &str, exchange: &str) -> Config {
+fn config() -> Config {
     Config::builder()
-        .with_url(url)
-        .with_exchange(exchange)
         .with_retry_delay(Duration::from_millis(100))
         .with_max_retry_delay(Duration::from_millis(500))
         .with_publish_timeout(Duration::from_secs(10))
@@ -66,10 +64,12 @@ fn config(url: &str, exchange: &str) -> Config {
         .unwrap()
 }
 
-fn backend(config: &Config) -> AmqpBackend {
+fn backend(config: &Config, url: &str, exchange: &str) -> AmqpBackend {
     AmqpBackend::new(
         config,
-        AmqpOptions::new()
+        AmqpConfig::new()
+            .with_url(url)
+            .with_exchange(exchange)
             .with_app_id("flow-events-outbox-test")
             .with_connect_timeout(Duration::from_secs(2)),
     )
@@ -135,8 +135,8 @@ async fn five_thousand_events_buffered_while_rabbitmq_is_unreachable_arrive_in_o
     let path = dir.path().join("outbox.redb");
 
     // First run: the broker cannot be reached; every publish is stored.
-    let down = config(&closed_url(), &exchange);
-    let first = Resilient::builder(backend(&down))
+    let down = config();
+    let first = Resilient::builder(backend(&down, &closed_url(), &exchange))
         .with_config(down)
         .with_store(RedbStore::open(&path).unwrap())
         .start()
@@ -176,8 +176,8 @@ async fn five_thousand_events_buffered_while_rabbitmq_is_unreachable_arrive_in_o
     assert_eq!(stored.len(), EVENTS);
 
     // A consumer on the test's own queue, through the real broker.
-    let up = config(URL, &exchange);
-    let consumer = Resilient::builder(backend(&up))
+    let up = config();
+    let consumer = Resilient::builder(backend(&up, URL, &exchange))
         .with_config(up.clone())
         .start()
         .await
@@ -194,7 +194,7 @@ async fn five_thousand_events_buffered_while_rabbitmq_is_unreachable_arrive_in_o
     let (_sub, mut rx) = forward(&consumer, &queue, "outbox.#").await;
 
     // Second run: the broker is up; the stored events go out first, in order.
-    let second = Resilient::builder(backend(&up))
+    let second = Resilient::builder(backend(&up, URL, &exchange))
         .with_config(up)
         .with_store(RedbStore::open(&path).unwrap())
         .start()

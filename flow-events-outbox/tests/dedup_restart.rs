@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::metrics as names;
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSink, EventSource,
@@ -93,13 +93,8 @@ async fn consumer(
     path: &Path,
     tx: mpsc::UnboundedSender<Delivery>,
 ) -> (Resilient, SubscriptionHandle) {
-    let config = Config::builder()
-        .with_url(URL)
-        .with_exchange(exchange)
-        .build()
-        .unwrap();
-    let client = Resilient::builder(AmqpBackend::new(&config, AmqpOptions::new()))
-        .with_config(config)
+    let amqp = AmqpConfig::new().with_url(URL).with_exchange(exchange);
+    let client = Resilient::builder(AmqpBackend::new(&Config::default(), amqp))
         .start()
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSource,
     Resilient, Subscription, TopicPattern, handler_fn,
@@ -32,14 +32,11 @@ async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
         queues: vec![queue.clone(), format!("{queue}.dead")],
         exchanges: vec![exchange.clone(), format!("{exchange}.dlx")],
     };
-    let config = Config::builder()
+    let amqp = AmqpConfig::new()
         .with_url(AMQP_URL)
-        .with_exchange(&exchange)
-        .build()
-        .unwrap();
+        .with_exchange(&exchange);
     let start = || async {
-        let r = Resilient::builder(AmqpBackend::new(&config, AmqpOptions::new()))
-            .with_config(config.clone())
+        let r = Resilient::builder(AmqpBackend::new(&Config::default(), amqp.clone()))
             .start()
             .await
             .unwrap();

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, EventSink, PublishOutcome, Resilient,
 };
@@ -114,12 +114,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         topo.exchange,
         tables.outbox()
     );
-    let config = Config::builder()
+    let config = Config::builder().with_max_in_flight(args.batch).build()?;
+    let amqp = AmqpConfig::new()
         .with_url(&args.url)
-        .with_exchange(&topo.exchange)
-        .with_max_in_flight(args.batch)
-        .build()?;
-    let sink = Resilient::builder(AmqpBackend::new(&config, AmqpOptions::new()))
+        .with_exchange(&topo.exchange);
+    let sink = Resilient::builder(AmqpBackend::new(&config, amqp))
         .with_config(config)
         .start()
         .await?;

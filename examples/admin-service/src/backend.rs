@@ -4,52 +4,52 @@
 
 use std::sync::Arc;
 
-use flow_events_core::{Backend, Config, ConfigError, ENV_URL};
+use flow_events_core::{Backend, Config, ConfigError};
 
-/// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`); nothing in a
-/// build without the `amqp` feature.
+/// `RABBITMQ_URL`: picks the AMQP backend (named here too, so that a build
+/// without the `amqp` feature can still say it is set).
+pub(crate) const ENV_RABBITMQ_URL: &str = "RABBITMQ_URL";
+
+/// The AMQP backend's configuration (`RABBITMQ_URL`, `RABBITMQ_EXCHANGE`,
+/// `RABBITMQ_QUEUE_TYPE`, `RABBITMQ_CA_FILE`).
 #[cfg(feature = "amqp")]
-pub(crate) type AmqpSettings = flow_events_amqp::AmqpOptions;
-/// The AMQP backend's own settings; nothing in a build without the `amqp` feature.
-#[cfg(not(feature = "amqp"))]
-pub(crate) type AmqpSettings = ();
+pub(crate) type AmqpSettings = flow_events_amqp::AmqpConfig;
 
-/// Reads the AMQP backend's own settings through `lookup`.
+/// Without the `amqp` feature: only the URL, so that [`select`] can refuse it.
+#[cfg(not(feature = "amqp"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AmqpSettings {
+    url: Option<flow_events_core::BrokerUrl>,
+}
+
+#[cfg(not(feature = "amqp"))]
+impl AmqpSettings {
+    /// `RABBITMQ_URL`, if set.
+    pub(crate) fn url(&self) -> Option<&flow_events_core::BrokerUrl> {
+        self.url.as_ref()
+    }
+}
+
+/// Reads the AMQP backend's configuration through `lookup`: a URL no retry
+/// can fix (a scheme other than `amqp`/`amqps`, say) is an error naming
+/// `RABBITMQ_URL`, whether the broker is required or not.
 #[cfg(feature = "amqp")]
 pub(crate) fn amqp_settings(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<AmqpSettings, ConfigError> {
-    flow_events_amqp::AmqpOptions::from_lookup(lookup)
+    flow_events_amqp::AmqpConfig::from_lookup(lookup)
 }
 
-/// Reads the AMQP backend's own settings: none without the `amqp` feature.
+/// Reads `RABBITMQ_URL` only: without the `amqp` feature, [`select`] refuses
+/// it with its own message.
 #[cfg(not(feature = "amqp"))]
 pub(crate) fn amqp_settings(
-    _lookup: impl Fn(&str) -> Option<String>,
+    lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<AmqpSettings, ConfigError> {
-    Ok(())
-}
-
-/// Checks what no retry can fix before anything starts: a URL the backend
-/// cannot parse, or a scheme other than `amqp`/`amqps`. An error names
-/// `RABBITMQ_URL`.
-pub(crate) fn check(config: &Config) -> Result<(), ConfigError> {
-    match config.url() {
-        Some(url) => check_amqp(url),
-        None => Ok(()),
-    }
-}
-
-#[cfg(feature = "amqp")]
-fn check_amqp(url: &flow_events_core::BrokerUrl) -> Result<(), ConfigError> {
-    flow_events_amqp::check_url(url)
-        .map_err(|e| ConfigError::new(ENV_URL, url.redacted(), e.message()))
-}
-
-/// Without the backend, [`select`] refuses the URL with its own message.
-#[cfg(not(feature = "amqp"))]
-fn check_amqp(_url: &flow_events_core::BrokerUrl) -> Result<(), ConfigError> {
-    Ok(())
+    let url = lookup(ENV_RABBITMQ_URL).filter(|v| !v.trim().is_empty());
+    Ok(AmqpSettings {
+        url: url.map(|v| flow_events_core::BrokerUrl::new(v.trim())),
+    })
 }
 
 /// The chosen backend and how to describe it in the start-up log.
@@ -78,15 +78,13 @@ impl std::fmt::Debug for Selected {
 const ENV_NATS_URL: &str = "NATS_URL";
 
 /// Builds the backend for `config`, `amqp` and the environment. `service`
-/// names the connection on the broker; `ca_pem`: the CA certificates for
-/// `amqps`, from `RABBITMQ_CA_FILE`.
+/// names the connection on the broker.
 pub(crate) fn select(
     config: &Config,
     amqp_settings: &AmqpSettings,
     service: &str,
-    ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
-    select_with(config, amqp_settings, service, ca_pem, |name| {
+    select_with(config, amqp_settings, service, |name| {
         std::env::var(name).ok()
     })
 }
@@ -96,16 +94,15 @@ fn select_with(
     config: &Config,
     amqp_settings: &AmqpSettings,
     service: &str,
-    ca_pem: Option<&str>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Selected> {
     let nats_url = lookup(ENV_NATS_URL).filter(|v| !v.trim().is_empty());
-    match (config.url(), nats_url) {
+    match (amqp_settings.url(), nats_url) {
         (Some(_), Some(_)) => anyhow::bail!(
-            "both {ENV_URL} and {ENV_NATS_URL} are set: set one of them \
-             ({ENV_URL} for RabbitMQ, {ENV_NATS_URL} for NATS)"
+            "both {ENV_RABBITMQ_URL} and {ENV_NATS_URL} are set: set one of them \
+             ({ENV_RABBITMQ_URL} for RabbitMQ, {ENV_NATS_URL} for NATS)"
         ),
-        (Some(url), None) => amqp(config, amqp_settings, service, url.redacted(), ca_pem),
+        (Some(url), None) => amqp(config, amqp_settings, service, url.redacted()),
         (None, Some(_)) => nats(config, service, lookup),
         (None, None) => memory(),
     }
@@ -156,23 +153,18 @@ fn nats(
 #[cfg(feature = "amqp")]
 fn amqp(
     config: &Config,
-    options: &AmqpSettings,
+    amqp: &AmqpSettings,
     service: &str,
     redacted: &str,
-    ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
     use flow_events_amqp::AmqpBackend;
-    let mut options = options.clone().with_app_id(service);
-    if let Some(pem) = ca_pem {
-        options = options.with_tls_ca_pem(pem);
-    }
-    let backend = AmqpBackend::new(config, options);
+    let backend = AmqpBackend::new(config, amqp.clone().with_app_id(service));
     Ok(Selected {
         backend: Arc::new(backend),
         name: "amqp",
         description: format!(
             "RabbitMQ at {redacted} (exchange {}, {})",
-            config.exchange(),
+            amqp.exchange(),
             if config.required() {
                 "required: start-up waits for it"
             } else {
@@ -187,14 +179,13 @@ fn amqp(
 #[cfg(not(feature = "amqp"))]
 fn amqp(
     _config: &Config,
-    _options: &AmqpSettings,
+    _amqp: &AmqpSettings,
     _service: &str,
     redacted: &str,
-    _ca_pem: Option<&str>,
 ) -> anyhow::Result<Selected> {
     anyhow::bail!(
-        "{ENV_URL} is set ({redacted}) but this build has no RabbitMQ backend \
-         (built without the `amqp` feature); unset {ENV_URL} to use the in-memory broker"
+        "{ENV_RABBITMQ_URL} is set ({redacted}) but this build has no RabbitMQ backend \
+         (built without the `amqp` feature); unset {ENV_RABBITMQ_URL} to use the in-memory broker"
     )
 }
 
@@ -205,7 +196,7 @@ fn memory() -> anyhow::Result<Selected> {
         backend: Arc::new(broker.backend()),
         name: "memory",
         description: format!(
-            "the embedded in-memory broker (neither {ENV_URL} nor {ENV_NATS_URL} is set): \
+            "the embedded in-memory broker (neither {ENV_RABBITMQ_URL} nor {ENV_NATS_URL} is set): \
              events stay inside this process"
         ),
         _broker: Some(broker),
@@ -215,8 +206,8 @@ fn memory() -> anyhow::Result<Selected> {
 #[cfg(not(feature = "memory"))]
 fn memory() -> anyhow::Result<Selected> {
     anyhow::bail!(
-        "neither {ENV_URL} nor {ENV_NATS_URL} is set and this build has no in-memory backend \
-         (built without the `memory` feature); set {ENV_URL}, for example \
+        "neither {ENV_RABBITMQ_URL} nor {ENV_NATS_URL} is set and this build has no in-memory backend \
+         (built without the `memory` feature); set {ENV_RABBITMQ_URL}, for example \
          amqp://guest:guest@localhost:5672/, or {ENV_NATS_URL}"
     )
 }
@@ -235,15 +226,15 @@ mod tests {
 
     #[test]
     fn both_urls_set_is_an_error_naming_both() {
-        let config = Config::builder()
-            .with_url("amqp://guest:secret@localhost:5672/")
-            .build()
-            .expect("config");
+        let amqp = amqp_settings(lookup(&[(
+            "RABBITMQ_URL",
+            "amqp://guest:secret@localhost:5672/",
+        )]))
+        .expect("settings");
         let e = select_with(
-            &config,
-            &AmqpSettings::default(),
+            &Config::default(),
+            &amqp,
             "svc",
-            None,
             lookup(&[("NATS_URL", "nats://t0ken@h:4222")]),
         )
         .expect_err("both set");
@@ -266,7 +257,6 @@ mod tests {
             &config,
             &AmqpSettings::default(),
             "svc",
-            None,
             lookup(&[
                 ("NATS_URL", "nats://alice:s3cret@localhost:4222"),
                 ("NATS_STREAM", "ADMIN"),
@@ -292,7 +282,6 @@ mod tests {
             &Config::default(),
             &AmqpSettings::default(),
             "svc",
-            None,
             lookup(&[("NATS_URL", "  ")]),
         )
         .expect("memory");

@@ -30,11 +30,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A URL no retry can fix stops the start, whether the broker is required or not.
-    if let Err(e) = backend::check(&settings.config) {
-        eprintln!("admin-service: {e}");
-        return ExitCode::from(2);
-    }
     if let Err(e) = logging::init(settings.log_format, &settings.log_filter) {
         eprintln!("admin-service: {e}");
         return ExitCode::from(2);
@@ -66,12 +61,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace,
         api_token,
         http: limits,
-        ca_pem,
+        outbox_path,
         config,
         amqp,
         ..
     } = settings;
-    let selected = backend::select(&config, &amqp, &service_name, ca_pem.as_deref())?;
+    let selected = backend::select(&config, &amqp, &service_name)?;
     if selected.name == "memory" && config.required() {
         tracing::warn!("{ENV_REQUIRED}=true has no effect without RABBITMQ_URL");
     }
@@ -104,7 +99,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = flow_events_axum::install_prometheus()
         .context("cannot install the Prometheus metrics recorder")?;
     let builder = Resilient::builder_arc(selected.backend.clone());
-    let builder = match config.outbox_path() {
+    let builder = match &outbox_path {
         Some(path) => with_outbox(builder, path)?,
         None => builder,
     };

@@ -1,5 +1,7 @@
-//! The service's settings: its own variables, then the `RABBITMQ_*` ones of
-//! [`Config::from_env`]. An invalid value is a [`ConfigError`] naming the variable.
+//! The service's settings: its own variables, then the resilience ones of
+//! [`Config::from_lookup`] and the broker's (`RABBITMQ_URL`, ...) of the AMQP
+//! backend's configuration. An invalid value is a [`ConfigError`] naming the
+//! variable.
 //!
 //! [`variables`] lists every variable read here, taken from the parsing code
 //! itself: the tests build a spawned service's environment from it, and check
@@ -7,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flow_events_core::{Config, ConfigError};
@@ -29,8 +32,9 @@ pub(crate) const ENV_API_TOKEN: &str = "API_TOKEN";
 pub(crate) const ENV_API_TOKEN_FILE: &str = "API_TOKEN_FILE";
 /// `RABBITMQ_URL_FILE`: a file holding `RABBITMQ_URL` (a container secret); not both.
 pub(crate) const ENV_URL_FILE: &str = "RABBITMQ_URL_FILE";
-/// `RABBITMQ_CA_FILE`: PEM certificates of the CA that signed the broker's (for `amqps`).
-pub(crate) const ENV_CA_FILE: &str = "RABBITMQ_CA_FILE";
+/// `FLOW_EVENTS_OUTBOX_PATH`: file of the durable outbox (default: none,
+/// events pending in memory only).
+pub(crate) const ENV_OUTBOX_PATH: &str = "FLOW_EVENTS_OUTBOX_PATH";
 /// `MAX_BODY_BYTES`: the largest request body accepted (default 1 MiB).
 pub(crate) const ENV_MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 /// `MAX_CONCURRENT_REQUESTS`: `POST /events` requests served at once; more get 503 (default 32).
@@ -124,15 +128,17 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) api_token: Option<ApiToken>,
     pub(crate) http: HttpLimits,
-    /// The CA certificates (PEM) of `RABBITMQ_CA_FILE`.
-    pub(crate) ca_pem: Option<String>,
+    /// The durable outbox file, if any.
+    pub(crate) outbox_path: Option<PathBuf>,
+    /// The resilience settings.
     pub(crate) config: Config,
-    /// The AMQP backend's own settings (`RABBITMQ_QUEUE_TYPE`).
+    /// The broker's settings (`RABBITMQ_URL`, `RABBITMQ_EXCHANGE`, ...).
     pub(crate) amqp: AmqpSettings,
 }
 
 /// Every variable the service reads, in the order it reads them: the
-/// service's own, then those of [`Config::from_lookup`]. Taken by reading an
+/// service's own, then those of [`Config::from_lookup`] and of the backend's
+/// configuration. Taken by reading an
 /// empty environment and noting each name asked for.
 // Read by the end-to-end tests, which include this file (`tests/e2e/main.rs`).
 #[cfg_attr(not(test), allow(dead_code))]
@@ -199,30 +205,27 @@ impl Settings {
                 None => defaults.idle_timeout,
             },
         };
-        let ca_pem = match get(ENV_CA_FILE) {
-            Some(path) => Some(read_file(ENV_CA_FILE, path.trim())?),
-            None => None,
-        };
-        // `RABBITMQ_URL` may come from a file; the core reads it as if set.
+        let outbox_path = get(ENV_OUTBOX_PATH).map(|v| PathBuf::from(v.trim()));
+        let config = Config::from_lookup(&lookup)?;
+        // `RABBITMQ_URL` may come from a file; the backend reads it as if set.
         let url_from_file = match get(ENV_URL_FILE) {
-            Some(path) if get(flow_events_core::ENV_URL).is_some() => {
+            Some(path) if get(backend::ENV_RABBITMQ_URL).is_some() => {
                 return Err(ConfigError::new(
                     ENV_URL_FILE,
                     &path,
                     format!(
                         "set {} or {ENV_URL_FILE}, not both",
-                        flow_events_core::ENV_URL
+                        backend::ENV_RABBITMQ_URL
                     ),
                 ));
             }
             Some(path) => Some(read_file(ENV_URL_FILE, path.trim())?.trim().to_owned()),
             None => None,
         };
-        let config = Config::from_lookup(|name| match &url_from_file {
-            Some(url) if name == flow_events_core::ENV_URL => Some(url.clone()),
+        let amqp = backend::amqp_settings(|name| match &url_from_file {
+            Some(url) if name == backend::ENV_RABBITMQ_URL => Some(url.clone()),
             _ => lookup(name),
         })?;
-        let amqp = backend::amqp_settings(&lookup)?;
         check_durations(get)?;
         Ok(Self {
             port,
@@ -232,7 +235,7 @@ impl Settings {
             shutdown_grace,
             api_token,
             http,
-            ca_pem,
+            outbox_path,
             config,
             amqp,
         })
@@ -363,151 +366,5 @@ fn parse_secs(var: &str, v: &str, zero_ok: bool) -> Result<Duration, ConfigError
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn from(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_lookup(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn defaults() {
-        let s = from(&[]).unwrap();
-        assert_eq!(s.port, 8012);
-        assert_eq!(s.service_name, "Admin Service");
-        assert_eq!(s.log_format, LogFormat::Human);
-        assert_eq!(s.log_filter, "info,lapin=off");
-        assert_eq!(s.shutdown_grace, Duration::from_secs(10));
-        assert_eq!(s.api_token, None);
-        assert_eq!(s.http, HttpLimits::default());
-        assert_eq!(s.http.max_body_bytes, 1024 * 1024);
-        assert_eq!(s.config, Config::default());
-        assert_eq!(s.config.max_pending_bytes(), Some(64 * 1024 * 1024));
-    }
-
-    #[test]
-    fn variables_lists_every_variable_read() {
-        let vars = variables();
-        for name in [
-            ENV_PORT,
-            ENV_API_TOKEN,
-            ENV_API_TOKEN_FILE,
-            ENV_MAX_CONCURRENT_REQUESTS,
-            "RABBITMQ_URL",
-            "FLOW_EVENTS_MAX_PENDING_BYTES",
-            "FLOW_EVENTS_MAX_PENDING_AGE",
-            "FLOW_EVENTS_OUTBOX_PATH",
-            "RABBITMQ_CONFIRM_WAIT",
-            "RABBITMQ_MAX_PUBLISH_ATTEMPTS",
-        ] {
-            assert!(
-                vars.iter().any(|v| v == name),
-                "{name} missing from {vars:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn api_token_from_the_variable_or_a_file() {
-        let s = from(&[(ENV_API_TOKEN, " s3cret ")]).unwrap();
-        assert_eq!(s.api_token, Some(ApiToken("s3cret".into())));
-        assert!(!format!("{s:?}").contains("s3cret"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("token");
-        std::fs::write(&file, "from-file\n").unwrap();
-        let path = file.to_str().unwrap();
-        let s = from(&[(ENV_API_TOKEN_FILE, path)]).unwrap();
-        assert_eq!(s.api_token, Some(ApiToken("from-file".into())));
-        for vars in [
-            vec![(ENV_API_TOKEN, "a"), (ENV_API_TOKEN_FILE, path)],
-            vec![(ENV_API_TOKEN_FILE, "/nonexistent/token")],
-            vec![(ENV_API_TOKEN, "two words")],
-        ] {
-            let err = from(&vars).unwrap_err();
-            assert!(err.variable().starts_with("API_TOKEN"), "{err}");
-            assert!(!err.to_string().contains("two words"), "{err}");
-        }
-        std::fs::write(dir.path().join("url"), "amqp://u:p@h:5672/%2f\n").unwrap();
-        let url_file = dir.path().join("url");
-        let s = from(&[(ENV_URL_FILE, url_file.to_str().unwrap())]).unwrap();
-        assert_eq!(s.config.url().unwrap().expose(), "amqp://u:p@h:5672/%2f");
-        let both = from(&[
-            (ENV_URL_FILE, url_file.to_str().unwrap()),
-            ("RABBITMQ_URL", "amqp://h"),
-        ]);
-        assert_eq!(both.unwrap_err().variable(), ENV_URL_FILE);
-        assert_eq!(
-            from(&[(ENV_CA_FILE, "/nonexistent/ca.pem")])
-                .unwrap_err()
-                .variable(),
-            ENV_CA_FILE
-        );
-        std::fs::write(&file, "\n").unwrap();
-        assert_eq!(
-            from(&[(ENV_API_TOKEN_FILE, path)]).unwrap_err().variable(),
-            ENV_API_TOKEN_FILE
-        );
-    }
-
-    #[test]
-    fn reads_service_variables() {
-        let s = from(&[
-            (ENV_PORT, "9000"),
-            (ENV_SERVICE_NAME, " Billing "),
-            (ENV_LOG_FORMAT, "JSON"),
-            (ENV_SHUTDOWN_GRACE, "2.5"),
-            ("RABBITMQ_EXCHANGE", "my.events"),
-        ])
-        .unwrap();
-        assert_eq!(s.port, 9000);
-        assert_eq!(s.service_name, "Billing");
-        assert_eq!(s.log_format, LogFormat::Json);
-        assert_eq!(s.shutdown_grace, Duration::from_millis(2500));
-        assert_eq!(s.config.exchange(), "my.events");
-    }
-
-    #[cfg(feature = "amqp")]
-    #[test]
-    fn reads_the_queue_type() {
-        use flow_events_core::QueueKind;
-        assert_eq!(from(&[]).unwrap().amqp.queue_kind(), QueueKind::Classic);
-        let s = from(&[("RABBITMQ_QUEUE_TYPE", "quorum")]).unwrap();
-        assert_eq!(s.amqp.queue_kind(), QueueKind::Quorum);
-    }
-
-    #[test]
-    fn invalid_values_name_their_variable() {
-        for (var, value) in [
-            (ENV_PORT, "abc"),
-            (ENV_PORT, "0"),
-            (ENV_PORT, "70000"),
-            (ENV_LOG_FORMAT, "xml"),
-            (ENV_SHUTDOWN_GRACE, "soon"),
-            (ENV_SHUTDOWN_GRACE, "-1"),
-            (ENV_SHUTDOWN_GRACE, "1e12"),
-            (ENV_MAX_BODY_BYTES, "0"),
-            (ENV_MAX_CONCURRENT_REQUESTS, "many"),
-            (ENV_HTTP_HEADER_TIMEOUT, "0"),
-            (ENV_HTTP_REQUEST_TIMEOUT, "inf"),
-            (ENV_HTTP_IDLE_TIMEOUT, "NaN"),
-            ("RABBITMQ_MAX_RETRIES", "x"),
-            #[cfg(feature = "amqp")]
-            ("RABBITMQ_QUEUE_TYPE", "stream"),
-            ("RABBITMQ_MAX_RETRY_DELAY", "1e15"),
-            ("RABBITMQ_PUBLISH_TIMEOUT", "1e300"),
-        ] {
-            let err = from(&[(var, value)]).expect_err(var);
-            assert_eq!(err.variable(), var);
-            let text = err.to_string();
-            assert!(
-                text.starts_with(&format!("invalid value {value:?} for {var}: ")),
-                "{text}"
-            );
-        }
-    }
-}
+#[path = "settings_tests.rs"]
+mod tests;

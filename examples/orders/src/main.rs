@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::AmqpBackend;
 use flow_events_core::{
     ConnectionMonitor, ConnectionState, EventSource, Resilient, Subscription, TopicPattern,
     handler_fn,
@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let store = OrderStore::new(&settings.tables);
     store.create_tables(&pool).await?;
 
-    let backend = AmqpBackend::new(&settings.events, AmqpOptions::new().with_app_id("orders"));
+    let backend = AmqpBackend::new(&settings.events, settings.amqp.clone());
     let events = Resilient::builder(backend)
         .with_config(settings.events.clone())
         .start()

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use flow_events_amqp::AmqpConfig;
 use flow_events_core::Config;
 use flow_events_postgres::Tables;
 
@@ -24,8 +25,8 @@ pub const VARIABLES: &[&str] = &[
     ENV_TABLE_PREFIX,
     ENV_QUEUE,
     ENV_RELAY_POLL,
-    flow_events_core::ENV_URL,
-    flow_events_core::ENV_EXCHANGE,
+    flow_events_amqp::ENV_URL,
+    flow_events_amqp::ENV_EXCHANGE,
 ];
 
 /// The example's settings.
@@ -41,8 +42,10 @@ pub struct Settings {
     pub queue: String,
     /// The relay's poll interval.
     pub relay_poll: Duration,
-    /// flow-events' settings (`RABBITMQ_*`).
+    /// flow-events' resilience settings (`RABBITMQ_*`, `FLOW_EVENTS_*`).
     pub events: Config,
+    /// The broker: `RABBITMQ_URL` (default: the local one), `RABBITMQ_EXCHANGE`.
+    pub amqp: AmqpConfig,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -68,12 +71,10 @@ impl Settings {
             .with_context(|| format!("{ENV_RELAY_POLL}={v:?}"))?,
             None => Duration::from_secs(1),
         };
-        let mut events = Config::from_env()?;
-        if events.url().is_none() {
-            events = Config::builder()
-                .with_url("amqp://guest:guest@127.0.0.1:5672/%2f")
-                .with_exchange(events.exchange())
-                .build()?;
+        let events = Config::from_env()?;
+        let mut amqp = AmqpConfig::from_env()?.with_app_id("orders");
+        if amqp.url().is_none() {
+            amqp = amqp.with_url("amqp://guest:guest@127.0.0.1:5672/%2f");
         }
         Ok(Self {
             port,
@@ -83,6 +84,7 @@ impl Settings {
             queue: var(ENV_QUEUE).unwrap_or_else(|| "orders.customer-counts".to_owned()),
             relay_poll,
             events,
+            amqp,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Decision, Delivery, EventSource, Resilient,
     Subscription, TopicPattern, handler_fn,
@@ -121,8 +121,8 @@ impl Run {
             .env(ENV_QUEUE, &self.queue)
             .env(ENV_RELAY_POLL, "0.2")
             .env(ENV_PORT, "0")
-            .env(flow_events_core::ENV_URL, AMQP_URL)
-            .env(flow_events_core::ENV_EXCHANGE, &self.exchange)
+            .env(flow_events_amqp::ENV_URL, AMQP_URL)
+            .env(flow_events_amqp::ENV_EXCHANGE, &self.exchange)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -135,13 +135,10 @@ impl Run {
 type Wire = Arc<Mutex<HashMap<String, usize>>>;
 
 async fn observe(run: &Run) -> (Resilient, flow_events_core::SubscriptionHandle, Wire) {
-    let config = Config::builder()
+    let amqp = AmqpConfig::new()
         .with_url(AMQP_URL)
-        .with_exchange(&run.exchange)
-        .build()
-        .unwrap();
-    let r = Resilient::builder(AmqpBackend::new(&config, AmqpOptions::new()))
-        .with_config(config)
+        .with_exchange(&run.exchange);
+    let r = Resilient::builder(AmqpBackend::new(&Config::default(), amqp))
         .start()
         .await
         .unwrap();

@@ -12,7 +12,7 @@ pub mod traffic;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Backend, Config, Session};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -172,7 +172,7 @@ pub use flow_events_testkit::wait::{until, until_state};
 pub struct Fixture {
     pub exchange: String,
     pub config: Config,
-    pub options: AmqpOptions,
+    pub options: AmqpConfig,
     pub backend: AmqpBackend,
     pub cleanup: Cleanup,
 }
@@ -186,18 +186,18 @@ impl Fixture {
     pub fn with(
         test: &str,
         config: impl FnOnce(flow_events_core::ConfigBuilder) -> flow_events_core::ConfigBuilder,
-        options: impl FnOnce(AmqpOptions) -> AmqpOptions,
+        options: impl FnOnce(AmqpConfig) -> AmqpConfig,
     ) -> Self {
         let exchange = unique(test);
-        let config = config(
-            Config::builder()
+        let config = config(Config::builder().with_publish_timeout(WAIT))
+            .build()
+            .expect("config");
+        let options = options(
+            AmqpConfig::new()
                 .with_url(URL)
                 .with_exchange(&exchange)
-                .with_publish_timeout(WAIT),
-        )
-        .build()
-        .expect("config");
-        let options = options(AmqpOptions::new().with_app_id(format!("flow-events-test-{test}")));
+                .with_app_id(format!("flow-events-test-{test}")),
+        );
         let backend = AmqpBackend::new(&config, options.clone());
         let mut cleanup = Cleanup::default();
         cleanup
@@ -215,16 +215,7 @@ impl Fixture {
     /// Another backend on the same exchange with the same settings, to `url`
     /// (the broker through a proxy, say).
     pub fn backend_to(&self, url: &str) -> AmqpBackend {
-        // The backend reads the URL, the exchange, the publish timeout and
-        // the largest event from the config.
-        let config = Config::builder()
-            .with_url(url)
-            .with_exchange(&self.exchange)
-            .with_publish_timeout(self.config.publish_timeout())
-            .with_max_event_bytes(self.config.max_event_bytes())
-            .build()
-            .expect("config");
-        AmqpBackend::new(&config, self.options.clone())
+        AmqpBackend::new(&self.config, self.options.clone().with_url(url))
     }
 
     pub async fn session(&self) -> Arc<dyn Session> {

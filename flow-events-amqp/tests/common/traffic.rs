@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use flow_events_amqp::{AmqpBackend, AmqpOptions};
+use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConfigBuilder, ConnectionState, EventSink, EventSource, PublishOutcome, Resilient,
     Subscription, SubscriptionHandle, TopicPattern,
@@ -29,7 +29,7 @@ pub fn fast(c: ConfigBuilder) -> ConfigBuilder {
 }
 
 /// A short heartbeat and short connect and operation timeouts.
-pub fn short_heartbeat(o: AmqpOptions) -> AmqpOptions {
+pub fn short_heartbeat(o: AmqpConfig) -> AmqpConfig {
     o.with_heartbeat(HEARTBEAT)
         .with_connect_timeout(Duration::from_secs(3))
         .with_operation_timeout(Duration::from_secs(5))

@@ -1,31 +1,46 @@
-//! Settings of the AMQP backend that the shared [`Config`](flow_events_core::Config) does not carry.
+//! The AMQP backend's configuration: the broker URLs, the exchange and the
+//! AMQP-only settings, read from the `RABBITMQ_*` variables or set in code.
 
 use std::fmt;
 use std::time::Duration;
 
-use flow_events_core::{ConfigError, QueueKind};
+use flow_events_core::{BrokerUrl, ConfigError, QueueKind};
 
+/// `RABBITMQ_URL`: the broker URL, or several separated by commas (tried in turn).
+pub const ENV_URL: &str = "RABBITMQ_URL";
+/// `RABBITMQ_EXCHANGE`: the topic exchange (default `flow.events`).
+pub const ENV_EXCHANGE: &str = "RABBITMQ_EXCHANGE";
 /// `RABBITMQ_QUEUE_TYPE`: the queue kind of subscriptions that do not ask for
-/// one, `classic` (default) or `quorum`; read by [`AmqpOptions::from_env`].
+/// one, `classic` (default) or `quorum`.
 pub const ENV_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
+/// `RABBITMQ_CA_FILE`: a PEM file of extra certificate authorities trusted
+/// for `amqps://` URLs (a broker with a private CA).
+pub const ENV_CA_FILE: &str = "RABBITMQ_CA_FILE";
 
 /// Settings of [`AmqpBackend`](crate::AmqpBackend); each setter documents its default.
 ///
-/// The shared settings (URL, exchange, publish timeout, largest event) come
-/// from [`Config`](flow_events_core::Config); these are the AMQP-only ones.
+/// The resilience settings (retries, backoff, buffer bounds, the publish
+/// timeout, the largest event) come from core's
+/// [`Config`](flow_events_core::Config); these are the AMQP ones. `Debug`
+/// shows the URL redacted and no certificate.
 ///
 /// ```
 /// use std::time::Duration;
-/// use flow_events_amqp::AmqpOptions;
-/// let options = AmqpOptions::new()
+/// use flow_events_amqp::AmqpConfig;
+/// let amqp = AmqpConfig::new()
+///     .with_url("amqp://guest:guest@localhost:5672/%2f")
 ///     .with_app_id("billing")
 ///     .with_heartbeat(Duration::from_secs(15))
 ///     .with_mandatory(true);
-/// assert_eq!(options.app_id(), "billing");
-/// assert_eq!(options.connect_timeout(), Duration::from_secs(10));
+/// assert_eq!(amqp.app_id(), "billing");
+/// assert_eq!(amqp.exchange(), "flow.events");
+/// assert_eq!(amqp.connect_timeout(), Duration::from_secs(10));
+/// assert!(!format!("{amqp:?}").contains("guest@"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct AmqpOptions {
+pub struct AmqpConfig {
+    url: Option<BrokerUrl>,
+    exchange: String,
     app_id: String,
     heartbeat: Duration,
     connect_timeout: Duration,
@@ -37,9 +52,11 @@ pub struct AmqpOptions {
     tls_ca_pem: Option<String>,
 }
 
-impl Default for AmqpOptions {
+impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
+            url: None,
+            exchange: "flow.events".to_owned(),
             app_id: "flow-events".to_owned(),
             heartbeat: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
@@ -53,39 +70,76 @@ impl Default for AmqpOptions {
     }
 }
 
-impl AmqpOptions {
-    /// The defaults.
+impl AmqpConfig {
+    /// The defaults: no URL, exchange `flow.events`.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The defaults, with the settings the environment gives:
-    /// [`ENV_QUEUE_TYPE`] (`RABBITMQ_QUEUE_TYPE`). Unset or empty variables
-    /// keep their defaults; an invalid value is an error naming the variable.
-    /// The shared settings are read by `Config::from_env`.
+    /// The defaults, with the settings the environment gives: [`ENV_URL`],
+    /// [`ENV_EXCHANGE`], [`ENV_QUEUE_TYPE`] and [`ENV_CA_FILE`]. Unset or
+    /// empty variables keep their defaults; an invalid value (a URL the
+    /// backend cannot use, say) is an error naming the variable.
     ///
     /// ```
-    /// use flow_events_amqp::{AmqpOptions, ENV_QUEUE_TYPE};
+    /// use flow_events_amqp::{AmqpConfig, ENV_QUEUE_TYPE, ENV_URL};
     /// use flow_events_core::QueueKind;
-    /// let options = AmqpOptions::from_lookup(|name| {
-    ///     (name == ENV_QUEUE_TYPE).then(|| "quorum".to_owned())
+    /// let amqp = AmqpConfig::from_lookup(|name| match name {
+    ///     ENV_URL => Some("amqp://guest:guest@rabbit:5672/%2f".to_owned()),
+    ///     ENV_QUEUE_TYPE => Some("quorum".to_owned()),
+    ///     _ => None,
     /// })?;
-    /// assert_eq!(options.queue_kind(), QueueKind::Quorum);
+    /// assert_eq!(amqp.queue_kind(), QueueKind::Quorum);
+    /// assert_eq!(amqp.url().map(|u| u.redacted()), Some("amqp://guest:***@rabbit:5672/%2f"));
     /// # Ok::<(), flow_events_core::ConfigError>(())
     /// ```
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Like [`AmqpOptions::from_env`], reading variables through `lookup`.
+    /// Like [`AmqpConfig::from_env`], reading variables through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut options = Self::default();
-        if let Some(v) = lookup(ENV_QUEUE_TYPE).filter(|v| !v.trim().is_empty()) {
-            options.queue_kind = parse_queue_kind(&v).ok_or_else(|| {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::default();
+        if let Some(v) = get(ENV_URL) {
+            let url = BrokerUrl::new(v.trim());
+            crate::address::check_url(&url)
+                .map_err(|e| ConfigError::new(ENV_URL, url.redacted(), e.message()))?;
+            config.url = Some(url);
+        }
+        if let Some(v) = get(ENV_EXCHANGE) {
+            let exchange = v.trim();
+            check_exchange(exchange)
+                .map_err(|reason| ConfigError::new(ENV_EXCHANGE, &v, reason))?;
+            config.exchange = exchange.to_owned();
+        }
+        if let Some(v) = get(ENV_QUEUE_TYPE) {
+            config.queue_kind = parse_queue_kind(&v).ok_or_else(|| {
                 ConfigError::new(ENV_QUEUE_TYPE, &v, "expected classic or quorum")
             })?;
         }
-        Ok(options)
+        if let Some(path) = get(ENV_CA_FILE) {
+            let path = path.trim();
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new(ENV_CA_FILE, path, format!("cannot read it: {e}")))?;
+            config.tls_ca_pem = Some(pem);
+        }
+        Ok(config)
+    }
+
+    /// The broker URL, or several separated by commas: the nodes of a
+    /// cluster, tried in turn. Checked when the backend connects (a bad one
+    /// is a `Configuration` error). Default: none (connecting fails).
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(BrokerUrl::new(url));
+        self
+    }
+
+    /// The topic exchange events are published to: 1 to 255 bytes, no
+    /// whitespace (checked when the backend connects). Default: `flow.events`.
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self
     }
 
     /// The name of the publishing service: the `app_id` property of every
@@ -157,6 +211,14 @@ impl AmqpOptions {
         self
     }
 
+    /// The broker URL(s), if set.
+    pub fn url(&self) -> Option<&BrokerUrl> {
+        self.url.as_ref()
+    }
+    /// The topic exchange.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
     /// The publishing service's name.
     pub fn app_id(&self) -> &str {
         &self.app_id
@@ -197,6 +259,19 @@ impl AmqpOptions {
     }
 }
 
+/// Why `exchange` cannot name the events exchange, if it cannot.
+pub(crate) fn check_exchange(exchange: &str) -> Result<(), &'static str> {
+    if exchange.is_empty()
+        || exchange.len() > 255
+        || exchange
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("must be 1 to 255 bytes with no whitespace");
+    }
+    Ok(())
+}
+
 /// `classic` or `quorum`, in any case.
 fn parse_queue_kind(v: &str) -> Option<QueueKind> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -206,9 +281,11 @@ fn parse_queue_kind(v: &str) -> Option<QueueKind> {
     }
 }
 
-impl fmt::Debug for AmqpOptions {
+impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AmqpOptions")
+        f.debug_struct("AmqpConfig")
+            .field("url", &self.url)
+            .field("exchange", &self.exchange)
             .field("app_id", &self.app_id)
             .field("heartbeat", &self.heartbeat)
             .field("connect_timeout", &self.connect_timeout)
@@ -228,7 +305,9 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = AmqpOptions::new();
+        let o = AmqpConfig::new();
+        assert!(o.url().is_none());
+        assert_eq!(o.exchange(), "flow.events");
         assert_eq!(o.app_id(), "flow-events");
         assert_eq!(o.heartbeat(), Duration::from_secs(10));
         assert_eq!(o.operation_timeout(), Duration::from_secs(10));
@@ -239,8 +318,8 @@ mod tests {
         assert!(o.tls_ca_pem().is_none());
     }
 
-    fn from(vars: &[(&str, &str)]) -> Result<AmqpOptions, ConfigError> {
-        AmqpOptions::from_lookup(|name| {
+    fn from(vars: &[(&str, &str)]) -> Result<AmqpConfig, ConfigError> {
+        AmqpConfig::from_lookup(|name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
@@ -249,10 +328,10 @@ mod tests {
 
     #[test]
     fn reads_the_queue_type() {
-        assert_eq!(from(&[]).unwrap(), AmqpOptions::default());
+        assert_eq!(from(&[]).unwrap(), AmqpConfig::default());
         assert_eq!(
             from(&[(ENV_QUEUE_TYPE, "  ")]).unwrap(),
-            AmqpOptions::default()
+            AmqpConfig::default()
         );
         for (value, kind) in [
             ("quorum", QueueKind::Quorum),
@@ -281,8 +360,45 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_url_the_exchange_and_the_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----").unwrap();
+        let c = from(&[
+            (ENV_URL, " amqp://u:p@h:5672/ "),
+            (ENV_EXCHANGE, "my.events"),
+            (ENV_CA_FILE, ca.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(c.url().unwrap().expose(), "amqp://u:p@h:5672/");
+        assert_eq!(c.exchange(), "my.events");
+        assert_eq!(c.tls_ca_pem(), Some("-----BEGIN CERTIFICATE-----"));
+        assert!(!format!("{c:?}").contains("u:p@"), "{c:?}");
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_variable() {
+        for (var, value) in [
+            (ENV_URL, "localhost:5672"),
+            (ENV_URL, "http://u:p@h/"),
+            (ENV_EXCHANGE, "a b"),
+            (ENV_CA_FILE, "/nonexistent/ca.pem"),
+        ] {
+            let err = from(&[(var, value)]).expect_err(var);
+            assert_eq!(err.variable(), var, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_url_error_hides_the_password() {
+        let err = from(&[(ENV_URL, "nonsense:secret2@x, amqp://u:secret@h")]).unwrap_err();
+        assert_eq!(err.variable(), ENV_URL);
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
     fn setters() {
-        let o = AmqpOptions::new()
+        let o = AmqpConfig::new()
             .with_dead_letter_exchange("dead")
             .with_dead_letter_queue_suffix("-dlq")
             .with_queue_kind(QueueKind::Quorum)
