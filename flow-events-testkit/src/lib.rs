@@ -8,7 +8,7 @@
 //!   latency), to put between a client and a real broker.
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
-//! - [`mocks`]: mockall mocks of the core traits.
+//! - `mocks` (feature `mocks`): mockall mocks of the core traits.
 //! - [`received`]: a handler that records what it receives, for tests that
 //!   count deliveries.
 //! - [`server`]: whether a server a test needs is there (a missing one fails
@@ -22,6 +22,7 @@ pub mod conformance;
 pub mod faulty;
 mod faulty_store;
 mod macros;
+#[cfg(feature = "mocks")]
 pub mod mocks;
 pub mod proxy;
 pub mod received;
