@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::event::Event;
+use crate::store::StoreError;
 use crate::url::redact_url;
 
 /// A boxed error, as carried in `#[source]`.
@@ -170,11 +171,9 @@ pub enum PublishErrorKind {
     /// The publish or its confirm took longer than the publish timeout: the
     /// event may or may not have reached the broker.
     Timeout,
-    /// The durable store could not keep the event (disk full, write error).
-    StoreFailed {
-        /// What the store said.
-        reason: String,
-    },
+    /// The durable store could not keep the event (disk full, write error);
+    /// the store's error is the source ([`PublishError::store_error`]).
+    StoreFailed,
 }
 
 impl fmt::Display for PublishErrorKind {
@@ -191,7 +190,7 @@ impl fmt::Display for PublishErrorKind {
             Self::NotConnected => f.write_str("not connected"),
             Self::Nacked => f.write_str("nacked by the broker"),
             Self::Timeout => f.write_str("no confirm within the publish timeout"),
-            Self::StoreFailed { reason } => write!(f, "could not store the event: {reason}"),
+            Self::StoreFailed => f.write_str("could not store the event"),
         }
     }
 }
@@ -210,7 +209,16 @@ pub struct PublishError {
     kind: PublishErrorKind,
     event: Box<Event>,
     #[source]
-    source: Option<BackendError>,
+    source: Option<Cause>,
+}
+
+/// What made a publish fail: the backend or the store.
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    Backend(BackendError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl PublishError {
@@ -225,7 +233,13 @@ impl PublishError {
 
     /// Attaches the backend error that caused it.
     pub fn with_source(mut self, source: BackendError) -> Self {
-        self.source = Some(source);
+        self.source = Some(Cause::Backend(source));
+        self
+    }
+
+    /// Attaches the store error that caused it (kind `StoreFailed`).
+    pub fn with_store_error(mut self, source: StoreError) -> Self {
+        self.source = Some(Cause::Store(source));
         self
     }
 
@@ -241,7 +255,18 @@ impl PublishError {
 
     /// The backend error behind it, if any.
     pub fn backend_error(&self) -> Option<&BackendError> {
-        self.source.as_ref()
+        match &self.source {
+            Some(Cause::Backend(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The store error behind it, if any.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match &self.source {
+            Some(Cause::Store(e)) => Some(e),
+            _ => None,
+        }
     }
 
     /// Takes the event back.
@@ -307,21 +332,22 @@ impl ConfigError {
 pub enum StartError {
     /// The broker is required (`RABBITMQ_REQUIRED=true`) and could not be reached
     /// within the configured retries.
-    #[error("{broker} is required but unavailable after {attempts} attempts: {last_error}")]
+    #[error("{broker} is required but unavailable after {attempts} attempts")]
     BrokerUnavailable {
         /// The broker's name (the backend's display name).
         broker: &'static str,
         /// Connection attempts made.
         attempts: u32,
-        /// The last error, redacted.
-        last_error: String,
+        /// The error of the last attempt (its message redacted).
+        #[source]
+        last_error: Option<BackendError>,
     },
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The pending store could not be opened or read (locked by another process, say).
     #[error("pending events store unavailable: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub use resilient::{Resilient, ResilientBuilder, SentBatch, ShutdownReport};
 pub use retry::{MAX_REASON_BYTES, RetryPolicy, panic_message, truncate_reason};
 pub use sink::{EventSink, PublishOutcome};
 pub use source::{
-    Decision, Delivery, EventSource, Handler, HandlerFn, SubscriptionHandle, handler_fn,
+    Decision, Delivery, EventSource, Handler, HandlerFn, StopSignal, SubscriptionHandle, handler_fn,
 };
 pub use store::{MemoryStore, PendingStore, Recovered, StoreError, StoreErrorKind, StoredEvent};
 pub use subscription::{QueueKind, Subscription};

@@ -153,13 +153,63 @@ pub struct SubscriptionHandle {
     done: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// Tells a subscription's task to stop: given to it by
+/// [`SubscriptionHandle::spawn`], fired by closing or dropping the handle.
+#[derive(Debug, Clone)]
+pub struct StopSignal(CancellationToken);
+
+impl StopSignal {
+    /// Resolves once the subscription is to stop.
+    pub async fn stopped(&self) {
+        self.0.cancelled().await;
+    }
+
+    /// Whether the subscription is to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// The token behind it, for the decorator's own tasks.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.0
+    }
+}
+
 impl SubscriptionHandle {
-    /// A handle for the task `done`, stopped through `cancel`.
-    pub fn new(
+    /// Spawns the subscription `name`'s task, made by `task` from the signal
+    /// that tells it to stop, on the current tokio runtime. The task ends
+    /// soon after the signal fires, once the handler call in progress is done.
+    ///
+    /// ```
+    /// use flow_events_core::SubscriptionHandle;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle = SubscriptionHandle::spawn("billing", |stop| async move {
+    ///     stop.stopped().await; // a real task consumes deliveries until then
+    /// });
+    /// assert!(handle.is_active());
+    /// handle.close().await;
+    /// # }
+    /// ```
+    pub fn spawn<F, Fut>(name: impl Into<String>, task: F) -> Self
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::spawn_with(name, CancellationToken::new(), task)
+    }
+
+    /// Like [`SubscriptionHandle::spawn`], stopped by `cancel` too.
+    pub(crate) fn spawn_with<F, Fut>(
         name: impl Into<String>,
         cancel: CancellationToken,
-        done: tokio::task::JoinHandle<()>,
-    ) -> Self {
+        task: F,
+    ) -> Self
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let done = tokio::spawn(task(StopSignal(cancel.clone())));
         Self {
             name: name.into(),
             cancel,

@@ -132,6 +132,23 @@ pub trait PendingStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// A store behind an `Arc` is a store: a service can keep a handle on it.
+#[async_trait]
+impl<T: PendingStore + ?Sized> PendingStore for std::sync::Arc<T> {
+    async fn recover(&self) -> Result<Recovered, StoreError> {
+        (**self).recover().await
+    }
+    async fn append(&self, seq: u64, event: &Event) -> Result<(), StoreError> {
+        (**self).append(seq, event).await
+    }
+    fn remove(&self, seq: u64) {
+        (**self).remove(seq);
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 /// A [`PendingStore`] in memory: nothing survives the process, but it survives
 /// a `Resilient` being dropped and started again over the same store, which is
 /// how tests simulate a restart.

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flow_events_core::{
     Backend, BackendError, Event, EventSink, EventSource, Handler, IncomingDelivery, PublishError,
-    PublishErrorKind, PublishOutcome, Session, SubscribeError, Subscription, SubscriptionHandle,
-    panic_message,
+    PublishErrorKind, PublishOutcome, Session, StopSignal, SubscribeError, Subscription,
+    SubscriptionHandle, panic_message,
 };
 use futures_util::{FutureExt, StreamExt};
 use std::panic::AssertUnwindSafe;
-use tokio_util::sync::CancellationToken;
 
 /// An [`EventSink`] + [`EventSource`] straight over one [`Session`], with no
 /// resilience: no reconnecting, no buffering, no re-subscribing. Once the
@@ -102,14 +101,12 @@ impl EventSource for SessionClient {
         handler: Arc<dyn Handler>,
     ) -> Result<SubscriptionHandle, SubscribeError> {
         let mut stream = self.session.subscribe(&subscription).await?;
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
         let policy = subscription.retry().clone();
-        let task = tokio::spawn(async move {
+        let task = |stop: StopSignal| async move {
             loop {
                 let mut incoming = tokio::select! {
                     biased;
-                    () = stop.cancelled() => break,
+                    () = stop.stopped() => break,
                     next = stream.next() => match next {
                         Some(incoming) => incoming,
                         None => break,
@@ -134,7 +131,7 @@ impl EventSource for SessionClient {
                 // delivers it again; the stream ends next.
                 let _ = acker.settle(decision).await;
             }
-        });
-        Ok(SubscriptionHandle::new(subscription.name(), cancel, task))
+        };
+        Ok(SubscriptionHandle::spawn(subscription.name(), task))
     }
 }

@@ -274,7 +274,7 @@ async fn nothing_holds_the_sink_after_shutdown() {
         let broker = MemoryBroker::new();
         let store = Arc::new(flow_events_core::MemoryStore::new());
         let events = Resilient::builder(broker.backend())
-            .with_store_arc(store.clone())
+            .with_store(store.clone())
             .start()
             .await
             .unwrap();

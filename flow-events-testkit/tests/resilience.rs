@@ -210,6 +210,7 @@ async fn required_mode_fails_after_the_configured_retries() {
             ..
         }) => {
             assert_eq!(attempts, 4);
+            let last_error = last_error.expect("the last attempt's error").to_string();
             assert!(last_error.contains("connection refused"), "{last_error}");
         }
         other => panic!("expected BrokerUnavailable, got {other:?}"),

@@ -140,7 +140,10 @@ async fn a_failed_store_write_hands_the_event_back_and_the_service_stays_up() {
     let e = event("w.e", 1);
     let err = r.publish(e.clone()).await.unwrap_err();
     assert!(
-        matches!(err.kind(), PublishErrorKind::StoreFailed { reason } if reason.contains("no space left")),
+        *err.kind() == PublishErrorKind::StoreFailed
+            && err
+                .store_error()
+                .is_some_and(|e| e.to_string().contains("no space left")),
         "{err}"
     );
     assert_eq!(err.into_event(), e);

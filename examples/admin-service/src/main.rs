@@ -98,7 +98,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // The metrics recorder first: the sink takes its counters when it starts.
     let prometheus = flow_events_axum::install_prometheus()
         .context("cannot install the Prometheus metrics recorder")?;
-    let builder = Resilient::builder_arc(selected.backend.clone());
+    let builder = Resilient::builder(selected.backend.clone());
     let builder = match &outbox_path {
         Some(path) => with_outbox(builder, path)?,
         None => builder,
@@ -107,9 +107,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let events = tokio::select! {
         started = start => match started {
             Ok(events) => events,
-            Err(e @ StartError::BrokerUnavailable { .. }) => anyhow::bail!(
-                "failed to start: {e} (set {ENV_REQUIRED}=false to start without RabbitMQ)"
-            ),
+            Err(e @ StartError::BrokerUnavailable { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "failed to start (set {ENV_REQUIRED}=false to start without RabbitMQ)"
+                )));
+            }
             Err(e) => return Err(anyhow::Error::new(e).context("failed to start")),
         },
         signal = &mut signal => {

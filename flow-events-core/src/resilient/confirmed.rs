@@ -69,7 +69,7 @@ impl Resilient {
         let closing = shared.closing.load(Ordering::Relaxed);
         let session: Option<Arc<dyn Session>> = {
             let inner = shared.lock();
-            inner.session.clone().filter(|_| !inner.blocked)
+            shared.session().filter(|_| !inner.blocked)
         };
 
         // Sent events with their confirms, or the final result of each event.

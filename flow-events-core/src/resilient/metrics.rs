@@ -167,7 +167,7 @@ pub(crate) fn record_gauges(shared: &Shared) {
         let (state, blocked, pending, bytes, oldest, attempts) = {
             let inner = shared.lock();
             (
-                inner.state,
+                shared.state(),
                 inner.blocked,
                 inner.buffer.len(),
                 inner.buffer.bytes(),

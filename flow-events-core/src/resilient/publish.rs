@@ -54,11 +54,11 @@ impl Resilient {
                 return Err(self.refuse(PublishErrorKind::ShuttingDown, event));
             }
             let seq = inner.buffer.next_seq();
-            match inner.direct_session() {
+            match shared.direct_session(&inner) {
                 Some(session) => {
                     // Counted under the lock, so that shutdown sees it.
                     shared.direct_in_flight.fetch_add(1, Ordering::SeqCst);
-                    Ok((seq, session.clone(), event))
+                    Ok((seq, session, event))
                 }
                 None => {
                     let pending = self.pending(&inner, seq, Arc::new(event), since);
@@ -173,12 +173,9 @@ impl Resilient {
                 id = %copy.id(), event_type = %copy.event_type(), error = %e,
                 "could not store event {}: {e}; handing it back", copy.event_type()
             );
-            return Err(self.refuse(
-                PublishErrorKind::StoreFailed {
-                    reason: e.to_string(),
-                },
-                Arc::unwrap_or_clone(copy),
-            ));
+            return Err(self
+                .refuse(PublishErrorKind::StoreFailed, Arc::unwrap_or_clone(copy))
+                .with_store_error(e));
         }
         shared.stored(seq);
         Ok(())

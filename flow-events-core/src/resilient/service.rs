@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
-use crate::config::Config;
+use crate::config::{Config, ENV_REQUIRED};
 use crate::error::StartError;
 use crate::health::HealthReport;
 use crate::monitor::{ConnectionMonitor, ConnectionState, ConnectionStatus};
@@ -85,14 +85,10 @@ impl ResilientBuilder {
 
     /// Keeps pending events in `store` as well as in memory: with a durable
     /// store, `publish` answers `Buffered` once the event is stored, and what a
-    /// previous run left is published first, in order. Default: none.
-    pub fn with_store(self, store: impl PendingStore) -> Self {
-        self.with_store_arc(Arc::new(store))
-    }
-
-    /// Same as [`ResilientBuilder::with_store`] for a store behind an `Arc`.
-    pub fn with_store_arc(mut self, store: Arc<dyn PendingStore>) -> Self {
-        self.store = Some(store);
+    /// previous run left is published first, in order. A store behind an
+    /// `Arc` is a store too. Default: none.
+    pub fn with_store(mut self, store: impl PendingStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -124,17 +120,18 @@ impl ResilientBuilder {
                 .map(|s| *s);
             if !matches!(reached, Ok(ConnectionState::Connected)) {
                 let (attempts, last_error) = {
-                    let inner = resilient.shared.lock();
-                    (
-                        inner.reconnect_attempts,
-                        inner.last_error.clone().unwrap_or_default(),
-                    )
+                    let mut inner = resilient.shared.lock();
+                    (inner.reconnect_attempts, inner.connect_error.take())
                 };
                 resilient.stop_supervisor().await;
                 let broker = resilient.shared.info.display_name;
+                let why = last_error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 tracing::error!(
                     attempts,
-                    "{broker} is required (RABBITMQ_REQUIRED=true) but unavailable after {attempts} attempts: {last_error}",
+                    "{broker} is required ({ENV_REQUIRED}=true) but unavailable after {attempts} attempts: {why}",
                 );
                 return Err(StartError::BrokerUnavailable {
                     broker,
@@ -205,15 +202,11 @@ async fn recover(shared: &Shared) -> Result<(), StartError> {
 }
 
 impl Resilient {
-    /// A builder for a decorator over `backend`.
+    /// A builder for a decorator over `backend` (an `Arc<dyn Backend>`,
+    /// chosen at run time, is a backend too).
     pub fn builder(backend: impl Backend) -> ResilientBuilder {
-        Self::builder_arc(Arc::new(backend))
-    }
-
-    /// Same as [`Resilient::builder`] for a backend already behind an `Arc`.
-    pub fn builder_arc(backend: Arc<dyn Backend>) -> ResilientBuilder {
         ResilientBuilder {
-            backend,
+            backend: Arc::new(backend),
             config: Config::default(),
             store: None,
         }
@@ -246,7 +239,7 @@ impl Resilient {
 
 impl ConnectionMonitor for Resilient {
     fn state(&self) -> ConnectionState {
-        *self.shared.state_tx.borrow()
+        self.shared.state()
     }
 
     fn watch_state(&self) -> watch::Receiver<ConnectionState> {

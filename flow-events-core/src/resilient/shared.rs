@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendInfo, Session};
 use crate::config::Config;
+use crate::error::BackendError;
 use crate::event::Event;
 use crate::monitor::{ConnectionState, ConnectionStatus};
 
@@ -24,10 +25,11 @@ pub(crate) struct Current {
     pub(crate) session: Option<Arc<dyn Session>>,
 }
 
+/// The state behind the lock. The connection state and the live session are
+/// not here: their one source is the watch channels of [`Shared`], written
+/// while this lock is held so that they change together with it.
 pub(crate) struct Inner {
     pub(crate) buffer: PendingBuffer,
-    /// The live session; `None` while not connected.
-    pub(crate) session: Option<Arc<dyn Session>>,
     pub(crate) blocked: bool,
     /// The broker has answered nothing for longer than the confirm wait
     /// while sends awaited its answer: new events go to the buffer.
@@ -37,9 +39,11 @@ pub(crate) struct Inner {
     pub(crate) probe: bool,
     /// Shutdown has taken what was pending: nothing is buffered any more.
     pub(crate) closed: bool,
-    pub(crate) state: ConnectionState,
+    /// When the connection state last changed.
     pub(crate) since: DateTime<Utc>,
     pub(crate) last_error: Option<String>,
+    /// The error of the last failed connection attempt, until one succeeds.
+    pub(crate) connect_error: Option<BackendError>,
     pub(crate) reconnect_attempts: u32,
     pub(crate) last_connected: Option<DateTime<Utc>>,
     /// When an event was last dropped, expired or refused.
@@ -64,26 +68,15 @@ pub(crate) enum NotKept {
     Closed(Event),
 }
 
-impl Inner {
-    /// The session to publish on directly: connected, not blocked, not
-    /// stalled, and nothing pending that a new event must not overtake
-    /// (events the drain has already sent on this session are ahead of it on
-    /// the wire).
-    pub(crate) fn direct_session(&self) -> Option<&Arc<dyn Session>> {
-        match &self.session {
-            Some(s) if !self.blocked && !self.stalled && self.buffer.accepts_direct() => Some(s),
-            _ => None,
-        }
-    }
-}
-
 pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) info: BackendInfo,
     pub(crate) config: Config,
     pub(crate) store: Option<Arc<dyn PendingStore>>,
     pub(crate) inner: Mutex<Inner>,
+    /// The connection state (written with the lock held).
     pub(crate) state_tx: watch::Sender<ConnectionState>,
+    /// The live session and its generation (written with the lock held).
     pub(crate) current_tx: watch::Sender<Current>,
     /// Wakes the drainer: events were buffered, or the broker unblocked.
     pub(crate) wake_drain: Notify,
@@ -134,14 +127,13 @@ impl Shared {
             store,
             inner: Mutex::new(Inner {
                 buffer: PendingBuffer::new(bounds),
-                session: None,
                 blocked: false,
                 stalled: false,
                 probe: false,
                 closed: false,
-                state: ConnectionState::Disconnected,
                 since: Utc::now(),
                 last_error: None,
+                connect_error: None,
                 reconnect_attempts: 0,
                 last_connected: None,
                 last_loss: None,
@@ -173,15 +165,50 @@ impl Shared {
         self.info.display_name
     }
 
-    /// Changes the state, stamps `since` and tells the watchers. Returns whether it changed.
+    /// Changes the state, stamps `since` and tells the watchers; `inner`
+    /// is the locked state. Returns whether it changed.
     pub(crate) fn set_state(&self, inner: &mut Inner, state: ConnectionState) -> bool {
-        if inner.state == state {
-            return false;
+        let changed = self.state_tx.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+        if changed {
+            inner.since = Utc::now();
         }
-        inner.state = state;
-        inner.since = Utc::now();
-        self.state_tx.send_replace(state);
-        true
+        changed
+    }
+
+    /// The connection state.
+    pub(crate) fn state(&self) -> ConnectionState {
+        *self.state_tx.borrow()
+    }
+
+    /// The live session, if connected.
+    pub(crate) fn session(&self) -> Option<Arc<dyn Session>> {
+        self.current_tx.borrow().session.clone()
+    }
+
+    /// A new session is live (`Some`) or the live one is gone (`None`);
+    /// `inner` is the locked state.
+    pub(crate) fn set_session(&self, _inner: &mut Inner, session: Option<Arc<dyn Session>>) {
+        self.current_tx.send_modify(|c| {
+            if session.is_some() {
+                c.generation += 1;
+            }
+            c.session = session;
+        });
+    }
+
+    /// The session to publish on directly: connected, not blocked, not
+    /// stalled, and nothing pending that a new event must not overtake
+    /// (events the drain has already sent on this session are ahead of it on
+    /// the wire).
+    pub(crate) fn direct_session(&self, inner: &Inner) -> Option<Arc<dyn Session>> {
+        if inner.blocked || inner.stalled || !inner.buffer.accepts_direct() {
+            return None;
+        }
+        self.session()
     }
 
     /// Buffers an event (queued, or parked until `parked_until`), applying
@@ -269,8 +296,9 @@ impl Shared {
 
     /// The address shown: the current session's while connected, otherwise
     /// the backend's (every configured address).
-    pub(crate) fn url(&self, inner: &Inner) -> String {
-        inner
+    pub(crate) fn url(&self) -> String {
+        self.current_tx
+            .borrow()
             .session
             .as_ref()
             .and_then(|s| s.url())
@@ -348,8 +376,8 @@ impl Shared {
     pub(crate) fn status(&self) -> ConnectionStatus {
         let inner = self.lock();
         let c = &self.counters;
-        let mut s = ConnectionStatus::for_backend(inner.state, &self.info);
-        s.url = self.url(&inner);
+        let mut s = ConnectionStatus::for_backend(self.state(), &self.info);
+        s.url = self.url();
         s.blocked = inner.blocked;
         s.stalled = inner.stalled;
         s.pending_events = inner.buffer.len();

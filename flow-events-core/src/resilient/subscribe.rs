@@ -36,18 +36,20 @@ impl EventSource for Resilient {
         {
             return Err(SubscribeError::ShuttingDown);
         }
-        let cancel = self.shared.cancel.child_token();
         let (ready_tx, ready_rx) = oneshot::channel();
         let name = subscription.name().to_owned();
-        let connected = self.shared.lock().session.is_some();
-        let task = tokio::spawn(consumer_task(
-            self.shared.clone(),
-            subscription,
-            handler,
-            cancel.clone(),
-            ready_tx,
-        ));
-        let handle = SubscriptionHandle::new(name, cancel, task);
+        let connected = self.shared.current_tx.borrow().session.is_some();
+        let shared = self.shared.clone();
+        let handle =
+            SubscriptionHandle::spawn_with(name, self.shared.cancel.child_token(), |stop| {
+                consumer_task(
+                    shared,
+                    subscription,
+                    handler,
+                    stop.token().clone(),
+                    ready_tx,
+                )
+            });
         if connected {
             // Connected now: return once the backend has set the subscription up,
             // so an event published after this call reaches it.

@@ -13,7 +13,7 @@ use crate::monitor::ConnectionState;
 
 use super::backoff;
 use super::drain::drain;
-use super::shared::{Current, Shared};
+use super::shared::Shared;
 
 /// A session shorter than this counts as a failed connection attempt: a
 /// broker that accepts connections and then drops them at once gets the same
@@ -66,16 +66,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         failures = failures.saturating_add(1);
         let max = shared.config.max_retries();
+        let kind = error.kind();
+        let error_text = error.to_string();
         let now_failed = {
             let mut inner = shared.lock();
             inner.reconnect_attempts = failures;
-            inner.last_error = Some(error.to_string());
+            inner.last_error = Some(error_text.clone());
+            // Kept whole for a required start that gives up (its source).
+            inner.connect_error = Some(error);
             if failures >= max {
                 shared.set_state(&mut inner, ConnectionState::Failed);
             }
             // Logged once, when the retries are spent; later probes log at debug.
             failures == max
         };
+        let error = error_text;
         if short {
             tracing::warn!(
                 attempt = failures, error = %error,
@@ -83,7 +88,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                  attempt {failures}, the next one waits for the backoff"
             );
         } else if failures == 1 {
-            tracing::warn!(error = %error, kind = ?error.kind(), "failed to connect to {broker}: {error}");
+            tracing::warn!(error = %error, kind = ?kind, "failed to connect to {broker}: {error}");
             if !ever_connected && !shared.config.required() {
                 tracing::info!(
                     "service will continue without {broker}; events are buffered until it is reachable"
@@ -112,26 +117,23 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
     }
     let mut inner = shared.lock();
-    inner.session = None;
+    shared.set_session(&mut inner, None);
     shared.set_state(&mut inner, ConnectionState::Disconnected);
 }
 
 fn on_connected(shared: &Shared, session: &Arc<dyn Session>, reconnect: bool) {
     let (pending, url) = {
         let mut inner = shared.lock();
-        inner.session = Some(session.clone());
+        shared.set_session(&mut inner, Some(session.clone()));
         inner.reconnect_attempts = 0;
+        inner.connect_error = None;
         inner.last_connected = Some(Utc::now());
         shared.set_state(&mut inner, ConnectionState::Connected);
-        (inner.buffer.len(), shared.url(&inner))
+        (inner.buffer.len(), shared.url())
     };
     if reconnect {
         shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     }
-    shared.current_tx.send_modify(|c: &mut Current| {
-        c.generation += 1;
-        c.session = Some(session.clone());
-    });
     tracing::info!(
         url = %url, pending,
         "connected to {} at {url}", shared.broker()
@@ -144,7 +146,7 @@ fn on_connected(shared: &Shared, session: &Arc<dyn Session>, reconnect: bool) {
 fn on_lost(shared: &Shared, lost: Option<&BackendError>) {
     let (requeued, pending) = {
         let mut inner = shared.lock();
-        inner.session = None;
+        shared.set_session(&mut inner, None);
         inner.blocked = false;
         shared.blocked_now.store(false, Ordering::SeqCst);
         shared.unstall_quietly(&mut inner);
@@ -154,7 +156,6 @@ fn on_lost(shared: &Shared, lost: Option<&BackendError>) {
         shared.set_state(&mut inner, ConnectionState::Disconnected);
         (inner.buffer.requeue_in_flight(), inner.buffer.len())
     };
-    shared.current_tx.send_modify(|c| c.session = None);
     if let Some(reason) = lost {
         let broker = shared.broker();
         tracing::warn!(
