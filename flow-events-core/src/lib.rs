@@ -17,6 +17,8 @@ pub mod dead_letter;
 mod dedup;
 mod error;
 mod event;
+mod event_id;
+mod event_type;
 mod fallback;
 mod health;
 pub mod metrics;
