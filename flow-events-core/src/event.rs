@@ -76,6 +76,7 @@ pub struct Event {
     event_type: EventType,
     #[serde(deserialize_with = "deserialize_data")]
     data: Box<RawValue>,
+    #[serde(serialize_with = "crate::event_time::serialize")]
     timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,

@@ -18,6 +18,7 @@ mod dedup;
 mod error;
 mod event;
 mod event_id;
+mod event_time;
 mod event_type;
 mod fallback;
 mod health;
