@@ -123,6 +123,15 @@ pub trait PendingStore: Send + Sync + 'static {
     /// may share one commit.
     async fn append(&self, seq: u64, event: &Event) -> Result<(), StoreError>;
 
+    /// [`PendingStore::append`] of an event whose JSON encoding (`json`, what
+    /// `serde_json::to_vec(event)` gives) the caller has made already: a
+    /// store that writes the JSON writes these bytes instead of encoding the
+    /// event again. The default ignores them and calls `append`.
+    async fn append_encoded(&self, seq: u64, event: &Event, json: &[u8]) -> Result<(), StoreError> {
+        let _ = json;
+        self.append(seq, event).await
+    }
+
     /// The broker confirmed `seq` (or it was dropped by a bound): forget it.
     /// Need not be durable at once: an event forgotten late is published again
     /// after a crash (at-least-once).
@@ -185,14 +194,14 @@ impl PendingStore for MemoryStore {
     }
 
     async fn append(&self, seq: u64, event: &Event) -> Result<(), StoreError> {
-        self.lock().insert(
+        // Copied before the lock is taken: concurrent publishers wait on it
+        // only for the insert.
+        let stored = StoredEvent {
             seq,
-            StoredEvent {
-                seq,
-                event: event.clone(),
-                stored_at: Utc::now(),
-            },
-        );
+            event: event.clone(),
+            stored_at: Utc::now(),
+        };
+        self.lock().insert(seq, stored);
         Ok(())
     }
 

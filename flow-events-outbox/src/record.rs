@@ -35,6 +35,16 @@ pub(crate) fn encode(
     Ok(out)
 }
 
+/// The record of an event already encoded as `json` (what [`encode`]
+/// would write), stored at `stored_at`.
+pub(crate) fn from_json(json: &[u8], stored_at: DateTime<Utc>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + json.len());
+    out.push(VERSION);
+    out.extend_from_slice(&stored_at.timestamp_micros().to_be_bytes());
+    out.extend_from_slice(json);
+    out
+}
+
 /// Decodes the record stored under `seq`; the reason when it cannot be read.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<StoredEvent, String> {
     let (header, json) = bytes.split_at_checked(HEADER).ok_or_else(|| {

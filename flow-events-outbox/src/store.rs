@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::error::{fail, io_error};
 use crate::group::Group;
 use crate::open::open_for_store;
-use crate::record::encode;
+use crate::record::{self, encode};
 use crate::writer::{Answer, Op, Writer};
 
 /// A [`PendingStore`] in one redb file: pending events survive a crash or a
@@ -214,6 +214,17 @@ fn presize(db: &Database, path: &Path) -> Result<(), StoreError> {
     txn.commit().map_err(fail(path, "grow"))
 }
 
+impl RedbStore {
+    /// Writes an encoded record under `seq`; returns once it is durable.
+    async fn append_record(&self, seq: u64, record: Vec<u8>) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        match self.request(Op::Append { seq, record, done }, answer).await {
+            Answer::Stored(result) => result,
+            _ => Err(self.lost()),
+        }
+    }
+}
+
 #[async_trait]
 impl PendingStore for RedbStore {
     async fn recover(&self) -> Result<Recovered, StoreError> {
@@ -233,11 +244,17 @@ impl PendingStore for RedbStore {
             )
             .with_source(e)
         })?;
-        let (done, answer) = oneshot::channel();
-        match self.request(Op::Append { seq, record, done }, answer).await {
-            Answer::Stored(result) => result,
-            _ => Err(self.lost()),
-        }
+        self.append_record(seq, record).await
+    }
+
+    async fn append_encoded(
+        &self,
+        seq: u64,
+        _event: &Event,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
+        self.append_record(seq, record::from_json(json, Utc::now()))
+            .await
     }
 
     fn remove(&self, seq: u64) {

@@ -43,7 +43,15 @@ impl Resilient {
         let shared = &*self.shared;
         shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
-        if let Err(size) = event.check_size(limit) {
+        // The event is encoded once, here: with a store, into the JSON the
+        // store writes if the event waits; without one, only counted. Its
+        // size serves the size check and the buffer's byte bound.
+        let json = shared
+            .store
+            .as_ref()
+            .and_then(|_| serde_json::to_vec(&event).ok());
+        let size = json.as_ref().map_or_else(|| event.encoded_len(), Vec::len);
+        if size > limit {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
         let since = Instant::now();
@@ -61,7 +69,7 @@ impl Resilient {
                     Ok((seq, session, event))
                 }
                 None => {
-                    let pending = self.pending(&inner, seq, Arc::new(event), since);
+                    let pending = self.pending(&inner, seq, Arc::new(event), since, Some(size));
                     Err((seq, self.admit(&mut inner, pending, None)))
                 }
             }
@@ -71,7 +79,7 @@ impl Resilient {
                 let _flight = DirectFlight { shared };
                 self.direct(seq, session, event, since).await
             }
-            Err((seq, admitted)) => self.buffered(seq, admitted, None).await,
+            Err((seq, admitted)) => self.buffered(seq, admitted, None, json).await,
         }
     }
 }
@@ -82,10 +90,18 @@ impl Resilient {
         PublishError::new(kind, event)
     }
 
-    /// A pending event, sized when the buffer counts bytes.
-    fn pending(&self, inner: &Inner, seq: u64, event: Arc<Event>, since: Instant) -> Pending {
+    /// A pending event, sized when the buffer counts bytes (`size` when the
+    /// caller knows it, else counted here).
+    fn pending(
+        &self,
+        inner: &Inner,
+        seq: u64,
+        event: Arc<Event>,
+        since: Instant,
+        size: Option<usize>,
+    ) -> Pending {
         let size = if inner.buffer.counts_bytes() {
-            event.encoded_len()
+            size.unwrap_or_else(|| event.encoded_len())
         } else {
             0
         };
@@ -110,13 +126,15 @@ impl Resilient {
         Ok((kept, copy))
     }
 
-    /// Completes a buffering: stores the copy (when there is a store), then lets
-    /// the drain take it. A failed store hands the event back.
+    /// Completes a buffering: stores the copy (when there is a store; `json`
+    /// is its encoding when made already), then lets the drain take it. A
+    /// failed store hands the event back.
     async fn buffered(
         &self,
         seq: u64,
         admitted: Admitted,
         cause: Option<BackendError>,
+        json: Option<Vec<u8>>,
     ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         let (n, copy) = match admitted {
@@ -137,7 +155,7 @@ impl Resilient {
             }
         };
         if let Some(copy) = copy {
-            self.store_copy(seq, copy).await?;
+            self.store_copy(seq, copy, json.as_deref()).await?;
         } else {
             shared.wake_drain.notify_one();
         }
@@ -145,9 +163,15 @@ impl Resilient {
         Ok(PublishOutcome::Buffered { pending: n })
     }
 
-    /// Writes the buffered event `seq` to the store, then lets the drain take
-    /// it. A failed write takes it out of the buffer and hands it back.
-    async fn store_copy(&self, seq: u64, copy: Arc<Event>) -> Result<(), PublishError> {
+    /// Writes the buffered event `seq` to the store (its encoding `json` when
+    /// made already), then lets the drain take it. A failed write takes it
+    /// out of the buffer and hands it back.
+    async fn store_copy(
+        &self,
+        seq: u64,
+        copy: Arc<Event>,
+        json: Option<&[u8]>,
+    ) -> Result<(), PublishError> {
         let shared = &*self.shared;
         let Some(store) = &shared.store else {
             return Ok(());
@@ -158,7 +182,10 @@ impl Resilient {
             shared,
             seq: Some(seq),
         };
-        let appended = store.append(seq, &copy).await;
+        let appended = match json {
+            Some(json) => store.append_encoded(seq, &copy, json).await,
+            None => store.append(seq, &copy).await,
+        };
         unstored.seq = None;
         if let Err(e) = appended {
             let removed = shared.lock().buffer.remove(seq);
@@ -285,7 +312,7 @@ impl Resilient {
         }
         let admitted = {
             let mut inner = shared.lock();
-            let mut pending = self.pending(&inner, seq, Arc::new(event), since);
+            let mut pending = self.pending(&inner, seq, Arc::new(event), since, None);
             let parked_until = if kind == BackendErrorKind::Nacked {
                 pending.nacks = 1;
                 let delay = shared.nack_delay(1);
@@ -302,7 +329,7 @@ impl Resilient {
             inner.last_error = Some(error.to_string());
             self.admit(&mut inner, pending, parked_until)
         };
-        self.buffered(seq, admitted, Some(error)).await
+        self.buffered(seq, admitted, Some(error), None).await
     }
 
     /// The confirm wait is over (or the broker blocks publishers) and the
@@ -333,7 +360,7 @@ impl Resilient {
                 if !inner.blocked && shared.silent_since(mark) {
                     shared.set_stalled(&mut inner, true);
                 }
-                let pending = self.pending(&inner, seq, Arc::new(event), since);
+                let pending = self.pending(&inner, seq, Arc::new(event), since, None);
                 let copy = shared.store.as_ref().map(|_| pending.event.clone());
                 let send = inner.buffer.adopt(pending);
                 shared.counters.buffered.fetch_add(1, Ordering::Relaxed);
@@ -385,7 +412,7 @@ impl Resilient {
                      broker answers"
                 );
                 if let Some(copy) = copy {
-                    self.store_copy(seq, copy).await?;
+                    self.store_copy(seq, copy, None).await?;
                 }
                 shared.counters.published.fetch_add(1, Ordering::Relaxed);
                 Ok(PublishOutcome::Buffered { pending })
