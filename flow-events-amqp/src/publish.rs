@@ -246,11 +246,6 @@ impl Publisher {
             return Err(too_large_for_broker(event, body.len(), broker_max));
         }
         let properties = wire::properties(event, &self.app_id, self.max_header_bytes)?;
-        let message_id = properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
         let routing_key = ShortString::try_new(event.event_type().as_str())
             .map_err(|_| BackendError::event_refused("event type too long"))?;
         self.check_usable()?;
@@ -309,7 +304,7 @@ impl Publisher {
         // Only a `mandatory` publish can come back: only then does the router
         // have a return to pair.
         let awaiting = if self.mandatory {
-            Awaiting::Router(ch.router.follow(message_id, written, write_limit))
+            Awaiting::Router(ch.router.follow(one.id.to_string(), written, write_limit))
         } else {
             Awaiting::Direct(written)
         };
