@@ -5,6 +5,7 @@
 //! root; `benchmarks/run.sh` runs everything.
 
 mod drain;
+mod http;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -15,9 +16,9 @@ mod report;
 mod sink;
 mod stats;
 mod steady;
+mod steady_part;
 mod topology;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,66 +26,83 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::http::HttpSettings;
 use crate::outage::OutagePlan;
 use crate::payload::Payload;
-use crate::report::{Report, SteadyLevel};
+use crate::report::Report;
 use crate::sink::SinkSettings;
-use crate::steady::{Client, LapinPublisher};
-
 use crate::topology::Topology;
 
 /// Benchmarks flow-events against a local RabbitMQ.
 #[derive(Debug, Parser)]
 #[command(name = "flow-events-bench", version)]
-struct Args {
+pub(crate) struct Args {
     /// The broker (persistent messages go to a durable queue on it).
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
-    url: String,
+    pub(crate) url: String,
     /// Rounds of each comparison; the report gives medians.
     #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Publishes per steady run at 1, 64 and 1024 in flight.
     #[arg(long, value_delimiter = ',', default_values_t = [2_000, 20_000, 40_000])]
-    counts: Vec<usize>,
+    pub(crate) counts: Vec<usize>,
     /// Python interpreter with aio-pika; without it the aio-pika runs are skipped.
     #[arg(long)]
-    python: Option<PathBuf>,
+    pub(crate) python: Option<PathBuf>,
     /// The aio-pika script.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/python/aio_pika_bench.py"))]
-    python_script: PathBuf,
+    pub(crate) python_script: PathBuf,
     /// Where to write the JSON results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results/latest.json"))]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Which clients the steady runs compare (aio-pika needs --python).
     #[arg(long, value_delimiter = ',', default_values_t = [ClientArg::Lapin, ClientArg::FlowEvents, ClientArg::AmqpSession, ClientArg::AioPika])]
-    clients: Vec<ClientArg>,
+    pub(crate) clients: Vec<ClientArg>,
     /// Which parts to run.
-    #[arg(long, value_delimiter = ',', default_values_t = [Part::Memory, Part::Steady, Part::Drain, Part::Outage])]
-    only: Vec<Part>,
+    #[arg(long, value_delimiter = ',', default_values_t = [Part::Memory, Part::Steady, Part::Drain, Part::Outage, Part::Http])]
+    pub(crate) only: Vec<Part>,
+    /// The release admin-service of the HTTP part.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/admin-service"))]
+    admin_service: PathBuf,
+    /// The Python service of the HTTP part (aiohttp + aio-pika).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/python/http_service.py"))]
+    http_script: PathBuf,
+    /// Seconds of each measured `wrk` run of the HTTP part (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    http_seconds: u32,
+    /// Seconds of the warm-up `wrk` run before each measured one.
+    #[arg(long, default_value_t = 2)]
+    http_warmup: u32,
+    /// Keep-alive connections of `wrk`.
+    #[arg(long, default_value_t = 64)]
+    http_connections: u32,
+    /// Threads of `wrk`.
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: u32,
     /// Events buffered before the drain.
     #[arg(long, default_value_t = 10_000)]
-    drain_events: usize,
+    pub(crate) drain_events: usize,
     /// Events buffered for the memory measurement.
     #[arg(long, default_value_t = 100_000)]
-    memory_events: usize,
+    pub(crate) memory_events: usize,
     /// Publishes per second during the outage run.
     #[arg(long, default_value_t = 2_000)]
-    outage_rate: u32,
+    pub(crate) outage_rate: u32,
     /// How long the broker is cut in the outage run, in seconds.
     #[arg(long, default_value_t = 10.0)]
-    outage_secs: f64,
+    pub(crate) outage_secs: f64,
     /// Base backoff delay of the sink in the drain and outage runs, in seconds.
     #[arg(long, default_value_t = 1.0)]
-    retry_delay: f64,
+    pub(crate) retry_delay: f64,
     /// Backoff cap of the sink in the drain and outage runs, in seconds.
     #[arg(long, default_value_t = 5.0)]
-    max_retry_delay: f64,
+    pub(crate) max_retry_delay: f64,
     #[command(subcommand)]
-    command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Measures memory per pending event in this process (run by the parent).
     #[command(hide = true)]
     MemoryChild {
@@ -98,7 +116,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ClientArg {
+pub(crate) enum ClientArg {
     Lapin,
     FlowEvents,
     AioPika,
@@ -121,11 +139,13 @@ impl std::fmt::Display for ClientArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Part {
+pub(crate) enum Part {
     Memory,
     Steady,
     Drain,
     Outage,
+    /// `POST /events` through the admin-service and a Python equivalent (wrk).
+    Http,
 }
 
 impl std::fmt::Display for Part {
@@ -135,7 +155,7 @@ impl std::fmt::Display for Part {
 }
 
 /// In-flight levels of the steady runs.
-const LEVELS: [usize; 3] = [1, 64, 1024];
+pub(crate) const LEVELS: [usize; 3] = [1, 64, 1024];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -244,7 +264,7 @@ async fn scenarios(
         confirm_wait: None,
     };
     if args.only.contains(&Part::Steady) {
-        steady_part(args, topo, &payload, report).await?;
+        steady_part::run(args, topo, &payload, report).await?;
     }
     if args.only.contains(&Part::Drain) {
         let settings = SinkSettings {
@@ -317,227 +337,23 @@ async fn scenarios(
         };
         report.outage = Some(o);
     }
+    if args.only.contains(&Part::Http) {
+        let settings = HttpSettings {
+            admin_service: args.admin_service.clone(),
+            python: args.python.clone(),
+            script: args.http_script.clone(),
+            url: args.url.clone(),
+            seconds: args.http_seconds,
+            warmup_seconds: args.http_warmup,
+            connections: args.http_connections,
+            threads: args.wrk_threads,
+            rounds: args.rounds,
+        };
+        report.http = Some(http::run(&settings, topo).await?);
+    }
     Ok(())
 }
 
 /// Attempts at one measurement: a run with failed publishes (another test
 /// closed the broker's connections or raised an alarm) is repeated.
-const ATTEMPTS: usize = 3;
-
-/// The clients of the steady runs, reconnected when a disturbance closed them.
-struct SteadyClients {
-    url: String,
-    exchange: String,
-    sink: flow_events_core::Resilient,
-    lapin: Option<LapinPublisher>,
-    session: Option<std::sync::Arc<dyn flow_events_core::Session>>,
-    wants_session: bool,
-}
-
-impl SteadyClients {
-    async fn connect_session(
-        url: &str,
-        exchange: &str,
-    ) -> anyhow::Result<std::sync::Arc<dyn flow_events_core::Session>> {
-        let backend = flow_events_amqp::AmqpBackend::new(
-            &flow_events_core::Config::default(),
-            flow_events_amqp::AmqpConfig::new()
-                .with_url(url)
-                .with_exchange(exchange)
-                .with_app_id("flow-events-bench"),
-        );
-        Ok(flow_events_core::Backend::connect(&backend).await?)
-    }
-
-    /// Opens again what was lost; waits for the sink to be connected.
-    async fn ensure(&mut self) -> anyhow::Result<()> {
-        if !self.lapin.as_ref().is_some_and(LapinPublisher::is_open) {
-            if let Some(old) = self.lapin.take() {
-                old.close().await;
-            }
-            self.lapin = Some(LapinPublisher::connect(&self.url, &self.exchange).await?);
-        }
-        let lost = self
-            .session
-            .as_ref()
-            .is_none_or(|s| futures_util::FutureExt::now_or_never(s.closed()).is_some());
-        if self.wants_session && lost {
-            self.session = Some(Self::connect_session(&self.url, &self.exchange).await?);
-        }
-        sink::connected(&self.sink, Duration::from_secs(60)).await
-    }
-}
-
-async fn steady_part(
-    args: &Args,
-    topo: &Topology,
-    payload: &Payload,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let mut clients = Vec::new();
-    for client in &args.clients {
-        match client {
-            ClientArg::Lapin => clients.push(Client::Lapin),
-            ClientArg::FlowEvents => clients.push(Client::Resilient),
-            ClientArg::AioPika if args.python.is_some() => clients.push(Client::AioPika),
-            ClientArg::AioPika => eprintln!("steady: no --python given, aio-pika skipped"),
-            ClientArg::AmqpSession => clients.push(Client::Session),
-        }
-    }
-    anyhow::ensure!(!clients.is_empty(), "no client to run");
-    let sink = sink::start(
-        &args.url,
-        &topo.exchange,
-        SinkSettings {
-            retry_delay: Duration::from_secs(1),
-            max_retry_delay: Duration::from_secs(5),
-            max_pending_events: 1_000,
-            // Each caller of the steady runs waits for its own confirm:
-            // they measure confirmed publishes, so a confirm slower than
-            // the default 0.5 s must not turn into a `Buffered` answer.
-            confirm_wait: Some(Duration::from_secs(10)),
-        },
-    )
-    .await?;
-    let mut c = SteadyClients {
-        url: args.url.clone(),
-        exchange: topo.exchange.clone(),
-        sink,
-        lapin: None,
-        session: None,
-        wants_session: clients.contains(&Client::Session),
-    };
-    c.ensure().await?;
-
-    eprintln!("steady: warming up");
-    if let Some(lapin) = &c.lapin {
-        lapin.run(payload, 2_000, 64).await;
-    }
-    steady::resilient(&c.sink, payload, 2_000, 64).await;
-    if let Some(session) = &c.session {
-        steady::session(session, payload, 2_000, 64).await;
-    }
-    if let Some(python) = args
-        .python
-        .as_ref()
-        .filter(|_| clients.contains(&Client::AioPika))
-    {
-        let (_, version) = steady::aio_pika(
-            python,
-            &args.python_script,
-            &args.url,
-            &topo.exchange,
-            500,
-            64,
-        )
-        .await?;
-        report.settings.insert("aio_pika".into(), version.into());
-    }
-    topo.purge().await?;
-
-    let mut levels: Vec<SteadyLevel> = LEVELS
-        .iter()
-        .zip(&args.counts)
-        .map(|(&in_flight, &count)| SteadyLevel::new(in_flight, count))
-        .collect();
-    let mut repeated = 0usize;
-    for round in 0..args.rounds {
-        for (i, level) in levels.iter_mut().enumerate() {
-            // Alternate the order of the clients from one measurement to the next.
-            let mut order = clients.clone();
-            let n = order.len();
-            order.rotate_left((round + i) % n);
-            let mut runs = BTreeMap::new();
-            for client in order {
-                eprintln!(
-                    "steady: round {}/{}, {} in flight, {}",
-                    round + 1,
-                    args.rounds,
-                    level.in_flight,
-                    client.label()
-                );
-                let mut attempt = 0;
-                let run = loop {
-                    attempt += 1;
-                    let outcome = measure(args, topo, payload, &mut c, client, level).await;
-                    match outcome {
-                        Ok(run) if run.failed == 0 => break run,
-                        Ok(run) if attempt >= ATTEMPTS => break run,
-                        Err(e) if attempt >= ATTEMPTS => return Err(e),
-                        other => {
-                            let why = match other {
-                                Ok(run) => format!("{} publishes failed", run.failed),
-                                Err(e) => format!("{e:#}"),
-                            };
-                            eprintln!("steady: run disturbed ({why}); repeating it");
-                            repeated += 1;
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                        }
-                    }
-                };
-                runs.insert(client, run);
-            }
-            level.rounds.push(runs);
-        }
-    }
-    report
-        .settings
-        .insert("steady_runs_repeated".into(), repeated.into());
-    c.sink.shutdown(Duration::from_secs(10)).await;
-    if let Some(lapin) = c.lapin.take() {
-        lapin.close().await;
-    }
-    if let Some(session) = c.session.take() {
-        session.close().await;
-    }
-    report.steady = levels;
-    Ok(())
-}
-
-/// One steady measurement of `client`, from an empty queue.
-async fn measure(
-    args: &Args,
-    topo: &Topology,
-    payload: &Payload,
-    c: &mut SteadyClients,
-    client: Client,
-    level: &SteadyLevel,
-) -> anyhow::Result<steady::Run> {
-    c.ensure().await?;
-    topo.purge().await?;
-    let run = match client {
-        Client::Lapin => {
-            let lapin = c.lapin.as_ref().context("no lapin connection")?;
-            lapin.run(payload, level.count, level.in_flight).await
-        }
-        Client::Resilient => {
-            steady::resilient(&c.sink, payload, level.count, level.in_flight).await
-        }
-        Client::Session => {
-            let session = c.session.as_ref().context("no session")?;
-            steady::session(session, payload, level.count, level.in_flight).await
-        }
-        Client::AioPika => {
-            let python = args.python.as_deref().context("no python")?;
-            steady::aio_pika(
-                python,
-                &args.python_script,
-                &args.url,
-                &topo.exchange,
-                level.count,
-                level.in_flight,
-            )
-            .await?
-            .0
-        }
-    };
-    let depth = topo.depth().await?;
-    anyhow::ensure!(
-        depth as usize >= run.count - run.failed,
-        "{} confirmed {} messages but the queue holds {depth}",
-        client.label(),
-        run.count - run.failed
-    );
-    topo.purge().await?;
-    Ok(run)
-}
+pub(crate) const ATTEMPTS: usize = 3;

@@ -1,8 +1,11 @@
 //! The messages: persistent, about 1 KiB of JSON each, the same for every client.
 
+use std::sync::Arc;
+
 use flow_events_core::Event;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
+use serde_json::value::RawValue;
 
 /// The event type, and so the routing key the queue is bound with.
 pub(crate) const EVENT_TYPE: &str = "bench.event";
@@ -16,29 +19,40 @@ const PERSISTENT: u8 = 2;
 /// Makes the events and raw messages of the runs.
 #[derive(Debug, Clone)]
 pub(crate) struct Payload {
-    pad: String,
+    /// The events' payload, encoded once: `{"pad":"xxx..."}`.
+    data: Arc<RawValue>,
     body: Vec<u8>,
 }
 
 impl Payload {
     /// A payload whose events encode to `BODY_BYTES` bytes.
     pub(crate) fn new() -> Self {
-        let empty = Self::make_event("");
-        let fixed = empty.encoded_len();
+        let data = |pad: &str| -> Arc<RawValue> {
+            serde_json::value::to_raw_value(&serde_json::json!({ "pad": pad }))
+                .unwrap_or_else(|e| panic!("the benchmark's payload encodes: {e}"))
+                .into()
+        };
+        let empty = Self {
+            data: data(""),
+            body: Vec::new(),
+        };
+        let fixed = empty.event().encoded_len();
         let pad = "x".repeat(BODY_BYTES.saturating_sub(fixed));
-        let event = Self::make_event(&pad);
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        Self { pad, body }
+        let mut payload = Self {
+            data: data(&pad),
+            body: Vec::new(),
+        };
+        payload.body = serde_json::to_vec(&payload.event()).unwrap_or_default();
+        payload
     }
 
-    fn make_event(pad: &str) -> Event {
-        Event::try_new(EVENT_TYPE, serde_json::json!({ "pad": pad }))
-            .unwrap_or_else(|e| panic!("the benchmark's event type is valid: {e}"))
-    }
-
-    /// A new event (fresh id and time).
+    /// A new event (fresh id and time) of a payload encoded once, before the
+    /// runs, as the raw clients' body is: making it copies the payload's
+    /// JSON text (an application that holds its payload as `serde_json`
+    /// values pays for encoding them as well, on any client).
     pub(crate) fn event(&self) -> Event {
-        Self::make_event(&self.pad)
+        Event::try_new(EVENT_TYPE, &*self.data)
+            .unwrap_or_else(|e| panic!("the benchmark's event type is valid: {e}"))
     }
 
     /// A body of `BODY_BYTES` bytes for the raw clients.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::drain::DrainRound;
+use crate::http::HttpReport;
 use crate::memory::Memory;
 use crate::outage::Outage;
 use crate::stats::median;
@@ -169,6 +170,7 @@ pub(crate) struct Report {
     pub(crate) drain: Vec<DrainRound>,
     pub(crate) drain_summary: Option<DrainSummary>,
     pub(crate) outage: Option<Outage>,
+    pub(crate) http: Option<HttpReport>,
     pub(crate) goals: Vec<Goal>,
 }
 
@@ -186,6 +188,7 @@ impl Report {
             drain: Vec::new(),
             drain_summary: None,
             outage: None,
+            http: None,
             goals: Vec::new(),
         }
     }
@@ -212,6 +215,9 @@ impl Report {
                     .count(),
             });
         }
+        if let Some(http) = &mut self.http {
+            http.summarise();
+        }
         self.goals = self.goals();
     }
 
@@ -223,11 +229,25 @@ impl Report {
             {
                 goals.push(Goal {
                     goal: format!(
-                        "throughput / raw lapin >= 0.95 at {} in flight",
+                        "throughput / raw lapin >= 1.0 at {} in flight",
                         level.in_flight
                     ),
                     value: format!("{r:.2}"),
-                    met: r >= 0.95,
+                    met: r >= 1.0,
+                });
+            }
+            let cpu = |c: Client| level.median.get(&c).map(|s| s.cpu_us_per_msg);
+            if let (Some(ours), Some(raw)) = (cpu(Client::Resilient), cpu(Client::Lapin))
+                && level.in_flight > 1
+            {
+                let r = ours / raw;
+                goals.push(Goal {
+                    goal: format!(
+                        "client CPU per publish <= 1.25x raw lapin at {} in flight",
+                        level.in_flight
+                    ),
+                    value: format!("{r:.2}x ({ours:.1} us against {raw:.1} us)"),
+                    met: r <= 1.25,
                 });
             }
         }
@@ -265,6 +285,9 @@ impl Report {
                 ),
                 met: d.rounds_within_reconnect_goal == self.drain.len(),
             });
+        }
+        if let Some(http) = &self.http {
+            goals.extend(http.goals());
         }
         goals
     }
@@ -399,6 +422,9 @@ impl Report {
                  ({:.0} B per event alone)",
                 mem.events, mem.body_bytes, mem.bytes_per_pending_event, mem.bytes_per_event_alone
             );
+        }
+        if let Some(http) = &self.http {
+            out.push_str(&http.table());
         }
         if !self.goals.is_empty() {
             let _ = writeln!(out, "\ngoals");
