@@ -48,16 +48,18 @@ async fn resilient(test: &str, url: &str, exchange: &str) -> Resilient {
         .expect("start")
 }
 
-/// A consumer of every `order.*` event, straight to the broker at `url`.
+/// A consumer of every `order.*` event, straight to the broker at `url`, on
+/// the subscription (queue) `subscription`.
 async fn orders(
     test: &str,
+    subscription: &str,
     url: &str,
     exchange: &str,
     received: &Received,
 ) -> (Resilient, SubscriptionHandle) {
     let consumer = resilient(test, url, exchange).await;
     until_state("consumer connected", &consumer, WAIT, connected).await;
-    let sub = Subscription::new(unique(test), TopicPattern::new("order.*").expect("pattern"))
+    let sub = Subscription::new(subscription, TopicPattern::new("order.*").expect("pattern"))
         .expect("subscription")
         .with_prefetch(100);
     let handle = consumer
@@ -89,7 +91,8 @@ async fn a_refused_routing_key_costs_that_event_and_nothing_else() {
         return;
     };
     let received = Received::new();
-    let (consumer, handle) = orders("topic", &own.url(), &exchange, &received).await;
+    let (consumer, handle) =
+        orders("topic", &unique("topic"), &own.url(), &exchange, &received).await;
     // The publisher goes through a proxy that counts its connections.
     let proxy = common::proxy().await;
     let publisher = resilient(
@@ -177,7 +180,14 @@ async fn a_refused_buffered_event_is_counted_and_the_rest_go_through() {
         return;
     };
     let received = Received::new();
-    let (consumer, handle) = orders("topicbuf", &own.url(), &exchange, &received).await;
+    let (consumer, handle) = orders(
+        "topicbuf",
+        &unique("topicbuf"),
+        &own.url(),
+        &exchange,
+        &received,
+    )
+    .await;
     let proxy = common::proxy().await;
     proxy.down();
     let publisher = resilient(
@@ -259,8 +269,13 @@ async fn bound_queue(
 async fn a_nacked_event_is_published_a_bounded_number_of_times_and_holds_nothing_back() {
     require_broker!("a_nacked_event_is_published_a_bounded_number_of_times_and_holds_nothing_back");
     let mut fx = Fixture::with("nack", fast, short_heartbeat);
-    let (full, copies) = (unique("full"), unique("copies"));
-    fx.cleanup.queue(&full).queue(&copies);
+    let (full, copies, orders_queue) = (unique("full"), unique("copies"), unique("nack"));
+    let orders_dead = format!("{orders_queue}.dead");
+    fx.cleanup
+        .queue(&full)
+        .queue(&copies)
+        .queue(&orders_queue)
+        .queue(&orders_dead);
     let (conn, channel) = common::raw().await;
     channel
         .exchange_declare(
@@ -293,7 +308,8 @@ async fn a_nacked_event_is_published_a_bounded_number_of_times_and_holds_nothing
     .await;
 
     let received = Received::new();
-    let (consumer, handle) = orders("nack", common::URL, &fx.exchange, &received).await;
+    let (consumer, handle) =
+        orders("nack", &orders_queue, common::URL, &fx.exchange, &received).await;
     let publisher = resilient("nack", common::URL, &fx.exchange).await;
     until_state("publisher connected", &publisher, WAIT, connected).await;
     let max = publisher.config().max_publish_attempts();
