@@ -119,6 +119,6 @@ nats_url=${NATS_URL:-nats://127.0.0.1:4222}
 if wants nats "${BENCH_NATS:-1}"; then
     echo "== flow-events-bench nats against $(sed -E 's#//[^@/]*@#//***@#' <<<"$nats_url")"
     cargo build --release -p flow-events-benchmarks --features nats
-    target/release/flow-events-bench nats --url "$nats_url" --rounds 9 --counts 2000,20000,20000 \
+    target/release/flow-events-bench nats --url "$nats_url" --rounds 9 \
         | tee "$results/nats.txt"
 fi
