@@ -1,7 +1,12 @@
 //! Test tools for flow-events.
 //!
+//! - `amqp` (feature `amqp`): a guard that deletes the queues and exchanges
+//!   a test declared on RabbitMQ.
+//! - [`cleanup`]: clean-up run when a guard is dropped, also on a panic.
 //! - [`conformance`]: the suite every backend passes, with
 //!   [`conformance_tests!`] to run it as one test per case.
+//! - [`deliveries`]: a subscription whose deliveries are handed over to the
+//!   test, to look at one by one and in order.
 //! - [`faulty`]: fault injection around any backend; [`FaultyStore`] around
 //!   any pending-events store.
 //! - [`proxy`]: a TCP proxy with faults on command (down, cut, blackhole,
@@ -18,7 +23,11 @@
 //! - [`wait`]: bounded waits on a state or a condition, shared by the tests
 //!   of every crate.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+pub mod cleanup;
 pub mod conformance;
+pub mod deliveries;
 pub mod faulty;
 mod faulty_store;
 mod macros;
