@@ -6,68 +6,31 @@
 use std::time::Duration;
 
 use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSource,
-    PublishErrorKind, Resilient, Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+    Config, ConnectionMonitor, Decision, Event, PublishErrorKind, Resilient, SubscriptionHandle,
 };
 use flow_events_memory::MemoryBroker;
-use flow_events_testkit::faulty::{FaultHandle, Faulty};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use flow_events_testkit::deliveries::{Deliveries, forward};
+use flow_events_testkit::faulty::Faulty;
+use flow_events_testkit::steps::subscription;
 
-const LONG: Duration = Duration::from_secs(3600);
+mod common;
+
+use common::{LONG, connected_with, eventually};
 
 fn event(n: usize) -> Event {
-    Event::try_new("order.created", serde_json::json!({ "n": n })).unwrap()
+    common::event("order.created", n)
 }
 
-async fn start(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHandle) {
-    let (backend, faults) = Faulty::wrap(broker.backend());
-    let r = Resilient::builder(backend)
-        .with_config(config)
-        .start()
-        .await
-        .unwrap();
-    (r, faults)
+/// A subscription on `r` to every event of the tests.
+async fn numbers_received(r: &Resilient) -> (SubscriptionHandle, Deliveries) {
+    forward(r, subscription("confirmed", "order.*"), Decision::Ack).await
 }
 
-async fn connected(broker: &MemoryBroker) -> (Resilient, FaultHandle) {
-    let (r, faults) = start(broker, Config::default()).await;
-    timeout(
-        LONG,
-        r.watch_state()
-            .wait_for(|s| *s == ConnectionState::Connected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    (r, faults)
-}
-
-/// A subscription on `r`: the payload numbers of what arrives, in order.
-async fn numbers_received(r: &Resilient) -> (SubscriptionHandle, mpsc::UnboundedReceiver<u64>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = r
-        .subscribe(
-            Subscription::new("confirmed", TopicPattern::new("order.*").unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.event().data()["n"].as_u64().unwrap_or(u64::MAX));
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
-    (handle, rx)
-}
-
-async fn receive(rx: &mut mpsc::UnboundedReceiver<u64>, n: usize) -> Vec<u64> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        got.push(timeout(LONG, rx.recv()).await.unwrap().unwrap());
-    }
-    got
+/// The payload numbers of the next `n` deliveries, in order.
+async fn receive(rx: &mut Deliveries, n: usize) -> Vec<u64> {
+    let events = rx.events(n, LONG).await;
+    let number = |e: &Event| e.data()["n"].as_u64().unwrap_or(u64::MAX);
+    events.iter().map(number).collect()
 }
 
 fn kinds(results: &[Result<(), flow_events_core::PublishError>]) -> Vec<Option<PublishErrorKind>> {
@@ -80,7 +43,7 @@ fn kinds(results: &[Result<(), flow_events_core::PublishError>]) -> Vec<Option<P
 #[tokio::test(start_paused = true)]
 async fn confirmed_when_connected_and_delivered_in_order() {
     let broker = MemoryBroker::new();
-    let (r, _faults) = connected(&broker).await;
+    let (r, _faults) = connected_with(&broker, Config::default()).await;
     let (_sub, mut rx) = numbers_received(&r).await;
     r.publish_confirmed(event(0)).await.unwrap();
     let results = r
@@ -110,13 +73,9 @@ async fn not_connected_hands_the_event_back_and_buffers_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_blocking_broker_is_not_connected() {
     let broker = MemoryBroker::new();
-    let (r, faults) = connected(&broker).await;
+    let (r, faults) = connected_with(&broker, Config::default()).await;
     faults.set_blocked(true);
-    let deadline = tokio::time::Instant::now() + LONG;
-    while !r.status().blocked {
-        assert!(tokio::time::Instant::now() < deadline, "never blocked");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("blocked", || r.status().blocked).await;
     let err = r.publish_confirmed(event(1)).await.unwrap_err();
     assert_eq!(err.kind(), &PublishErrorKind::NotConnected);
     assert_eq!(r.status().pending_events, 0);
@@ -125,7 +84,7 @@ async fn a_blocking_broker_is_not_connected() {
 #[tokio::test(start_paused = true)]
 async fn nack_and_refusal_name_their_kind_and_do_not_stop_the_rest() {
     let broker = MemoryBroker::new();
-    let (r, faults) = connected(&broker).await;
+    let (r, faults) = connected_with(&broker, Config::default()).await;
     let (_sub, mut rx) = numbers_received(&r).await;
     faults.nack_next_publishes(1);
     let results = r.publish_confirmed_batch((0..3).map(event).collect()).await;
@@ -148,7 +107,7 @@ async fn nack_and_refusal_name_their_kind_and_do_not_stop_the_rest() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_send_stops_the_batch_so_nothing_overtakes() {
     let broker = MemoryBroker::new();
-    let (r, faults) = connected(&broker).await;
+    let (r, faults) = connected_with(&broker, Config::default()).await;
     faults.fail_next_publishes(1);
     let sent: Vec<Event> = (0..4).map(event).collect();
     let results = r.publish_confirmed_batch(sent.clone()).await;
@@ -171,15 +130,7 @@ async fn a_confirm_that_never_comes_is_a_timeout() {
         .with_publish_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let (r, faults) = start(&broker, config).await;
-    timeout(
-        LONG,
-        r.watch_state()
-            .wait_for(|s| *s == ConnectionState::Connected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (r, faults) = connected_with(&broker, config).await;
     faults.delay_confirms(Duration::from_secs(60));
     let started = tokio::time::Instant::now();
     let err = r.publish_confirmed(event(1)).await.unwrap_err();
@@ -191,7 +142,7 @@ async fn a_confirm_that_never_comes_is_a_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_lost_before_the_confirm_hands_the_event_back() {
     let broker = MemoryBroker::new();
-    let (r, faults) = connected(&broker).await;
+    let (r, faults) = connected_with(&broker, Config::default()).await;
     faults.delay_confirms(Duration::from_secs(5));
     let publishing = tokio::spawn({
         let r = r.clone();
@@ -207,7 +158,7 @@ async fn a_connection_lost_before_the_confirm_hands_the_event_back() {
 #[tokio::test(start_paused = true)]
 async fn shutting_down_refuses() {
     let broker = MemoryBroker::new();
-    let (r, _faults) = connected(&broker).await;
+    let (r, _faults) = connected_with(&broker, Config::default()).await;
     r.shutdown(Duration::from_secs(1)).await;
     let err = r.publish_confirmed(event(1)).await.unwrap_err();
     assert_eq!(err.kind(), &PublishErrorKind::ShuttingDown);
@@ -217,15 +168,7 @@ async fn shutting_down_refuses() {
 async fn too_large_is_refused_alone() {
     let broker = MemoryBroker::new();
     let config = Config::builder().with_max_event_bytes(300).build().unwrap();
-    let (r, _faults) = start(&broker, config).await;
-    timeout(
-        LONG,
-        r.watch_state()
-            .wait_for(|s| *s == ConnectionState::Connected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (r, _faults) = connected_with(&broker, config).await;
     let big = Event::try_new("order.created", serde_json::json!("x".repeat(400))).unwrap();
     let results = r.publish_confirmed_batch(vec![big, event(1)]).await;
     assert!(matches!(
@@ -237,7 +180,7 @@ async fn too_large_is_refused_alone() {
 #[tokio::test(start_paused = true)]
 async fn a_second_batch_sent_before_the_first_is_confirmed_follows_it() {
     let broker = MemoryBroker::new();
-    let (r, faults) = connected(&broker).await;
+    let (r, faults) = connected_with(&broker, Config::default()).await;
     let (_sub, mut rx) = numbers_received(&r).await;
     faults.delay_confirms(Duration::from_millis(100));
     let first = r.send_confirmed_batch((0..10).map(event).collect()).await;

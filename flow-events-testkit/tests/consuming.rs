@@ -8,35 +8,24 @@
 
 use flow_events_core::{
     ConnectionMonitor, ConnectionState, Decision, Delivery, EventSink, EventSource, Resilient,
-    Subscription, TopicPattern, handler_fn,
+    handler_fn,
 };
 use flow_events_memory::MemoryBroker;
+use flow_events_testkit::deliveries::forward;
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::start_connected;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 mod common;
 
-use common::{LONG, config, event, eventually, receive, start, wait_state};
+use common::{LONG, connected, event, eventually, receive, wait_state};
 
 #[tokio::test(start_paused = true)]
 async fn consumer_keeps_receiving_across_two_disconnects() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = r
-        .subscribe(
-            Subscription::new("survivor", TopicPattern::new("s.*").unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d);
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let (r, faults) = connected(&broker).await;
+    let (_sub, mut rx) = forward(&r, subscription("survivor", "s.*"), Decision::Ack).await;
     let publisher = Resilient::builder(broker.backend()).start().await.unwrap();
     wait_state(&publisher, ConnectionState::Connected).await;
     for round in 0..3 {
@@ -57,13 +46,12 @@ async fn consumer_keeps_receiving_across_two_disconnects() {
 #[tokio::test(start_paused = true)]
 async fn unsettled_delivery_of_a_lost_connection_is_redelivered_not_acked() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let _sub = r
         .subscribe(
-            Subscription::new("slow", TopicPattern::new("slow.#").unwrap()).unwrap(),
+            subscription("slow", "slow.#"),
             handler_fn(move |d: Delivery| {
                 let tx = tx.clone();
                 let mut release = release_rx.clone();
@@ -94,24 +82,9 @@ async fn unsettled_delivery_of_a_lost_connection_is_redelivered_not_acked() {
 #[tokio::test(start_paused = true)]
 async fn dedup_window_hides_redeliveries_from_the_handler() {
     let broker = MemoryBroker::new();
-    let c = Resilient::builder(broker.backend()).start().await.unwrap();
-    wait_state(&c, ConnectionState::Connected).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = c
-        .subscribe(
-            Subscription::new("dedup", TopicPattern::new("d.*").unwrap())
-                .unwrap()
-                .with_dedup_window(100),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.event().id());
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let c = start_connected(Resilient::builder(broker.backend()), LONG).await;
+    let sub = subscription("dedup", "d.*").with_dedup_window(100);
+    let (_sub, mut rx) = forward(&c, sub, Decision::Ack).await;
     let e = event("d.e", 1);
     // The same event published three times (as at-least-once republishing does).
     for _ in 0..3 {
@@ -119,35 +92,20 @@ async fn dedup_window_hides_redeliveries_from_the_handler() {
     }
     let marker = event("d.marker", 2);
     c.publish(marker.clone()).await.unwrap();
-    assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(e.id()));
-    assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(marker.id()));
+    assert_eq!(rx.next(LONG).await.event().id(), e.id());
+    assert_eq!(rx.next(LONG).await.event().id(), marker.id());
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_becomes_reject_after_max_attempts() {
     let broker = MemoryBroker::new();
-    let c = Resilient::builder(broker.backend()).start().await.unwrap();
-    wait_state(&c, ConnectionState::Connected).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = c
-        .subscribe(
-            Subscription::new("flaky", TopicPattern::new("f.*").unwrap())
-                .unwrap()
-                .with_max_attempts(3),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.attempt());
-                    Decision::Retry
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let c = start_connected(Resilient::builder(broker.backend()), LONG).await;
+    let sub = subscription("flaky", "f.*").with_max_attempts(3);
+    let (_sub, mut rx) = forward(&c, sub, Decision::Retry).await;
     let e = event("f.e", 1);
     c.publish(e.clone()).await.unwrap();
     for attempt in 1..=3 {
-        assert_eq!(timeout(LONG, rx.recv()).await.unwrap(), Some(attempt));
+        assert_eq!(rx.next(LONG).await.attempt(), attempt);
     }
     eventually("dead-lettered", || broker.dead_letters("flaky").len() == 1).await;
     assert_eq!(broker.dead_letters("flaky")[0].id(), e.id());

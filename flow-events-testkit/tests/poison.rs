@@ -10,34 +10,20 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Decision, Delivery, EventId, EventSink, EventSource,
-    HealthStatus, MemoryStore, PublishErrorKind, PublishOutcome, Resilient, Subscription,
-    TopicPattern, handler_fn,
+    ConnectionMonitor, ConnectionState, Decision, EventId, EventSink, HealthStatus, MemoryStore,
+    PublishErrorKind, PublishOutcome, Resilient,
 };
 use flow_events_memory::MemoryBroker;
+use flow_events_testkit::deliveries::forward;
 use flow_events_testkit::faulty::Faulty;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use flow_events_testkit::steps::subscription;
+use tokio::time::Instant;
 
 mod common;
 
-use common::{LONG, config, consumer, event, eventually, start, wait_state};
-
-/// Waits for `n` distinct events; gives the ids in the order first received.
-async fn distinct(rx: &mut mpsc::UnboundedReceiver<Delivery>, n: usize) -> Vec<EventId> {
-    let mut seen = HashSet::new();
-    let mut order = Vec::new();
-    while order.len() < n {
-        let d = timeout(LONG, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{} of {n} distinct events", order.len()))
-            .unwrap();
-        if seen.insert(d.event().id()) {
-            order.push(d.event().id());
-        }
-    }
-    order
-}
+use common::{
+    LONG, config, connected, consumer, event, eventually, publish_concurrently, start, wait_state,
+};
 
 /// A refusal closes the "channel": the publishes in flight beside it are
 /// interrupted and go again, the refused one is handed back, nothing
@@ -46,19 +32,11 @@ async fn distinct(rx: &mut mpsc::UnboundedReceiver<Delivery>, n: usize) -> Vec<E
 async fn a_refused_event_is_handed_back_and_the_others_go_again_without_a_reconnect() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "orders", "order.#").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.refuse_type("admin.x");
     // 100 publishes whose confirms take a while, when the refused one goes.
     faults.delay_confirms(Duration::from_millis(100));
-    let mut ids = Vec::new();
-    let mut tasks = Vec::new();
-    for n in 0..100 {
-        let e = event("order.created", n);
-        ids.push(e.id());
-        let r = r.clone();
-        tasks.push(tokio::spawn(async move { r.publish(e).await }));
-    }
+    let (mut ids, tasks) = publish_concurrently(&r, "order.created", 0..100);
     tokio::time::sleep(Duration::from_millis(10)).await;
     let bad = event("admin.x", 0);
     let err = r.publish(bad.clone()).await.unwrap_err();
@@ -84,7 +62,7 @@ async fn a_refused_event_is_handed_back_and_the_others_go_again_without_a_reconn
         ids.push(e.id());
         r.publish(e).await.unwrap();
     }
-    let got: HashSet<EventId> = distinct(&mut rx, 300).await.into_iter().collect();
+    let got: HashSet<EventId> = rx.distinct_ids(300, LONG).await.into_iter().collect();
     assert_eq!(got, ids.iter().copied().collect());
     eventually("nothing pending", || r.status().pending_events == 0).await;
     let s = r.status();
@@ -122,7 +100,7 @@ async fn a_refused_buffered_event_is_counted_and_never_sent_again() {
     }
     assert_eq!(store.len(), 51);
     faults.come_up();
-    assert_eq!(distinct(&mut rx, 50).await, ids, "in publish order");
+    assert_eq!(rx.distinct_ids(50, LONG).await, ids, "in publish order");
     eventually("nothing pending", || r.status().pending_events == 0).await;
     let s = r.status();
     assert_eq!(s.refused_events, 1);
@@ -194,7 +172,7 @@ async fn a_nacked_event_is_retried_a_bounded_number_of_times_without_holding_bac
     // Every copy reached the queue (as every other queue bound to the key
     // gets one on a real broker): 4 + 3 + 20.
     let mut copies = 0;
-    while let Ok(Some(_)) = timeout(Duration::from_secs(1), rx.recv()).await {
+    while rx.next_within(Duration::from_secs(1)).await.is_some() {
         copies += 1;
     }
     assert_eq!(copies, 27);
@@ -231,10 +209,10 @@ async fn a_nacked_buffered_event_does_not_hold_back_the_drain() {
     }
     faults.come_up();
     // The nacked copy first, then the 100 behind it, then the retry.
-    let order = distinct(&mut rx, 101).await;
+    let order = rx.distinct_ids(101, LONG).await;
     assert_eq!(order[0], bad.id());
     assert_eq!(order[1..], good[..]);
-    let again = timeout(LONG, rx.recv()).await.unwrap().unwrap();
+    let again = rx.next(LONG).await;
     assert_eq!(again.event().id(), bad.id(), "sent again after its backoff");
     eventually("nothing pending", || r.status().pending_events == 0).await;
     assert_eq!(r.status().refused_events, 0);
@@ -288,37 +266,15 @@ async fn sessions_that_die_at_once_back_off() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_that_cannot_be_carried_out_still_counts_its_attempt() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.fail_retries(true);
-    let (tx, mut attempts) = mpsc::unbounded_channel();
-    let _sub = r
-        .subscribe(
-            Subscription::new("stuck", TopicPattern::new("s.*").unwrap())
-                .unwrap()
-                .with_max_attempts(3),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.attempt());
-                    Decision::Retry
-                }
-            }),
-        )
-        .await
-        .unwrap();
+    let sub = subscription("stuck", "s.*").with_max_attempts(3);
+    let (_sub, mut rx) = forward(&r, sub, Decision::Retry).await;
     let e = event("s.e", 1);
     r.publish(e.clone()).await.unwrap();
-    let seen: Vec<u32> = receive_attempts(&mut attempts, 3).await;
-    assert_eq!(seen, [1, 2, 3]);
+    for attempt in 1..=3 {
+        assert_eq!(rx.next(LONG).await.attempt(), attempt);
+    }
     eventually("dead-lettered", || broker.dead_letters("stuck").len() == 1).await;
     assert_eq!(broker.dead_letters("stuck")[0].id(), e.id());
-}
-
-async fn receive_attempts(rx: &mut mpsc::UnboundedReceiver<u32>, n: usize) -> Vec<u32> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        got.push(timeout(LONG, rx.recv()).await.unwrap().unwrap());
-    }
-    got
 }

@@ -10,15 +10,15 @@
 use std::time::Duration;
 
 use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus, OverflowPolicy,
-    PublishErrorKind, PublishOutcome, Resilient,
+    ConnectionMonitor, Event, EventSink, HealthStatus, OverflowPolicy, PublishErrorKind,
+    PublishOutcome, Resilient,
 };
 use flow_events_memory::MemoryBroker;
 use tokio::time::{Instant, timeout};
 
 mod common;
 
-use common::{config, consumer, event, eventually, receive, start, wait_state};
+use common::{config, connected, consumer, event, eventually, receive, start};
 
 async fn overflow(
     policy: OverflowPolicy,
@@ -107,8 +107,7 @@ async fn overflow_reject_hands_events_back() {
 async fn nacked_and_failed_publishes_are_buffered_then_delivered() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "nacks", "n.*").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.fail_next_publishes(1);
     let a = event("n.a", 1);
     assert!(matches!(
@@ -132,8 +131,7 @@ async fn nacked_and_failed_publishes_are_buffered_then_delivered() {
 #[tokio::test(start_paused = true)]
 async fn refused_event_is_handed_back_not_buffered() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.refuse_next_publishes(1);
     let e = event("r.e", 1);
     let err = r.publish(e.clone()).await.unwrap_err();
@@ -165,8 +163,7 @@ async fn oversized_event_is_refused_with_the_event() {
 async fn blocked_broker_buffers_without_hanging_then_drains() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "blocked", "b.*").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.set_blocked(true);
     eventually("blocked", || r.status().blocked).await;
     let before = Instant::now();
@@ -187,8 +184,7 @@ async fn blocked_broker_buffers_without_hanging_then_drains() {
 async fn cancelled_publish_keeps_the_event() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "cancel", "c.*").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.delay_confirms(Duration::from_secs(5));
     let e = event("c.e", 1);
     // The caller gives up before the confirm (and before the confirm wait).

@@ -19,7 +19,10 @@ use tokio::time::{Instant, timeout};
 
 mod common;
 
-use common::{LONG, config, consumer, event, eventually, receive, start, wait_state};
+use common::{
+    LONG, config, connected, consumer, event, eventually, publish_concurrently, receive, start,
+    wait_state,
+};
 
 #[tokio::test(start_paused = true)]
 async fn backoff_stays_within_bounds_and_states_follow_the_outage() {
@@ -132,19 +135,12 @@ async fn start_down_buffers_1000_then_delivers_all_in_order() {
 async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "inflight", "x.#").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.delay_confirms(Duration::from_secs(2));
 
     // 200 direct publishes awaiting their confirms...
-    let mut ids = HashSet::new();
-    let mut tasks = Vec::new();
-    for n in 0..200 {
-        let e = event("x.direct", n);
-        ids.insert(e.id());
-        let r = r.clone();
-        tasks.push(tokio::spawn(async move { r.publish(e).await }));
-    }
+    let (direct, tasks) = publish_concurrently(&r, "x.direct", 0..200);
+    let mut ids: HashSet<EventId> = direct.into_iter().collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // ...when the connection drops (and the broker stays away a while).
     faults.go_down();
@@ -173,10 +169,7 @@ async fn connection_dropped_with_confirms_in_flight_delivers_every_event() {
     let mut seen = HashSet::new();
     let mut deliveries = 0;
     while !ids.is_subset(&seen) {
-        let d = timeout(LONG, rx.recv())
-            .await
-            .expect("every event arrives")
-            .unwrap();
+        let d = rx.next(LONG).await;
         deliveries += 1;
         seen.insert(d.event().id());
     }

@@ -15,11 +15,13 @@ use flow_events_core::{
 };
 use flow_events_memory::MemoryBroker;
 use flow_events_testkit::faulty::Faulty;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 mod common;
 
-use common::{LONG, config, consumer, event, eventually, start, wait_state};
+use common::{
+    LONG, config, connected, consumer, event, eventually, publish_concurrently, wait_state,
+};
 
 const WAIT: Duration = Duration::from_millis(500);
 
@@ -27,8 +29,7 @@ const WAIT: Duration = Duration::from_millis(500);
 async fn a_silent_broker_gets_an_answer_within_the_confirm_wait_and_loses_nothing() {
     let broker = MemoryBroker::new();
     let (_c, _h, mut rx) = consumer(&broker, "quiet", "q.#").await;
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     assert_eq!(r.config().confirm_wait(), WAIT, "the default");
     faults.hold_confirms();
     let first = event("q.e", 0);
@@ -64,17 +65,7 @@ async fn a_silent_broker_gets_an_answer_within_the_confirm_wait_and_loses_nothin
         50,
         "the late-confirmed one was not sent again"
     );
-    let mut seen = HashSet::new();
-    while seen.len() < 50 {
-        seen.insert(
-            timeout(LONG, rx.recv())
-                .await
-                .unwrap()
-                .unwrap()
-                .event()
-                .id(),
-        );
-    }
+    let seen: HashSet<EventId> = rx.distinct_ids(50, LONG).await.into_iter().collect();
     assert_eq!(seen, ids.into_iter().collect::<HashSet<EventId>>());
     assert_eq!(
         r.publish(event("q.e", 99)).await.unwrap(),
@@ -85,8 +76,7 @@ async fn a_silent_broker_gets_an_answer_within_the_confirm_wait_and_loses_nothin
 #[tokio::test(start_paused = true)]
 async fn an_event_whose_confirm_is_late_is_sent_again_after_a_lost_connection() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.hold_confirms();
     let e = event("l.e", 0);
     assert!(matches!(
@@ -129,16 +119,10 @@ async fn a_late_event_is_stored_before_its_caller_is_answered() {
 #[tokio::test(start_paused = true)]
 async fn publishes_in_flight_when_the_broker_blocks_answer_at_once() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.hold_confirms();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..10)
-        .map(|n| {
-            let r = r.clone();
-            tokio::spawn(async move { r.publish(event("b.e", n)).await })
-        })
-        .collect();
+    let (_, tasks) = publish_concurrently(&r, "b.e", 0..10);
     tokio::time::sleep(Duration::from_millis(100)).await;
     faults.set_blocked(true);
     for t in tasks {
@@ -159,17 +143,10 @@ async fn publishes_in_flight_when_the_broker_blocks_answer_at_once() {
 async fn shutdown_accounts_for_every_publish_in_flight() {
     for grace in [Duration::from_millis(100), Duration::from_secs(2)] {
         let broker = MemoryBroker::new();
-        let (r, faults) = start(&broker, config().build().unwrap()).await;
-        wait_state(&r, ConnectionState::Connected).await;
+        let (r, faults) = connected(&broker).await;
         faults.hold_confirms();
-        let mut sent = HashSet::new();
-        let mut tasks = Vec::new();
-        for n in 0..20 {
-            let e = event("x.e", n);
-            sent.insert(e.id());
-            let r = r.clone();
-            tasks.push(tokio::spawn(async move { r.publish(e).await }));
-        }
+        let (sent, tasks) = publish_concurrently(&r, "x.e", 0..20);
+        let sent: HashSet<EventId> = sent.into_iter().collect();
         tokio::time::sleep(Duration::from_millis(10)).await;
         let report = r.shutdown(grace).await;
         let late = event("x.late", 0);
@@ -213,8 +190,7 @@ async fn shutdown_accounts_for_every_publish_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_publishes_in_flight_within_the_grace() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.delay_confirms(Duration::from_millis(200));
     let task = tokio::spawn({
         let r = r.clone();
@@ -235,8 +211,7 @@ async fn shutdown_waits_for_publishes_in_flight_within_the_grace() {
 #[tokio::test(start_paused = true)]
 async fn a_stalled_broker_is_probed_one_event_at_a_time() {
     let broker = MemoryBroker::new();
-    let (r, faults) = start(&broker, config().build().unwrap()).await;
-    wait_state(&r, ConnectionState::Connected).await;
+    let (r, faults) = connected(&broker).await;
     faults.hold_confirms();
     for n in 0..20 {
         r.publish(event("p.e", n)).await.unwrap();

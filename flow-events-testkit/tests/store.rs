@@ -5,22 +5,18 @@
 use std::time::Duration;
 
 use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSink,
-    EventSource, HealthStatus, MemoryStore, OverflowPolicy, PendingStore, PublishErrorKind,
-    PublishOutcome, Recovered, Resilient, StartError, StoreError, StoreErrorKind, StoredEvent,
-    Subscription, TopicPattern, handler_fn,
+    Config, ConnectionMonitor, Event, EventId, EventSink, HealthStatus, MemoryStore,
+    OverflowPolicy, PendingStore, PublishErrorKind, PublishOutcome, Recovered, Resilient,
+    StartError, StoreError, StoreErrorKind, StoredEvent,
 };
 use flow_events_memory::MemoryBroker;
-use flow_events_testkit::FaultyStore;
-use flow_events_testkit::faulty::Faulty;
-use tokio::sync::mpsc;
+use flow_events_testkit::faulty::{FaultHandle, Faulty};
+use flow_events_testkit::{FaultyStore, StoreFaultHandle};
 use tokio::time::timeout;
 
-const LONG: Duration = Duration::from_secs(3600);
+mod common;
 
-fn event(t: &str, n: usize) -> Event {
-    Event::try_new(t, serde_json::json!({ "n": n })).unwrap()
-}
+use common::{consumer, event, eventually, receive};
 
 fn config() -> flow_events_core::ConfigBuilder {
     Config::builder()
@@ -28,59 +24,27 @@ fn config() -> flow_events_core::ConfigBuilder {
         .with_max_retry_delay(Duration::from_secs(4))
 }
 
-async fn consume(
+/// Started over `broker`, which cannot be reached, with a memory store that
+/// fails on command.
+async fn down_with_faulty_store(
     broker: &MemoryBroker,
-    name: &str,
-    pattern: &str,
-) -> (
-    Resilient,
-    flow_events_core::SubscriptionHandle,
-    mpsc::UnboundedReceiver<Event>,
-) {
-    let r = Resilient::builder(broker.backend()).start().await.unwrap();
-    r.watch_state()
-        .wait_for(|s| *s == ConnectionState::Connected)
+) -> (Resilient, FaultHandle, StoreFaultHandle) {
+    let (down, faults) = Faulty::wrap(broker.backend());
+    faults.go_down();
+    let (store, disk) = FaultyStore::wrap(MemoryStore::new());
+    let r = Resilient::builder(down)
+        .with_config(config().build().unwrap())
+        .with_store(store)
+        .start()
         .await
         .unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let h = r
-        .subscribe(
-            Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.into_event());
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
-    (r, h, rx)
-}
-
-async fn receive(rx: &mut mpsc::UnboundedReceiver<Event>, n: usize) -> Vec<Event> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        got.push(timeout(LONG, rx.recv()).await.unwrap().unwrap());
-    }
-    got
-}
-
-async fn eventually(mut f: impl FnMut() -> bool) {
-    timeout(LONG, async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    (r, faults, disk)
 }
 
 #[tokio::test(start_paused = true)]
 async fn pending_events_survive_a_restart_and_go_first_in_order() {
     let broker = MemoryBroker::new();
-    let (_c, _h, mut rx) = consume(&broker, "restart", "r.#").await;
+    let (_c, _h, mut rx) = consumer(&broker, "restart", "r.#").await;
     let store = MemoryStore::new();
 
     // First run: the broker is unreachable; 100 events wait in the store.
@@ -120,22 +84,14 @@ async fn pending_events_survive_a_restart_and_go_first_in_order() {
     ids.push(newer.id());
     let got: Vec<EventId> = receive(&mut rx, 101).await.iter().map(Event::id).collect();
     assert_eq!(got, ids);
-    eventually(|| store.is_empty()).await;
+    eventually("the store emptied", || store.is_empty()).await;
     assert_eq!(second.status().pending_events, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_store_write_hands_the_event_back_and_the_service_stays_up() {
     let broker = MemoryBroker::new();
-    let (down, faults) = Faulty::wrap(broker.backend());
-    faults.go_down();
-    let (store, disk) = FaultyStore::wrap(MemoryStore::new());
-    let r = Resilient::builder(down)
-        .with_config(config().build().unwrap())
-        .with_store(store)
-        .start()
-        .await
-        .unwrap();
+    let (r, _faults, disk) = down_with_faulty_store(&broker).await;
     disk.set_full(true);
     let e = event("w.e", 1);
     let err = r.publish(e.clone()).await.unwrap_err();
@@ -160,16 +116,8 @@ async fn a_failed_store_write_hands_the_event_back_and_the_service_stays_up() {
 #[tokio::test(start_paused = true)]
 async fn a_publish_cancelled_while_storing_keeps_its_event_and_the_drain_going() {
     let broker = MemoryBroker::new();
-    let (_c, _h, mut rx) = consume(&broker, "slow-disk", "s.*").await;
-    let (down, faults) = Faulty::wrap(broker.backend());
-    faults.go_down();
-    let (store, disk) = FaultyStore::wrap(MemoryStore::new());
-    let r = Resilient::builder(down)
-        .with_config(config().build().unwrap())
-        .with_store(store)
-        .start()
-        .await
-        .unwrap();
+    let (_c, _h, mut rx) = consumer(&broker, "slow-disk", "s.*").await;
+    let (r, faults, disk) = down_with_faulty_store(&broker).await;
     disk.delay_appends(Duration::from_secs(5));
     let first = event("s.e", 1);
     assert!(
@@ -190,7 +138,7 @@ async fn a_publish_cancelled_while_storing_keeps_its_event_and_the_drain_going()
         got.iter().map(Event::id).collect::<Vec<_>>(),
         [first.id(), second.id()]
     );
-    eventually(|| r.status().pending_events == 0).await;
+    eventually("nothing pending", || r.status().pending_events == 0).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,7 +169,7 @@ async fn byte_bound_applies_the_overflow_policy() {
 #[tokio::test(start_paused = true)]
 async fn old_events_expire_counted_and_reported() {
     let broker = MemoryBroker::new();
-    let (_c, _h, mut rx) = consume(&broker, "expiry", "x.#").await;
+    let (_c, _h, mut rx) = consumer(&broker, "expiry", "x.#").await;
     let (down, faults) = Faulty::wrap(broker.backend());
     faults.go_down();
     let r = Resilient::builder(down)
@@ -253,25 +201,54 @@ async fn old_events_expire_counted_and_reported() {
     assert_eq!(receive(&mut rx, 1).await[0].id(), fresh.id());
 }
 
-/// A store that reports what it could not read.
-struct Damaged;
+/// A store whose recovery gives `recovered` (by the name `name`) and that
+/// keeps nothing after it.
+struct Recovers {
+    name: &'static str,
+    recovered: fn() -> Result<Recovered, StoreError>,
+}
 
 #[async_trait::async_trait]
-impl PendingStore for Damaged {
+impl PendingStore for Recovers {
     async fn recover(&self) -> Result<Recovered, StoreError> {
-        let kept = StoredEvent {
-            seq: 7,
-            event: event("d.kept", 1),
-            stored_at: chrono::Utc::now(),
-        };
-        Ok(Recovered::new(vec![kept]).with_unreadable(3, "3 records failed their checksum"))
+        (self.recovered)()
     }
     async fn append(&self, _: u64, _: &Event) -> Result<(), StoreError> {
         Ok(())
     }
     fn remove(&self, _: u64) {}
     fn describe(&self) -> String {
-        "damaged".into()
+        self.name.into()
+    }
+}
+
+/// A store that reports what it could not read.
+fn damaged() -> Recovers {
+    let recovered = || {
+        let kept = StoredEvent {
+            seq: 7,
+            event: event("d.kept", 1),
+            stored_at: chrono::Utc::now(),
+        };
+        Ok(Recovered::new(vec![kept]).with_unreadable(3, "3 records failed their checksum"))
+    };
+    Recovers {
+        name: "damaged",
+        recovered,
+    }
+}
+
+/// A store another process holds.
+fn locked() -> Recovers {
+    let recovered = || {
+        Err(StoreError::new(
+            StoreErrorKind::Locked,
+            "outbox.redb is in use by another process",
+        ))
+    };
+    Recovers {
+        name: "locked",
+        recovered,
     }
 }
 
@@ -282,7 +259,7 @@ async fn unreadable_records_are_reported_and_the_rest_kept() {
     faults.go_down();
     let r = Resilient::builder(down)
         .with_config(config().build().unwrap())
-        .with_store(Damaged)
+        .with_store(damaged())
         .start()
         .await
         .unwrap();
@@ -296,30 +273,11 @@ async fn unreadable_records_are_reported_and_the_rest_kept() {
     assert_eq!(r.status().pending_events, 2);
 }
 
-struct Locked;
-
-#[async_trait::async_trait]
-impl PendingStore for Locked {
-    async fn recover(&self) -> Result<Recovered, StoreError> {
-        Err(StoreError::new(
-            StoreErrorKind::Locked,
-            "outbox.redb is in use by another process",
-        ))
-    }
-    async fn append(&self, _: u64, _: &Event) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn remove(&self, _: u64) {}
-    fn describe(&self) -> String {
-        "locked".into()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_store_that_cannot_open_fails_start_up_clearly() {
     let broker = MemoryBroker::new();
     let err = Resilient::builder(broker.backend())
-        .with_store(Locked)
+        .with_store(locked())
         .start()
         .await
         .unwrap_err();

@@ -4,16 +4,19 @@
 // `#[test]` functions.
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
+use std::ops::Range;
 use std::time::Duration;
 
 use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSource, Resilient,
-    Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+    Config, ConnectionState, Decision, Event, EventId, EventSink, PublishError, PublishOutcome,
+    Resilient, SubscriptionHandle,
 };
 use flow_events_memory::MemoryBroker;
+use flow_events_testkit::deliveries::{Deliveries, forward};
 use flow_events_testkit::faulty::{FaultHandle, Faulty};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::{start_connected, until, until_state};
+use tokio::task::JoinHandle;
 
 pub const LONG: Duration = Duration::from_secs(3600);
 
@@ -38,64 +41,65 @@ pub async fn start(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHa
     (r, faults)
 }
 
+/// Started over `broker` with `config`, and connected.
+pub async fn connected_with(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHandle) {
+    let (r, faults) = start(broker, config).await;
+    wait_state(&r, ConnectionState::Connected).await;
+    (r, faults)
+}
+
+/// Started over `broker` with the tests' [`config`], and connected.
+pub async fn connected(broker: &MemoryBroker) -> (Resilient, FaultHandle) {
+    connected_with(broker, config().build().unwrap()).await
+}
+
+/// A publish running in a task of its own.
+pub type Publishing = JoinHandle<Result<PublishOutcome, PublishError>>;
+
+/// Publishes on `r` the events `event_type` numbered `numbers`, each in a
+/// task of its own, as concurrent callers would; gives their ids and the
+/// tasks.
+pub fn publish_concurrently(
+    r: &Resilient,
+    event_type: &str,
+    numbers: Range<usize>,
+) -> (Vec<EventId>, Vec<Publishing>) {
+    let events: Vec<Event> = numbers.map(|n| event(event_type, n)).collect();
+    let ids = events.iter().map(Event::id).collect();
+    let tasks = events
+        .into_iter()
+        .map(|e| {
+            let r = r.clone();
+            tokio::spawn(async move { r.publish(e).await })
+        })
+        .collect();
+    (ids, tasks)
+}
+
+/// Waits (in virtual time) until `r` is in `state`.
 pub async fn wait_state(r: &Resilient, state: ConnectionState) {
-    let mut rx = r.watch_state();
-    timeout(LONG, rx.wait_for(|s| *s == state))
-        .await
-        .unwrap_or_else(|_| panic!("state never became {state}"))
-        .unwrap();
+    until_state(&format!("state {state}"), r, LONG, |s| s == state).await;
 }
 
 /// Waits (in virtual time) until `f` holds.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    until(what, LONG, f).await;
 }
 
-/// A consumer on its own always-up connection; deliveries arrive on the channel.
+/// A consumer on its own always-up connection; its deliveries are handed
+/// over.
 pub async fn consumer(
     broker: &MemoryBroker,
     name: &str,
     pattern: &str,
-) -> (
-    Resilient,
-    SubscriptionHandle,
-    mpsc::UnboundedReceiver<Delivery>,
-) {
-    let r = Resilient::builder(broker.backend())
-        .with_config(config().build().unwrap())
-        .start()
-        .await
-        .unwrap();
-    wait_state(&r, ConnectionState::Connected).await;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = r
-        .subscribe(
-            Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d);
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
+) -> (Resilient, SubscriptionHandle, Deliveries) {
+    let builder = Resilient::builder(broker.backend()).with_config(config().build().unwrap());
+    let r = start_connected(builder, LONG).await;
+    let (handle, rx) = forward(&r, subscription(name, pattern), Decision::Ack).await;
     (r, handle, rx)
 }
 
-pub async fn receive(rx: &mut mpsc::UnboundedReceiver<Delivery>, n: usize) -> Vec<Event> {
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        let d = timeout(LONG, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("received {} of {n}", got.len()))
-            .unwrap();
-        got.push(d.into_event());
-    }
-    got
+/// The events of the next `n` deliveries.
+pub async fn receive(rx: &mut Deliveries, n: usize) -> Vec<Event> {
+    rx.events(n, LONG).await
 }
