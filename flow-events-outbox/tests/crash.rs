@@ -20,10 +20,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CHILD, child, consume, receive, wait_until};
-use flow_events_core::{
-    Config, Event, EventSink, PendingStore, PublishOutcome, Resilient, ShutdownReport,
+use common::{
+    as_child, child, consume, publish_buffered, shutdown_drained, start_with_outbox, wait_until,
 };
+use flow_events_core::{Config, Event, EventId, PendingStore};
 use flow_events_memory::MemoryBroker;
 use flow_events_outbox::RedbStore;
 use flow_events_testkit::faulty::Faulty;
@@ -44,25 +44,12 @@ fn config() -> Config {
 /// Child: publishes until killed.
 #[test]
 fn child_publish_until_killed() {
-    if std::env::var(CHILD).as_deref() != Ok("crash") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    as_child("crash", async {
         let broker = MemoryBroker::new();
         let (down, faults) = Faulty::wrap(broker.backend());
         faults.go_down();
-        let store = RedbStore::open(std::env::var(OUTBOX).unwrap()).unwrap();
-        let events = Resilient::builder(down)
-            .with_config(config())
-            .with_store(store)
-            .start()
-            .await
-            .unwrap();
+        let outbox = std::env::var(OUTBOX).unwrap();
+        let events = start_with_outbox(down, config(), Path::new(&outbox)).await;
         let ledger = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -78,9 +65,7 @@ fn child_publish_until_killed() {
                 for n in 0.. {
                     let e = Event::try_new("crash.test", serde_json::json!({ "p": p, "n": n }))
                         .unwrap();
-                    let id = e.id();
-                    let outcome = events.publish(e).await.unwrap();
-                    assert!(matches!(outcome, PublishOutcome::Buffered { .. }));
+                    let id = publish_buffered(&events, e).await;
                     // One write per line: a kill cannot leave half of it.
                     let line = format!("{id}\n");
                     ledger.lock().unwrap().write_all(line.as_bytes()).unwrap();
@@ -156,19 +141,11 @@ async fn every_acknowledged_event_survives_sigkill_and_is_delivered() {
     // A restart with the broker up delivers them all, in stored order.
     let broker = MemoryBroker::new();
     let (_consumer, _sub, mut rx) = consume(&broker, "crash", "crash.#").await;
-    let store = RedbStore::open(&outbox).unwrap();
-    let events = Resilient::builder(broker.backend())
-        .with_config(config())
-        .with_store(store)
-        .start()
-        .await
-        .unwrap();
-    let got = receive(&mut rx, stored.len(), Duration::from_secs(60)).await;
-    let got_ids: Vec<String> = got.iter().map(|e| e.id().to_string()).collect();
-    let stored_order: Vec<String> = stored.iter().map(|s| s.event.id().to_string()).collect();
-    assert_eq!(got_ids, stored_order);
-    let report: ShutdownReport = events.shutdown(Duration::from_secs(30)).await;
-    assert!(report.remaining.is_empty());
+    let events = start_with_outbox(broker.backend(), config(), &outbox).await;
+    let got = rx.ids(stored.len(), Duration::from_secs(60)).await;
+    let stored_order: Vec<EventId> = stored.iter().map(|s| s.event.id()).collect();
+    assert_eq!(got, stored_order);
+    shutdown_drained(&events).await;
     drop(events);
 
     // Confirmed events were removed from the outbox.

@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::{CHILD, child, event, recover};
+use common::{CHILD, as_child, child, event, recover};
 use flow_events_core::PendingStore;
 use flow_events_outbox::RedbStore;
 
@@ -18,18 +18,17 @@ const PATH: &str = "FLOW_EVENTS_OUTBOX_TEST_PATH";
 /// Child: tries to open the outbox another process holds.
 #[test]
 fn child_open() {
-    if std::env::var(CHILD).as_deref() != Ok("open") {
-        return;
-    }
-    let path = std::env::var(PATH).unwrap();
-    match RedbStore::open(&path) {
-        Ok(_) => println!("CHILD OPENED"),
-        Err(e) => println!("CHILD {:?}: {e}", e.kind()),
-    }
-    match flow_events_outbox::read(&path) {
-        Ok(r) => println!("CHILD READ {}", r.events.len()),
-        Err(e) => println!("CHILD READ {:?}: {e}", e.kind()),
-    }
+    as_child("open", async {
+        let path = std::env::var(PATH).unwrap();
+        match RedbStore::open(&path) {
+            Ok(_) => println!("CHILD OPENED"),
+            Err(e) => println!("CHILD {:?}: {e}", e.kind()),
+        }
+        match flow_events_outbox::read(&path) {
+            Ok(r) => println!("CHILD READ {}", r.events.len()),
+            Err(e) => println!("CHILD READ {:?}: {e}", e.kind()),
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,15 +67,7 @@ async fn a_file_open_in_another_process_is_locked() {
 /// Child, run under a file-size limit: appends until the disk refuses.
 #[test]
 fn child_fill_until_refused() {
-    if std::env::var(CHILD).as_deref() != Ok("fill") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    as_child("fill", async {
         let path = std::env::var(PATH).unwrap();
         let store = Arc::new(RedbStore::open(&path).unwrap());
         recover(&store).await;
@@ -159,14 +150,7 @@ fn a_write_the_disk_refuses_is_an_io_error_and_the_store_recovers() {
 /// to be killed.
 #[test]
 fn child_remove_then_wait() {
-    if std::env::var(CHILD).as_deref() != Ok("remove") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    as_child("remove", async {
         let store = RedbStore::open(std::env::var(PATH).unwrap()).unwrap();
         recover(&store).await;
         for seq in 1..=10 {

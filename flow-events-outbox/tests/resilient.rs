@@ -6,12 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{consume, receive};
-use flow_events_core::{
-    Config, Event, EventId, EventSink, OverflowPolicy, PublishOutcome, Resilient,
-};
+use common::{consume, publish_buffered, shutdown_drained, start_with_outbox, stored_ids};
+use flow_events_core::{Config, Event, EventId, OverflowPolicy};
 use flow_events_memory::MemoryBroker;
-use flow_events_outbox::RedbStore;
 use flow_events_testkit::faulty::Faulty;
 
 fn config(max: usize) -> Config {
@@ -31,51 +28,20 @@ async fn events_dropped_by_a_bound_leave_the_outbox() {
     let broker = MemoryBroker::new();
     let (down, faults) = Faulty::wrap(broker.backend());
     faults.go_down();
-    let first = Resilient::builder(down)
-        .with_config(config(3))
-        .with_store(RedbStore::open(&path).unwrap())
-        .start()
-        .await
-        .unwrap();
+    let first = start_with_outbox(down, config(3), &path).await;
     let mut ids: Vec<EventId> = Vec::new();
     for n in 0..5 {
         let e = Event::try_new("bound.test", serde_json::json!({ "n": n })).unwrap();
-        ids.push(e.id());
-        assert!(matches!(
-            first.publish(e).await.unwrap(),
-            PublishOutcome::Buffered { .. }
-        ));
+        ids.push(publish_buffered(&first, e).await);
     }
     first.shutdown(Duration::ZERO).await;
     drop(first);
 
     // The two oldest were dropped for room, in memory and in the file.
-    let kept: Vec<EventId> = flow_events_outbox::read(&path)
-        .unwrap()
-        .events
-        .iter()
-        .map(|s| s.event.id())
-        .collect();
-    assert_eq!(kept, ids[2..]);
+    assert_eq!(stored_ids(&path), ids[2..]);
 
     let (_c, _h, mut rx) = consume(&broker, "bound", "bound.#").await;
-    let second = Resilient::builder(broker.backend())
-        .with_config(config(3))
-        .with_store(RedbStore::open(&path).unwrap())
-        .start()
-        .await
-        .unwrap();
-    let got: Vec<EventId> = receive(&mut rx, 3, Duration::from_secs(30))
-        .await
-        .iter()
-        .map(Event::id)
-        .collect();
-    assert_eq!(got, ids[2..]);
-    assert!(
-        second
-            .shutdown(Duration::from_secs(30))
-            .await
-            .remaining
-            .is_empty()
-    );
+    let second = start_with_outbox(broker.backend(), config(3), &path).await;
+    assert_eq!(rx.ids(3, Duration::from_secs(30)).await, ids[2..]);
+    shutdown_drained(&second).await;
 }

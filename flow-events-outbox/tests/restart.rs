@@ -9,12 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{consume, receive};
-use flow_events_core::{
-    Config, ConnectionMonitor, Event, EventId, EventSink, PublishOutcome, Resilient,
-};
+use common::{consume, publish_buffered, shutdown_drained, start_with_outbox};
+use flow_events_core::{Config, ConnectionMonitor, Event, EventId};
 use flow_events_memory::MemoryBroker;
-use flow_events_outbox::RedbStore;
 use flow_events_testkit::faulty::Faulty;
 
 const EVENTS: usize = 5_000;
@@ -37,21 +34,11 @@ async fn five_thousand_buffered_events_arrive_in_order_after_a_restart() {
     // First run: the broker cannot be reached.
     let (down, faults) = Faulty::wrap(broker.backend());
     faults.go_down();
-    let first = Resilient::builder(down)
-        .with_config(config())
-        .with_store(RedbStore::open(&path).unwrap())
-        .start()
-        .await
-        .unwrap();
+    let first = start_with_outbox(down, config(), &path).await;
     let mut ids: Vec<EventId> = Vec::with_capacity(EVENTS);
     for n in 0..EVENTS {
         let e = Event::try_new("restart.test", serde_json::json!({ "n": n })).unwrap();
-        ids.push(e.id());
-        let outcome = first.publish(e).await.unwrap();
-        assert!(
-            matches!(outcome, PublishOutcome::Buffered { .. }),
-            "{outcome:?}"
-        );
+        ids.push(publish_buffered(&first, e).await);
     }
     assert_eq!(first.status().pending_events, EVENTS);
     let report = first.shutdown(Duration::ZERO).await;
@@ -60,25 +47,9 @@ async fn five_thousand_buffered_events_arrive_in_order_after_a_restart() {
 
     // Second run: the broker is up, a consumer waits.
     let (_consumer, _sub, mut rx) = consume(&broker, "restart", "restart.#").await;
-    let second = Resilient::builder(broker.backend())
-        .with_config(config())
-        .with_store(RedbStore::open(&path).unwrap())
-        .start()
-        .await
-        .unwrap();
-    let got: Vec<EventId> = receive(&mut rx, EVENTS, Duration::from_secs(60))
-        .await
-        .iter()
-        .map(Event::id)
-        .collect();
-    assert_eq!(got, ids);
-    assert!(
-        second
-            .shutdown(Duration::from_secs(30))
-            .await
-            .remaining
-            .is_empty()
-    );
+    let second = start_with_outbox(broker.backend(), config(), &path).await;
+    assert_eq!(rx.ids(EVENTS, Duration::from_secs(60)).await, ids);
+    shutdown_drained(&second).await;
     drop(second);
 
     // Nothing is left for a third run.

@@ -1,11 +1,22 @@
 //! Helpers shared by the outbox tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flow_events_core::{Event, PendingStore, Recovered};
+use flow_events_core::{
+    Backend, Config, Decision, Event, EventId, EventSink, PendingStore, PublishOutcome, Recovered,
+    Resilient, SubscriptionHandle,
+};
+use flow_events_memory::MemoryBroker;
 use flow_events_outbox::RedbStore;
+use flow_events_testkit::deliveries::{Deliveries, forward};
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::start_connected;
+
+/// Longest wait for a decorator to connect.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The environment variable that turns a test binary into a child process.
 pub const CHILD: &str = "FLOW_EVENTS_OUTBOX_TEST_CHILD";
@@ -59,68 +70,69 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Decision, Delivery, EventSource, Resilient, Subscription,
-    SubscriptionHandle, TopicPattern, handler_fn,
-};
-use flow_events_memory::MemoryBroker;
-use tokio::sync::mpsc;
+/// Runs `body` on a runtime of its own when this test binary was started as
+/// the child `role` (see [`child`]); in the parent's own run it does nothing.
+pub fn as_child(role: &str, body: impl Future<Output = ()>) {
+    if std::env::var(CHILD).as_deref() != Ok(role) {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+/// Starts the decorator over `backend` with the outbox file at `path`.
+pub async fn start_with_outbox(backend: impl Backend, config: Config, path: &Path) -> Resilient {
+    Resilient::builder(backend)
+        .with_config(config)
+        .with_store(RedbStore::open(path).unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Publishes `event` on `r`, whose broker is down: it must be buffered.
+/// Gives its id.
+pub async fn publish_buffered(r: &Resilient, event: Event) -> EventId {
+    let id = event.id();
+    let outcome = r.publish(event).await.unwrap();
+    assert!(
+        matches!(outcome, PublishOutcome::Buffered { .. }),
+        "{outcome:?}"
+    );
+    id
+}
+
+/// Shuts `r` down, which must deliver every event it holds first.
+pub async fn shutdown_drained(r: &Resilient) {
+    let report = r.shutdown(Duration::from_secs(30)).await;
+    assert!(
+        report.remaining.is_empty(),
+        "{} events left",
+        report.remaining.len()
+    );
+}
+
+/// The ids of the events in the outbox file at `path`, in the order stored.
+pub fn stored_ids(path: &Path) -> Vec<EventId> {
+    flow_events_outbox::read(path)
+        .unwrap()
+        .events
+        .iter()
+        .map(|s| s.event.id())
+        .collect()
+}
 
 /// A consumer of `pattern` on `broker`, through its own decorator.
 pub async fn consume(
     broker: &MemoryBroker,
     name: &str,
     pattern: &str,
-) -> (
-    Resilient,
-    SubscriptionHandle,
-    mpsc::UnboundedReceiver<Event>,
-) {
-    let r = Resilient::builder(broker.backend()).start().await.unwrap();
-    r.watch_state()
-        .wait_for(|s| *s == ConnectionState::Connected)
-        .await
-        .unwrap();
-    let (h, rx) = forward(&r, name, pattern).await;
+) -> (Resilient, SubscriptionHandle, Deliveries) {
+    let r = start_connected(Resilient::builder(broker.backend()), WAIT).await;
+    let (h, rx) = forward(&r, subscription(name, pattern), Decision::Ack).await;
     (r, h, rx)
-}
-
-/// Subscribes `consumer` as `name` to `pattern`; each event arrives on the
-/// channel, acknowledged.
-pub async fn forward(
-    consumer: &Resilient,
-    name: &str,
-    pattern: &str,
-) -> (SubscriptionHandle, mpsc::UnboundedReceiver<Event>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let h = consumer
-        .subscribe(
-            Subscription::new(name, TopicPattern::new(pattern).unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(d.into_event());
-                    Decision::Ack
-                }
-            }),
-        )
-        .await
-        .unwrap();
-    (h, rx)
-}
-
-/// Receives `n` events, each within `limit`.
-pub async fn receive(
-    rx: &mut mpsc::UnboundedReceiver<Event>,
-    n: usize,
-    limit: Duration,
-) -> Vec<Event> {
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        match tokio::time::timeout(limit, rx.recv()).await {
-            Ok(Some(e)) => got.push(e),
-            _ => panic!("received {} of {n} events", got.len()),
-        }
-    }
-    got
 }
