@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,30 +12,20 @@ use std::time::Duration;
 
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventSink, EventSource,
-    Resilient, Subscription, TopicPattern, handler_fn,
+    Config, Decision, Delivery, Event, EventSink, EventSource, Resilient, handler_fn,
 };
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use flow_events_testkit::amqp::Cleanup;
+use flow_events_testkit::server::reachable;
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::start_connected;
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc;
 
+const BROKER: &str = "127.0.0.1:5672";
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const WAIT: Duration = Duration::from_secs(15);
-
-fn broker_available() -> bool {
-    let addr: SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("RabbitMQ is not reachable ({e}) and CI=true")
-        }
-        Err(e) => {
-            eprintln!("skipping: RabbitMQ is not reachable ({e})");
-            false
-        }
-    }
-}
 
 /// Runs `flow-events dlq <args>` against the test broker, with `input` on stdin.
 fn dlq(args: &[&str], input: &str) -> Output {
@@ -87,41 +76,6 @@ async fn depth(queue: &str) -> u32 {
     q.message_count()
 }
 
-/// Deletes what the test declared, also when it fails.
-struct Cleanup(Vec<String>, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let (queues, exchange) = (self.0.clone(), self.1.clone());
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    for q in queues {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for x in [exchange.clone(), format!("{exchange}.dlx")] {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = conn.close(200, "cleanup".into()).await;
-            });
-        });
-        let _ = done.join();
-    }
-}
-
 async fn until_depth(queue: &str, n: u32) {
     let started = std::time::Instant::now();
     while depth(queue).await != n {
@@ -132,23 +86,23 @@ async fn until_depth(queue: &str, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_replay_and_purge_dead_letters() {
-    if !broker_available() {
+    if !reachable("RabbitMQ", BROKER, "list_replay_and_purge_dead_letters") {
         return;
     }
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let exchange = format!("test.cli.{suffix}");
     let name = format!("test.cli-dlq.{suffix}");
     let dead = format!("{name}.dead");
-    let _cleanup = Cleanup(vec![name.clone(), dead.clone()], exchange.clone());
+    let mut cleanup = Cleanup::new(URL);
+    cleanup
+        .queue(&name)
+        .queue(&dead)
+        .exchange(&exchange)
+        .exchange(&format!("{exchange}.dlx"));
 
     let amqp = AmqpConfig::new().with_url(URL).with_exchange(&exchange);
     let backend = AmqpBackend::new(&Config::default(), amqp);
-    let client = Resilient::builder(backend).start().await.unwrap();
-    let mut state = client.watch_state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| *s == ConnectionState::Connected))
-        .await
-        .unwrap()
-        .unwrap();
+    let client = start_connected(Resilient::builder(backend), WAIT).await;
     // Rejects every event until the test says it is fixed.
     let fixed = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -164,8 +118,10 @@ async fn list_replay_and_purge_dead_letters() {
             }
         }
     });
-    let sub = Subscription::new(&name, TopicPattern::new("order.*").unwrap()).unwrap();
-    let handle = client.subscribe(sub, handler).await.unwrap();
+    let handle = client
+        .subscribe(subscription(&name, "order.*"), handler)
+        .await
+        .unwrap();
 
     let event = Event::try_new("order.created", serde_json::json!({"customer": 42})).unwrap();
     let id = event.id().to_string();

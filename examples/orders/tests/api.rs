@@ -4,38 +4,26 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Delivery, EventSource, Resilient, Subscription,
-    TopicPattern, handler_fn,
-};
+use common::{database_reachable, database_url, drop_tables_at_end};
+use flow_events_core::{Delivery, EventSource, Resilient, handler_fn};
 use flow_events_memory::MemoryBroker;
 use flow_events_postgres::sqlx::postgres::PgPoolOptions;
-use flow_events_postgres::{Inbox, Relay, Tables, drop_tables, migrate};
+use flow_events_postgres::{Inbox, Relay, Tables, migrate};
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::start_connected;
 use orders::{AppState, OrderStore, count_orders, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn database_available() -> bool {
-    let addr: SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("PostgreSQL is not reachable at {addr} ({e}) and CI=true")
-        }
-        Err(e) => {
-            eprintln!("skipping the API test: PostgreSQL is not reachable at {addr} ({e})");
-            false
-        }
-    }
-}
+/// Longest wait for the decorator to connect.
+const WAIT: Duration = Duration::from_secs(10);
 
 async fn call(
     app: &axum::Router,
@@ -65,31 +53,26 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_counted_once_and_health_shows_the_relay() {
-    if !database_available() {
+    if !database_reachable("the API test") {
         return;
     }
     let pool = PgPoolOptions::new()
         .max_connections(6)
-        .connect(DATABASE_URL)
+        .connect(&database_url())
         .await
         .unwrap();
     let tables = Tables::new(&format!("t_api_{:08x}", fastrand::u32(..))).unwrap();
     migrate(&pool, &tables).await.unwrap();
     let store = OrderStore::new(&tables);
-    let _drop = DropTables(tables.clone());
+    let _drop = drop_tables_at_end(tables.clone());
     store.create_tables(&pool).await.unwrap();
 
     let broker = MemoryBroker::new();
-    let events = Resilient::builder(broker.backend()).start().await.unwrap();
-    events
-        .watch_state()
-        .wait_for(|s| *s == ConnectionState::Connected)
-        .await
-        .unwrap();
+    let events = start_connected(Resilient::builder(broker.backend()), WAIT).await;
     let inbox = Inbox::new(&tables, "customer-counts");
     let _subscription = events
         .subscribe(
-            Subscription::new("counts", TopicPattern::new("order.created").unwrap()).unwrap(),
+            subscription("counts", "order.created"),
             handler_fn({
                 let (pool, store) = (pool.clone(), store.clone());
                 move |d: Delivery| {
@@ -158,32 +141,4 @@ async fn an_order_is_counted_once_and_health_shows_the_relay() {
 
     relay.shutdown().await;
     events.shutdown(Duration::from_secs(1)).await;
-}
-
-/// Drops the test's tables when dropped, also on a panic.
-struct DropTables(Tables);
-
-impl Drop for DropTables {
-    fn drop(&mut self) {
-        let tables = self.0.clone();
-        // A runtime of its own on a thread of its own: this runs inside the
-        // test's runtime, where blocking on a future is not allowed.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(pool) = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(DATABASE_URL)
-                    .await
-                {
-                    let _ = OrderStore::new(&tables).drop_tables(&pool).await;
-                    let _ = drop_tables(&pool, &tables).await;
-                }
-            });
-        });
-        let _ = done.join();
-    }
 }

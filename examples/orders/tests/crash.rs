@@ -10,20 +10,24 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{database_reachable, database_url, drop_tables_at_end};
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
-use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, EventSource, Resilient,
-    Subscription, TopicPattern, handler_fn,
-};
+use flow_events_core::{Config, Decision, Delivery, EventSource, Resilient, handler_fn};
+use flow_events_postgres::Tables;
 use flow_events_postgres::sqlx::postgres::PgPoolOptions;
 use flow_events_postgres::sqlx::{self, PgPool};
-use flow_events_postgres::{Tables, drop_tables};
+use flow_events_testkit::amqp::Cleanup;
+use flow_events_testkit::cleanup::OnDrop;
+use flow_events_testkit::server::reachable;
+use flow_events_testkit::steps::subscription;
+use flow_events_testkit::wait::start_connected;
 use orders::OrderStore;
 use orders::settings::{
     ENV_DATABASE_URL, ENV_PORT, ENV_QUEUE, ENV_RELAY_POLL, ENV_TABLE_PREFIX, VARIABLES,
@@ -33,81 +37,40 @@ use tokio::process::{Child, Command};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-fn database_url() -> String {
-    std::env::var(ENV_DATABASE_URL)
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn available(what: &str, addr: &str) -> bool {
-    let parsed: SocketAddr = addr.parse().unwrap();
-    match TcpStream::connect_timeout(&parsed, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{what} is not reachable at {addr} ({e}) and CI=true")
-        }
-        Err(e) => {
-            eprintln!("skipping the crash test: {what} is not reachable at {addr} ({e})");
-            false
-        }
-    }
-}
-
 /// Names of this run, and the clean-up of everything it made.
 struct Run {
     prefix: String,
     exchange: String,
     queue: String,
     observer: String,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let tables = Tables::new(&self.prefix).unwrap();
-        let queues = [
-            self.queue.clone(),
-            format!("{}.dead", self.queue),
-            self.observer.clone(),
-            format!("{}.dead", self.observer),
-        ];
-        let exchanges = [self.exchange.clone(), format!("{}.dlx", self.exchange)];
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(pool) = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&database_url())
-                    .await
-                {
-                    let _ = OrderStore::new(&tables).drop_tables(&pool).await;
-                    let _ = drop_tables(&pool, &tables).await;
-                }
-                if let Ok(conn) =
-                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-                        .await
-                {
-                    for q in queues {
-                        if let Ok(ch) = conn.create_channel().await {
-                            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-                        }
-                    }
-                    for x in exchanges {
-                        if let Ok(ch) = conn.create_channel().await {
-                            let _ = ch
-                                .exchange_delete(x.as_str().into(), Default::default())
-                                .await;
-                        }
-                    }
-                }
-            });
-        });
-        let _ = done.join();
-    }
+    _tables: OnDrop,
+    _amqp: Cleanup,
 }
 
 impl Run {
+    /// The names of run `id`; what they name is deleted when the run is dropped.
+    fn new(id: &str) -> Self {
+        let prefix = format!("t_crash_{id}");
+        let exchange = format!("test.crash.{id}");
+        let queue = format!("test.crash.{id}.counts");
+        let observer = format!("test.crash.{id}.observer");
+        let mut amqp = Cleanup::new(AMQP_URL);
+        amqp.queue(&queue)
+            .queue(&format!("{queue}.dead"))
+            .queue(&observer)
+            .queue(&format!("{observer}.dead"))
+            .exchange(&exchange)
+            .exchange(&format!("{exchange}.dlx"));
+        Self {
+            _tables: drop_tables_at_end(Tables::new(&prefix).unwrap()),
+            _amqp: amqp,
+            prefix,
+            exchange,
+            queue,
+            observer,
+        }
+    }
+
     /// The child: the example binary with this run's environment, built from
     /// the example's own list of variables.
     fn child(&self, command: &str) -> Child {
@@ -138,23 +101,13 @@ async fn observe(run: &Run) -> (Resilient, flow_events_core::SubscriptionHandle,
     let amqp = AmqpConfig::new()
         .with_url(AMQP_URL)
         .with_exchange(&run.exchange);
-    let r = Resilient::builder(AmqpBackend::new(&Config::default(), amqp))
-        .start()
-        .await
-        .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        r.watch_state()
-            .wait_for(|s| *s == ConnectionState::Connected),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let builder = Resilient::builder(AmqpBackend::new(&Config::default(), amqp));
+    let r = start_connected(builder, Duration::from_secs(20)).await;
     let wire: Wire = Arc::default();
     let seen = wire.clone();
     let handle = r
         .subscribe(
-            Subscription::new(&run.observer, TopicPattern::new("order.created").unwrap()).unwrap(),
+            subscription(&run.observer, "order.created"),
             handler_fn(move |d: Delivery| {
                 let seen = seen.clone();
                 async move {
@@ -179,27 +132,15 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_every_committed_order_counts_once() {
-    let database = database_url();
-    let database_addr = database
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .replace("localhost", "127.0.0.1");
-    if !available("PostgreSQL", &database_addr) || !available("RabbitMQ", "127.0.0.1:5672") {
+    let test = "the crash test";
+    if !database_reachable(test) || !reachable("RabbitMQ", "127.0.0.1:5672", test) {
         return;
     }
     let rounds: usize = std::env::var("CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let id = format!("{:08x}", fastrand::u32(..));
-    let run = Run {
-        prefix: format!("t_crash_{id}"),
-        exchange: format!("test.crash.{id}"),
-        queue: format!("test.crash.{id}.counts"),
-        observer: format!("test.crash.{id}.observer"),
-    };
+    let run = Run::new(&format!("{:08x}", fastrand::u32(..)));
     let tables = Tables::new(&run.prefix).unwrap();
     let store = OrderStore::new(&tables);
     let pool = PgPoolOptions::new()
