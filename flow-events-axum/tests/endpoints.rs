@@ -11,10 +11,11 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{connected_sink, get as http_get, send, wait_state};
+use common::{WAIT, connected_sink, get as http_get, send};
 use flow_events_axum::{CONTENT_TYPE, Endpoints, install_prometheus};
 use flow_events_core::{ConnectionState, Event, EventSink};
 use flow_events_memory::MemoryBroker;
+use flow_events_testkit::wait::{until_connected, until_state};
 
 #[tokio::test]
 async fn health_has_the_original_shape_and_degrades_while_the_broker_is_away() {
@@ -36,7 +37,10 @@ async fn health_has_the_original_shape_and_degrades_while_the_broker_is_away() {
     assert_eq!(body["issues"], serde_json::json!([]));
 
     broker.take_down();
-    wait_state(&events, |s| s != ConnectionState::Connected).await;
+    until_state("the broker gone", &events, WAIT, |s| {
+        s != ConnectionState::Connected
+    })
+    .await;
     events
         .publish(Event::try_new("order.created", serde_json::json!({})).expect("event"))
         .await
@@ -51,7 +55,7 @@ async fn health_has_the_original_shape_and_degrades_while_the_broker_is_away() {
     // Ready all the same: publishing goes on into the buffer.
     assert_eq!(http_get(&app, "/health/ready").await.status, StatusCode::OK);
     broker.bring_up();
-    events.shutdown(common::WAIT).await;
+    events.shutdown(WAIT).await;
 }
 
 #[tokio::test]
@@ -62,7 +66,10 @@ async fn a_required_broker_down_is_unhealthy_and_not_ready() {
     assert_eq!(http_get(&app, "/health").await.status, StatusCode::OK);
 
     broker.take_down();
-    wait_state(&events, |s| s != ConnectionState::Connected).await;
+    until_state("the broker gone", &events, WAIT, |s| {
+        s != ConnectionState::Connected
+    })
+    .await;
     let health = http_get(&app, "/health").await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(health.json()["status"], "unhealthy");
@@ -75,9 +82,9 @@ async fn a_required_broker_down_is_unhealthy_and_not_ready() {
     assert_eq!(live.json(), serde_json::json!({"status": "alive"}));
 
     broker.bring_up();
-    wait_state(&events, |s| s == ConnectionState::Connected).await;
+    until_connected(&events, WAIT).await;
     assert_eq!(http_get(&app, "/health/ready").await.status, StatusCode::OK);
-    events.shutdown(common::WAIT).await;
+    events.shutdown(WAIT).await;
 }
 
 #[tokio::test]
@@ -103,7 +110,7 @@ async fn readiness_turns_503_once_shutdown_begins_and_liveness_stays() {
     );
     assert_eq!(http_get(&app, "/health/live").await.status, StatusCode::OK);
     assert_eq!(http_get(&app, "/health").await.status, StatusCode::OK);
-    events.shutdown(common::WAIT).await;
+    events.shutdown(WAIT).await;
 }
 
 #[tokio::test]
@@ -149,7 +156,7 @@ async fn metrics_are_prometheus_text_when_a_handle_is_given() {
     }
     assert!(!text.contains("# EOF"), "OpenMetrics marker in 0.0.4 text");
     let _ = again.render();
-    events.shutdown(common::WAIT).await;
+    events.shutdown(WAIT).await;
 }
 
 /// Answers 401 unless the request carries `Authorization: Bearer secret`.
@@ -195,5 +202,5 @@ async fn metrics_can_sit_behind_the_services_own_layer_while_health_stays_open()
     for open in ["/health", "/health/live", "/health/ready"] {
         assert_eq!(http_get(&app, open).await.status, StatusCode::OK, "{open}");
     }
-    events.shutdown(common::WAIT).await;
+    events.shutdown(WAIT).await;
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use flow_events_core::{Config, ConnectionMonitor, ConnectionState, Resilient};
+use flow_events_core::{Config, Resilient};
 use flow_events_memory::MemoryBroker;
+use flow_events_testkit::wait::start_connected;
 use tower::ServiceExt;
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -61,18 +62,9 @@ pub async fn connected_sink(broker: &MemoryBroker, required: bool) -> Resilient 
         .with_max_retries(2)
         .build()
         .expect("config");
-    let events = Resilient::builder(broker.backend())
-        .with_config(config)
-        .start()
-        .await
-        .expect("start");
-    wait_state(&events, |s| s == ConnectionState::Connected).await;
-    events
-}
-
-pub async fn wait_state(events: &Resilient, f: impl Fn(ConnectionState) -> bool) {
-    tokio::time::timeout(WAIT, events.watch_state().wait_for(|s| f(*s)))
-        .await
-        .expect("state in time")
-        .expect("watch");
+    start_connected(
+        Resilient::builder(broker.backend()).with_config(config),
+        WAIT,
+    )
+    .await
 }

@@ -314,12 +314,19 @@ impl Service {
     }
 
     /// Sends SIGTERM.
-    pub(crate) fn terminate(&self) {
+    fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit, which must be a success.
+    pub(crate) async fn stop(&mut self) {
+        self.terminate();
+        let status = self.wait_exit().await;
+        assert!(status.success(), "{status}\n{}", self.output());
     }
 
     /// Waits for the process to exit, at most `WAIT`.
@@ -396,22 +403,11 @@ pub(crate) fn metric_value(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Whether the broker is reachable. Not reachable: fails under `CI=true`,
-/// otherwise prints why the test is skipped.
+/// Whether the broker is reachable; see
+/// [`flow_events_testkit::server::reachable`].
 #[cfg(feature = "amqp")]
 pub(crate) fn broker_available(test: &str) -> bool {
-    use std::net::{SocketAddr, TcpStream};
-    let addr: SocketAddr = "127.0.0.1:5672".parse().expect("address");
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("RabbitMQ is not reachable at {addr} ({e}) and CI=true");
-            }
-            eprintln!("skipping {test}: RabbitMQ is not reachable at {addr} ({e})");
-            false
-        }
-    }
+    flow_events_testkit::server::reachable("RabbitMQ", "127.0.0.1:5672", test)
 }
 
 /// A URL to a port nothing listens on.

@@ -68,9 +68,7 @@ async fn sigterm_stops_cleanly_with_nothing_left() {
     let mut service = Service::start(&[("LOG_FORMAT", "json")]).await;
     let r = service.post_json(r#"{"type": "order.created"}"#).await;
     assert_eq!(r.status, 202, "{}", r.body);
-    service.terminate();
-    let status = service.wait_exit().await;
-    assert!(status.success(), "{status}\n{}", service.output());
+    service.stop().await;
     let logs = service.logs();
     // JSON logs: every line is an object.
     for line in logs.lines() {

@@ -114,8 +114,7 @@ async fn payloads_never_reach_the_log() {
     );
     let r = service.post_json(&big).await;
     assert_eq!(r.status, 413, "{}", r.body);
-    service.terminate();
-    assert!(service.wait_exit().await.success(), "{}", service.output());
+    service.stop().await;
     let output = service.output();
     assert!(
         output.contains("undelivered event order.created"),

@@ -11,9 +11,7 @@ async fn sigterm_with_broker_down_reports_what_is_left() {
         let r = service.post_json(r#"{"type": "order.created"}"#).await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
-    service.terminate();
-    let status = service.wait_exit().await;
-    assert!(status.success(), "{status}\n{}", service.output());
+    service.stop().await;
     let logs = service.logs();
     assert!(logs.contains("2 events left undelivered"), "{logs}");
     assert_eq!(
@@ -47,8 +45,7 @@ async fn outbox_keeps_buffered_events_across_a_restart() {
         assert_eq!(r.status, 202, "{}", r.body);
         assert_eq!(r.json()["outcome"], "buffered", "{}", r.body);
     }
-    first.terminate();
-    assert!(first.wait_exit().await.success(), "{}", first.output());
+    first.stop().await;
     assert!(
         first
             .logs()
