@@ -22,7 +22,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    LONG, config, connected, consumer, event, eventually, publish_concurrently, start, wait_state,
+    LONG, config, connected, consumer, event, eventually, publish_concurrently, start,
+    start_with_store, wait_state,
 };
 
 /// A refusal closes the "channel": the publishes in flight beside it are
@@ -84,12 +85,7 @@ async fn a_refused_buffered_event_is_counted_and_never_sent_again() {
     let store = MemoryStore::new();
     let (backend, faults) = Faulty::wrap(broker.backend());
     faults.go_down();
-    let r = Resilient::builder(backend)
-        .with_config(config().build().unwrap())
-        .with_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let r = start_with_store(backend, store.clone()).await;
     faults.refuse_type("admin.x");
     r.publish(event("admin.x", 0)).await.unwrap();
     let mut ids = Vec::new();

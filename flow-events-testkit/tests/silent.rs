@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use flow_events_core::{
     ConnectionMonitor, ConnectionState, EventId, EventSink, HealthStatus, MemoryStore,
-    PublishErrorKind, PublishOutcome, Resilient,
+    PublishErrorKind, PublishOutcome,
 };
 use flow_events_memory::MemoryBroker;
 use flow_events_testkit::faulty::Faulty;
@@ -20,7 +20,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    LONG, config, connected, consumer, event, eventually, publish_concurrently, wait_state,
+    LONG, connected, consumer, event, eventually, publish_concurrently, start_with_store,
+    wait_state,
 };
 
 const WAIT: Duration = Duration::from_millis(500);
@@ -100,12 +101,7 @@ async fn a_late_event_is_stored_before_its_caller_is_answered() {
     let broker = MemoryBroker::new();
     let store = MemoryStore::new();
     let (backend, faults) = Faulty::wrap(broker.backend());
-    let r = Resilient::builder(backend)
-        .with_config(config().build().unwrap())
-        .with_store(store.clone())
-        .start()
-        .await
-        .unwrap();
+    let r = start_with_store(backend, store.clone()).await;
     wait_state(&r, ConnectionState::Connected).await;
     faults.hold_confirms();
     let outcome = r.publish(event("s.e", 0)).await.unwrap();

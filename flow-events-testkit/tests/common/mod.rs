@@ -8,8 +8,8 @@ use std::ops::Range;
 use std::time::Duration;
 
 use flow_events_core::{
-    Config, ConnectionState, Decision, Event, EventId, EventSink, PublishError, PublishOutcome,
-    Resilient, SubscriptionHandle,
+    Backend, Config, ConnectionState, Decision, Event, EventId, EventSink, PendingStore,
+    PublishError, PublishOutcome, Resilient, SubscriptionHandle,
 };
 use flow_events_memory::MemoryBroker;
 use flow_events_testkit::deliveries::{Deliveries, forward};
@@ -39,6 +39,16 @@ pub async fn start(broker: &MemoryBroker, config: Config) -> (Resilient, FaultHa
         .await
         .unwrap();
     (r, faults)
+}
+
+/// Starts the decorator over `backend` with the tests' [`config`] and `store`.
+pub async fn start_with_store(backend: impl Backend, store: impl PendingStore) -> Resilient {
+    Resilient::builder(backend)
+        .with_config(config().build().unwrap())
+        .with_store(store)
+        .start()
+        .await
+        .unwrap()
 }
 
 /// Started over `broker` with `config`, and connected.
