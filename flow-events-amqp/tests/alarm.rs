@@ -10,12 +10,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::CleanupSubscription;
 use common::broker::{Restore, ctl, ctl_available};
-use common::traffic::{LONG, connected, consumer, fast, short_heartbeat, start, subscription};
+use common::traffic::{
+    Calls, LONG, connected, consumer, fast, publish_until, short_heartbeat, start, subscription,
+};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_core::{
-    BackendErrorKind, ConnectionMonitor, Decision, Delivery, Event, EventId, EventSink,
-    EventSource, HealthStatus, PublishOutcome, Resilient, handler_fn,
+    BackendErrorKind, ConnectionMonitor, Decision, Delivery, Event, EventSink, EventSource,
+    HealthStatus, PublishOutcome, handler_fn,
 };
 use flow_events_testkit::received::{Received, numbered};
 use flow_events_testkit::steps::publish_confirmed;
@@ -65,40 +68,6 @@ async fn memory_alarm_flips_the_blocked_watch() {
     drop(restore);
 }
 
-/// Publishes one event every `pace` until `stop`; gives the ids of the
-/// events accepted and the slowest call.
-fn publish_until(
-    publisher: Resilient,
-    pace: Duration,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<(Vec<EventId>, Duration)> {
-    tokio::spawn(async move {
-        let mut ids = Vec::new();
-        let mut slowest = Duration::ZERO;
-        let mut tick = tokio::time::interval(pace);
-        for seq in 1.. {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let event = numbered(seq);
-            let id = event.id();
-            let started = Instant::now();
-            let outcome = publisher.publish(event).await.expect("accepted");
-            slowest = slowest.max(started.elapsed());
-            assert!(
-                matches!(
-                    outcome,
-                    PublishOutcome::Confirmed | PublishOutcome::Buffered { .. }
-                ),
-                "{outcome:?}"
-            );
-            ids.push(id);
-        }
-        (ids, slowest)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_alarm_never_holds_a_publish_past_the_confirm_wait() {
     require_broker!("memory_alarm_never_holds_a_publish_past_the_confirm_wait");
@@ -121,7 +90,12 @@ async fn memory_alarm_never_holds_a_publish_past_the_confirm_wait() {
     // Publishing goes on, one event every 10 ms, before, during and after
     // the alarm.
     let stop = CancellationToken::new();
-    let publishing = publish_until(publisher.clone(), Duration::from_millis(10), stop.clone());
+    let publishing = publish_until(
+        publisher.clone(),
+        1..,
+        Duration::from_millis(10),
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     ctl(&["set_vm_memory_high_watermark", "0"]);
@@ -150,7 +124,7 @@ async fn memory_alarm_never_holds_a_publish_past_the_confirm_wait() {
     until("unblocked", WAIT, || !publisher.status().blocked).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
-    let (ids, slowest) = publishing.await.expect("publishing");
+    let Calls { ids, slowest, .. } = publishing.await.expect("publishing");
     until("buffer drained", LONG, || {
         publisher.status().pending_events == 0
     })

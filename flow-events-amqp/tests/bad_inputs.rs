@@ -9,16 +9,13 @@ use std::time::Duration;
 
 use common::broker::rabbitmqctl;
 use common::traffic::start;
-use common::{Cleanup, URL, WAIT, raw, unique, until};
+use common::{URL, WAIT, fanout_exchange, unique, until};
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{
     Config, ConnectionMonitor, ConnectionState, Event, EventSink, HealthStatus, PublishErrorKind,
     PublishOutcome,
 };
 use flow_events_testkit::received::numbered;
-use lapin::ExchangeKind;
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::FieldTable;
 
 /// Quick retries; `failed` after three.
 fn config() -> Config {
@@ -124,23 +121,7 @@ async fn unknown_vhost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exchange_declared_with_another_type() {
     require_broker!("exchange_declared_with_another_type");
-    let exchange = unique("fanout");
-    let mut cleanup = Cleanup::default();
-    cleanup.exchange(&exchange);
-    let (conn, channel) = raw().await;
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare fanout");
-    let _ = conn.close(200, "declared".into()).await;
+    let (exchange, _cleanup) = fanout_exchange().await;
     keeps_running(
         "fanout",
         URL,

@@ -13,6 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::CleanupSubscription;
 use common::broker::{self, Restore, ctl, ctl_available};
 use common::traffic::{
     LONG, Published, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
@@ -102,6 +103,19 @@ impl Flow {
         }
     }
 
+    /// Publishes the N events in the background, as [`publish_paced`] does,
+    /// and waits until a fifth of them are confirmed.
+    async fn publishing(&self) -> tokio::task::JoinHandle<Published> {
+        let publisher = self.publisher.clone();
+        let publishing =
+            tokio::spawn(async move { publish_paced(&publisher, N, TASKS, PACE).await });
+        until("a fifth confirmed", LONG, || {
+            self.publisher.status().confirmed >= N / 5
+        })
+        .await;
+        publishing
+    }
+
     /// Waits until the N events and `extra` more are confirmed and
     /// delivered; checks that every delivery was settled; stops both sides.
     async fn finish(self, test: &str, published: Published, extra: u64, disturbed: Duration) {
@@ -113,13 +127,8 @@ impl Flow {
         self.received.wait_distinct(all as usize, LONG).await;
         let (p, c) = (self.publisher.status(), self.consumer.status());
         println!(
-            "{test}: {N} events in {:?} ({} confirmed at once, {} buffered, longest publish \
-             {:?}); disturbed for {disturbed:?}; publisher reconnects {}, consumer reconnects \
-             {}, {} deliveries, {} duplicates",
-            published.took,
-            published.confirmed,
-            published.buffered,
-            published.longest,
+            "{test}: {N} events {published}; disturbed for {disturbed:?}; publisher \
+             reconnects {}, consumer reconnects {}, {} deliveries, {} duplicates",
             p.reconnects,
             c.reconnects,
             self.received.deliveries(),
@@ -149,14 +158,7 @@ impl Flow {
 /// `rabbitmqctl close_all_connections` while publishing and consuming.
 async fn connections_closed_by_the_broker() {
     let flow = Flow::new("closeall").await;
-    let publishing = tokio::spawn({
-        let publisher = flow.publisher.clone();
-        async move { publish_paced(&publisher, N, TASKS, PACE).await }
-    });
-    until("a fifth confirmed", LONG, || {
-        flow.publisher.status().confirmed >= N / 5
-    })
-    .await;
+    let publishing = flow.publishing().await;
     let closing = tokio::spawn(ctl_async(&[
         "close_all_connections",
         "flow-events fault test",
@@ -183,14 +185,7 @@ async fn broker_restart() {
     const EXTRA: u64 = 50;
     let flow = Flow::new("restart").await;
     let _start = StartOnDrop;
-    let publishing = tokio::spawn({
-        let publisher = flow.publisher.clone();
-        async move { publish_paced(&publisher, N, TASKS, PACE).await }
-    });
-    until("a fifth confirmed", LONG, || {
-        flow.publisher.status().confirmed >= N / 5
-    })
-    .await;
+    let publishing = flow.publishing().await;
     let stopped = Instant::now();
     ctl_async(&["stop_app"]).await;
     until_state("the stop noticed", &flow.publisher, WAIT, |s| !connected(s)).await;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::CleanupSubscription;
 use common::cluster::{self, Cluster, node_of};
 use common::traffic::{LONG, connected, consumer, start};
 use common::{Cleanup, WAIT, unique, until, until_state};
@@ -113,6 +114,20 @@ struct Answers {
     confirmed_at: Vec<Instant>,
 }
 
+impl std::fmt::Display for Answers {
+    /// How the publishes were answered, with the first five other answers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} confirmed, {} buffered, {} other answers {:?}",
+            self.confirmed,
+            self.buffered,
+            self.other.len(),
+            &self.other[..self.other.len().min(5)]
+        )
+    }
+}
+
 /// Publishes events `0..n` from `TASKS` tasks, one event per `PACE` each;
 /// `answered` counts the answers as they come.
 async fn publish_paced(publisher: Resilient, n: u64, answered: Arc<AtomicU64>) -> Answers {
@@ -179,6 +194,21 @@ async fn all_promised_arrive(received: &Received, answers: &Answers) -> Duration
     started.elapsed()
 }
 
+/// Publishes the events `seqs`, each confirmed, and waits until `received`
+/// has every event up to the last of them.
+async fn publish_confirmed_and_received(
+    publisher: &Resilient,
+    seqs: std::ops::Range<u64>,
+    received: &Received,
+) {
+    let all = usize::try_from(seqs.end).expect("n");
+    for seq in seqs {
+        let outcome = publisher.publish(numbered(seq)).await.expect("publish");
+        assert_eq!(outcome, PublishOutcome::Confirmed, "event {seq}");
+    }
+    received.wait_distinct(all, WAIT).await;
+}
+
 /// Waits until `events` is connected to a node other than `dead`; returns
 /// that node.
 async fn moved_off(what: &str, events: &Resilient, dead: usize) -> usize {
@@ -230,13 +260,7 @@ async fn killing_the_publishers_node_loses_no_confirmed_or_buffered_event() {
         .map(|t| t.duration_since(killed_at));
     let drained = all_promised_arrive(&received, &answers).await;
 
-    println!(
-        "{N} publishes: {} confirmed, {} buffered, {} other answers {:?}",
-        answers.confirmed,
-        answers.buffered,
-        answers.other.len(),
-        &answers.other[..answers.other.len().min(5)]
-    );
+    println!("{N} publishes: {answers}");
     println!(
         "node {doomed} killed after {KILL_AFTER} answers (kill-node took {script_took:?}); \
          publisher connected to node {new_node} {reconnected:?} after the kill; \
@@ -300,13 +324,7 @@ async fn killing_the_consumers_node_moves_it_and_misses_nothing() {
 
     let answers = publishing.await.expect("publishing");
     all_promised_arrive(&received, &answers).await;
-    println!(
-        "{N} publishes: {} confirmed, {} buffered, {} other answers {:?}",
-        answers.confirmed,
-        answers.buffered,
-        answers.other.len(),
-        &answers.other[..answers.other.len().min(5)]
-    );
+    println!("{N} publishes: {answers}");
     println!(
         "node {doomed} killed after {KILL_AFTER} events consumed; consumer connected to node \
          {new_node} {reconnected:?} after the kill, first delivery there {resumed:?} after it; \
@@ -343,13 +361,7 @@ async fn a_killed_node_started_again_rejoins_the_cluster() {
     let received = Received::new();
     let (first_consumer, first_subscription, _) = consume(&names, cluster::url(1), &received).await;
     let (publisher, _) = connect(&names, cluster::url(2), "cluster-publisher").await;
-    for seq in 0..N {
-        let outcome = publisher.publish(numbered(seq)).await.expect("publish");
-        assert_eq!(outcome, PublishOutcome::Confirmed, "event {seq}");
-    }
-    received
-        .wait_distinct(usize::try_from(N).expect("n"), WAIT)
-        .await;
+    publish_confirmed_and_received(&publisher, 0..N, &received).await;
     publisher.shutdown(WAIT).await;
     first_subscription.close().await;
     first_consumer.shutdown(WAIT).await;
@@ -368,13 +380,7 @@ async fn a_killed_node_started_again_rejoins_the_cluster() {
     assert_eq!(on, doomed);
     let (publisher, on) = connect(&names, cluster::url(doomed), "cluster-publisher").await;
     assert_eq!(on, doomed);
-    for seq in N..2 * N {
-        let outcome = publisher.publish(numbered(seq)).await.expect("publish");
-        assert_eq!(outcome, PublishOutcome::Confirmed, "event {seq}");
-    }
-    received
-        .wait_distinct(usize::try_from(2 * N).expect("n"), WAIT)
-        .await;
+    publish_confirmed_and_received(&publisher, N..2 * N, &received).await;
     publisher.shutdown(WAIT).await;
     consumer.shutdown(WAIT).await;
 }

@@ -10,6 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use common::CleanupSubscription;
 use common::Fixture;
 use flow_events_core::{
     Event, EventSink, EventSource, Handler, PublishError, PublishOutcome, Resilient,

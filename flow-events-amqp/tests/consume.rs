@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::CleanupSubscription;
 use common::{Fixture, WAIT, next_raw, raw, ready, unique};
 use flow_events_core::{BackendErrorKind, Decision, Event, QueueKind};
 use flow_events_testkit::steps::{
@@ -43,7 +44,7 @@ async fn consume_and_ack() {
 async fn retry_then_ack(kind: QueueKind) {
     let fx = Fixture::new("retry");
     let name = unique("retry");
-    let mut cleanup = common::Cleanup::default();
+    let mut cleanup = common::Cleanup::new(common::URL);
     cleanup.subscription(&name);
     let session = fx.session().await;
     let mut stream = session

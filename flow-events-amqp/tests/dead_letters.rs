@@ -6,8 +6,9 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::CleanupSubscription;
 use common::broker::rabbitmqctl;
-use common::python::python;
+use common::python::{peek_dead_letter, python};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_core::{
     Decision, Delivery, Event, EventSink, EventSource, QueueKind, Resilient, RetryPolicy,
@@ -131,24 +132,7 @@ async fn delayed_retries_then_a_dead_letter_that_says_why() {
         );
     }
 
-    let dead = format!("{name}.dead");
-    let url = common::URL;
-    let out = tokio::process::Command::new(&python)
-        .arg(format!(
-            "{}/tests/interop/peek_dead_letter.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args([url, dead.as_str(), &WAIT.as_secs().to_string()])
-        .output()
-        .await
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from Python");
-    println!("pika read: {got}");
+    let got = peek_dead_letter(&python, &format!("{name}.dead")).await;
     let headers = &got["headers"];
     for header in dead_letter::DEAD_LETTER_HEADERS {
         assert!(headers[header].is_string(), "{header} missing: {headers}");

@@ -4,12 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, URL, raw, unique};
+use common::{Cleanup, URL, fanout_exchange, unique};
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Backend, BackendError, BackendErrorKind, Config, redact_url};
-use lapin::ExchangeKind;
-use lapin::options::ExchangeDeclareOptions;
-use lapin::types::FieldTable;
 
 fn backend(url: &str, exchange: &str, options: AmqpConfig) -> AmqpBackend {
     AmqpBackend::new(
@@ -79,21 +76,7 @@ async fn unknown_vhost_is_a_configuration_error_within_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exchange_declared_as_fanout_is_a_configuration_error() {
     require_broker!("exchange_declared_as_fanout_is_a_configuration_error");
-    let exchange = unique("fanout");
-    let mut cleanup = Cleanup::default();
-    cleanup.exchange(&exchange);
-    let (_conn, ch) = raw().await;
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare fanout");
+    let (exchange, _cleanup) = fanout_exchange().await;
     let b = backend(URL, &exchange, AmqpConfig::new());
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
@@ -158,7 +141,7 @@ async fn silent_server_is_a_timeout() {
 async fn each_connect_starts_with_the_url_after_the_one_last_used() {
     require_broker!("each_connect_starts_with_the_url_after_the_one_last_used");
     let exchange = unique("urls");
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new(URL);
     cleanup.exchange(&exchange);
     // Two URLs of the same broker, told apart by their text (as a session's
     // `url` shows it): after a session on one, the next connect takes the
@@ -182,7 +165,7 @@ async fn each_connect_starts_with_the_url_after_the_one_last_used() {
 async fn a_dead_url_is_passed_over_and_both_dead_is_one_error() {
     require_broker!("a_dead_url_is_passed_over_and_both_dead_is_one_error");
     let exchange = unique("urls");
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new(URL);
     cleanup.exchange(&exchange);
     // Wherever a connect starts, the refused URL is passed over.
     let b = backend(

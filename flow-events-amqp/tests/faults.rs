@@ -11,11 +11,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::CleanupSubscription;
 use common::traffic::{
-    HEARTBEAT, LONG, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
+    Cutter, HEARTBEAT, LONG, buffered_while_down, connected, consumer, fast, publish_paced,
+    publish_until, ready, recovered, short_heartbeat, start,
 };
 use common::{Fixture, WAIT, unique, until, until_state, url_through};
-use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome};
+use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome, Resilient};
 use flow_events_testkit::received::{Received, numbered};
 use tokio_util::sync::CancellationToken;
 
@@ -32,48 +34,17 @@ async fn buffered_while_down_then_delivered_in_order() {
     let (consumer, subscribed) = consumer(fx.backend.clone(), &fx.config, &name, &received).await;
 
     let publisher = start(fx.backend_to(&url_through(&proxy)), &fx.config).await;
-    let started = Instant::now();
-    for seq in 0..N {
-        let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
-        assert!(
-            matches!(outcome, PublishOutcome::Buffered { .. }),
-            "{seq}: {outcome:?}"
-        );
-    }
-    let buffering = started.elapsed();
-    // The first connection attempt runs beside the publishes: wait for it to
-    // have failed before reading its error.
-    until("a refused connection attempt", WAIT, || {
-        publisher.status().last_error.is_some()
-    })
-    .await;
-    let status = publisher.status();
-    assert_eq!(status.pending_events, N as usize);
-    assert!(!status.connected);
-    assert!(
-        status
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("connection error")),
-        "{:?}",
-        status.last_error
-    );
-    assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
+    let buffering = buffered_while_down(&publisher, N).await;
 
     let up = Instant::now();
     proxy.up();
-    until_state("publisher connected", &publisher, WAIT, connected).await;
-    let reconnected = up.elapsed();
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
-    .await;
-    let drained = up.elapsed();
-    received.wait_distinct(N as usize, LONG).await;
-    let delivered = up.elapsed();
+    let after = recovered(&publisher, &received, N as usize, up, WAIT).await;
     println!(
-        "down/up: {N} events buffered in {buffering:?}; after up: connected in {reconnected:?}, \
-         all confirmed in {drained:?}, all delivered in {delivered:?}, {} duplicates",
+        "down/up: {N} events buffered in {buffering:?}; after up: connected in {:?}, \
+         all confirmed in {:?}, all delivered in {:?}, {} duplicates",
+        after.connected,
+        after.drained,
+        after.delivered,
         received.duplicates()
     );
     assert_eq!(
@@ -124,30 +95,10 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     until_state("publisher connected", &publisher, WAIT, connected).await;
 
     // Cuts every connection every EVERY while the events are published.
-    let stop = CancellationToken::new();
-    let cutter = tokio::spawn({
-        let proxy = proxy.handle();
-        let stop = stop.clone();
-        async move {
-            let mut cuts = 0u32;
-            let mut tick = tokio::time::interval(EVERY);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return cuts,
-                    _ = tick.tick() => {
-                        proxy.cut();
-                        cuts += 1;
-                    }
-                }
-            }
-        }
-    });
-
+    let cutter = Cutter::start(proxy.handle(), EVERY);
     let started = Instant::now();
     let published = publish_paced(&publisher, N, TASKS, PACE).await;
-    stop.cancel();
-    let cuts = cutter.await.expect("cutter");
+    let cuts = cutter.stop().await;
     until("buffer drained", LONG, || {
         publisher.status().pending_events == 0
     })
@@ -157,14 +108,9 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     let all = started.elapsed();
     let (p, c) = (publisher.status(), consumer.status());
     println!(
-        "{test}: {N} events from {TASKS} tasks in {:?} ({} confirmed at once, {} buffered, \
-         longest publish {:?}), {cuts} cuts every {EVERY:?}; \
-         all confirmed after {confirmed_all:?}, all delivered after {all:?}; publisher reconnects {}, consumer reconnects {}, \
-         {} deliveries, {} duplicates",
-        published.took,
-        published.confirmed,
-        published.buffered,
-        published.longest,
+        "{test}: {N} events from {TASKS} tasks {published}, {cuts} cuts every {EVERY:?}; \
+         all confirmed after {confirmed_all:?}, all delivered after {all:?}; \
+         publisher reconnects {}, consumer reconnects {}, {} deliveries, {} duplicates",
         p.reconnects,
         c.reconnects,
         received.deliveries(),
@@ -232,23 +178,12 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
     let cut_off = Instant::now();
     proxy.blackhole();
     // Publishing goes on during the partition, one event every 20 ms.
-    let publishing = tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            let mut longest = Duration::ZERO;
-            for seq in BEFORE..BEFORE + DURING {
-                let one = Instant::now();
-                let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
-                assert!(
-                    !matches!(outcome, PublishOutcome::Dropped { .. }),
-                    "{outcome:?}"
-                );
-                longest = longest.max(one.elapsed());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            longest
-        }
-    });
+    let publishing = publish_until(
+        Resilient::clone(&publisher),
+        BEFORE..BEFORE + DURING,
+        Duration::from_millis(20),
+        CancellationToken::new(),
+    );
     let noticed = until_state(
         "the partition noticed",
         &*publisher,
@@ -261,7 +196,7 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
         why.as_deref().is_some_and(|e| e.contains("heartbeat")),
         "{why:?}"
     );
-    let longest = publishing.await.expect("publishing");
+    let longest = publishing.await.expect("publishing").slowest;
     // Reconnecting fails meanwhile: the proxy takes the TCP connection and
     // never answers, so each attempt ends at the connect timeout.
     let status = publisher.status();
@@ -270,20 +205,20 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
 
     let restored = Instant::now();
     proxy.restore();
-    until_state("publisher reconnected", &*publisher, LONG, connected).await;
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
+    let after = recovered(
+        &publisher,
+        &received,
+        (BEFORE + DURING) as usize,
+        restored,
+        LONG,
+    )
     .await;
-    received
-        .wait_distinct((BEFORE + DURING) as usize, LONG)
-        .await;
     println!(
         "blackhole: noticed after {noticed:?} (heartbeat {HEARTBEAT:?}), longest publish during \
          it {longest:?}, {} pending when restored, all delivered {:?} after restore, \
          {} duplicates",
         status.pending_events,
-        restored.elapsed(),
+        after.delivered,
         received.duplicates()
     );
     assert!(

@@ -7,7 +7,7 @@
 mod common;
 
 use common::Fixture;
-use common::python::{PythonConsumer, python};
+use common::python::{consumer, python};
 use flow_events_core::Event;
 use flow_events_testkit::steps::publish_confirmed;
 
@@ -17,8 +17,7 @@ async fn python_consumer_reads_a_published_event() {
     let Some(python) = python() else { return };
     let fx = Fixture::with("interop", |c| c, |o| o.with_app_id("billing"));
     let session = fx.session().await;
-    let consumer =
-        PythonConsumer::start(&python, "consume_one.py", &fx.exchange, "invoice.*").await;
+    let consumer = consumer(&python, "amqp_consume_one.py", &fx.exchange, "invoice.*").await;
 
     let sent = Event::try_new(
         "invoice.paid",

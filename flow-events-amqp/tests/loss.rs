@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::CleanupSubscription;
 use common::traffic::{connected, fast, short_heartbeat, start, subscription};
 use common::{Fixture, WAIT, unique, until, until_state};
 use flow_events_core::{
@@ -90,100 +91,114 @@ async fn connection_pid(app_id: &str, role: &str) -> Option<Option<String>> {
     )
 }
 
-/// A publisher and consumer in one `Resilient`, named `app_id`, consuming
-/// `name`; connected, subscribed, one event delivered.
-async fn flowing(
-    test: &str,
-    app_id: &str,
-    name: &str,
-) -> (Fixture, Resilient, Received, SubscriptionHandle) {
-    let mut fx = Fixture::with(test, fast, |o| short_heartbeat(o).with_app_id(app_id));
-    fx.cleanup.subscription(name);
-    let events = start(fx.backend.clone(), &fx.config).await;
-    until_state("connected", &events, WAIT, connected).await;
-    let received = Received::new();
-    let handle = events
-        .subscribe(subscription(name), received.handler())
-        .await
-        .expect("subscribe");
-    assert_eq!(
-        events.publish(numbered(0)).await.expect("publish"),
-        PublishOutcome::Confirmed
-    );
-    received.wait_distinct(1, WAIT).await;
-    (fx, events, received, handle)
+/// A publisher and consumer in one `Resilient`, connected, subscribed, one
+/// event delivered; and the broker's pids of its two connections.
+struct Flowing {
+    _fx: Fixture,
+    app_id: String,
+    events: Resilient,
+    received: Received,
+    handle: SubscriptionHandle,
+    publishing: String,
+    consuming: String,
 }
 
-/// Publishes events `from..to`, each confirmed, and waits for them.
-async fn publish_and_receive(events: &Resilient, received: &Received, from: u64, to: u64) {
-    for seq in from..to {
+impl Flowing {
+    /// The flow of the test `test`; `None` (the test is skipped) when
+    /// `rabbitmqctl` cannot be run here.
+    async fn start(test: &str) -> Option<Self> {
+        let app_id = unique(test);
+        let name = unique(test);
+        if connection_pid(&app_id, "publish").await.is_none() {
+            eprintln!("skipping {test}: rabbitmqctl is not available");
+            return None;
+        }
+        let mut fx = Fixture::with(test, fast, |o| short_heartbeat(o).with_app_id(&app_id));
+        fx.cleanup.subscription(&name);
+        let events = start(fx.backend.clone(), &fx.config).await;
+        until_state("connected", &events, WAIT, connected).await;
+        let received = Received::new();
+        let handle = events
+            .subscribe(subscription(&name), received.handler())
+            .await
+            .expect("subscribe");
         assert_eq!(
-            events.publish(numbered(seq)).await.expect("publish"),
-            PublishOutcome::Confirmed,
-            "event {seq}"
+            events.publish(numbered(0)).await.expect("publish"),
+            PublishOutcome::Confirmed
         );
+        received.wait_distinct(1, WAIT).await;
+        let mut flowing = Self {
+            _fx: fx,
+            app_id,
+            events,
+            received,
+            handle,
+            publishing: String::new(),
+            consuming: String::new(),
+        };
+        flowing.publishing = flowing.pid("publish").await.expect("publishing");
+        flowing.consuming = flowing.pid("consume").await.expect("consuming");
+        Some(flowing)
     }
-    received.wait_distinct(to as usize, WAIT).await;
+
+    /// The broker's pid of its `role` connection now, if it has one.
+    async fn pid(&self, role: &str) -> Option<String> {
+        connection_pid(&self.app_id, role).await.flatten()
+    }
+
+    /// Has the broker close the connection `pid`.
+    async fn close_connection(&self, pid: &str) {
+        rabbitmqctl(&["close_connection", pid, "closed by a test"])
+            .await
+            .expect("close_connection");
+    }
+
+    /// Publishes events `from..to`, each confirmed, and waits for them.
+    async fn publish_and_receive(&self, from: u64, to: u64) {
+        for seq in from..to {
+            assert_eq!(
+                self.events.publish(numbered(seq)).await.expect("publish"),
+                PublishOutcome::Confirmed,
+                "event {seq}"
+            );
+        }
+        self.received.wait_distinct(to as usize, WAIT).await;
+    }
+
+    /// Closes the subscription, shuts down, nothing left pending.
+    async fn finish(self) {
+        self.handle.close().await;
+        assert!(self.events.shutdown(WAIT).await.remaining.is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_consuming_connection_is_reopened_and_publishing_goes_on() {
     require_broker!("a_lost_consuming_connection_is_reopened_and_publishing_goes_on");
-    let app_id = unique("conslost");
-    let name = unique("conslost");
-    if connection_pid(&app_id, "publish").await.is_none() {
-        eprintln!("skipping: rabbitmqctl is not available");
+    let Some(flow) = Flowing::start("conslost").await else {
         return;
-    }
-    let (_fx, events, received, handle) = flowing("conslost", &app_id, &name).await;
-    let publishing = connection_pid(&app_id, "publish")
-        .await
-        .flatten()
-        .expect("publishing");
-    let consuming = connection_pid(&app_id, "consume")
-        .await
-        .flatten()
-        .expect("consuming");
-    rabbitmqctl(&["close_connection", &consuming, "closed by a test"])
-        .await
-        .expect("close_connection");
+    };
+    flow.close_connection(&flow.consuming).await;
     // Publishing is not disturbed, and the subscription resumes on a new
     // consuming connection.
-    publish_and_receive(&events, &received, 1, 20).await;
-    let reopened = connection_pid(&app_id, "consume").await.flatten();
-    assert!(reopened.is_some_and(|pid| pid != consuming));
-    assert_eq!(
-        connection_pid(&app_id, "publish").await.flatten(),
-        Some(publishing)
-    );
-    let s = events.status();
+    flow.publish_and_receive(1, 20).await;
+    let reopened = flow.pid("consume").await;
+    assert!(reopened.is_some_and(|pid| pid != flow.consuming));
+    assert_eq!(flow.pid("publish").await, Some(flow.publishing.clone()));
+    let s = flow.events.status();
     assert_eq!(s.reconnects, 0, "{s:?}");
     assert_eq!(s.confirmed, 20);
-    handle.close().await;
-    assert!(events.shutdown(WAIT).await.remaining.is_empty());
+    flow.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_publishing_connection_is_reopened_and_consuming_goes_on() {
     require_broker!("a_lost_publishing_connection_is_reopened_and_consuming_goes_on");
-    let app_id = unique("publost");
-    let name = unique("publost");
-    if connection_pid(&app_id, "publish").await.is_none() {
-        eprintln!("skipping: rabbitmqctl is not available");
+    let Some(flow) = Flowing::start("publost").await else {
         return;
-    }
-    let (_fx, events, received, handle) = flowing("publost", &app_id, &name).await;
-    let publishing = connection_pid(&app_id, "publish")
-        .await
-        .flatten()
-        .expect("publishing");
-    let consuming = connection_pid(&app_id, "consume")
-        .await
-        .flatten()
-        .expect("consuming");
-    rabbitmqctl(&["close_connection", &publishing, "closed by a test"])
-        .await
-        .expect("close_connection");
+    };
+    flow.close_connection(&flow.publishing).await;
+    let events = &flow.events;
     until("reconnected", WAIT, || {
         events.status().reconnects == 1 && events.state() == ConnectionState::Connected
     })
@@ -191,16 +206,9 @@ async fn a_lost_publishing_connection_is_reopened_and_consuming_goes_on() {
     let why = events.status().last_error.unwrap_or_default();
     assert!(why.contains("CONNECTION_FORCED"), "{why}");
     assert!(why.contains("publishing connection"), "{why}");
-    publish_and_receive(&events, &received, 1, 20).await;
+    flow.publish_and_receive(1, 20).await;
     // The consumer kept its connection (and its channel) all along.
-    assert_eq!(
-        connection_pid(&app_id, "consume").await.flatten(),
-        Some(consuming)
-    );
-    assert_ne!(
-        connection_pid(&app_id, "publish").await.flatten(),
-        Some(publishing)
-    );
-    handle.close().await;
-    assert!(events.shutdown(WAIT).await.remaining.is_empty());
+    assert_eq!(flow.pid("consume").await, Some(flow.consuming.clone()));
+    assert_ne!(flow.pid("publish").await, Some(flow.publishing.clone()));
+    flow.finish().await;
 }

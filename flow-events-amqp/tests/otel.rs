@@ -8,7 +8,8 @@ mod common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::python::{PythonConsumer, python};
+use common::CleanupSubscription;
+use common::python::python;
 use common::traffic::{LONG, connected, fast, short_heartbeat, start};
 use common::{Fixture, WAIT, raw, unique, until, until_state, url_through};
 use flow_events_core::{
@@ -290,7 +291,8 @@ async fn a_python_consumer_reads_the_trace_of_the_publish_span() {
     let fx = Fixture::with("otelpy", fast, short_heartbeat);
     let events = start(fx.backend.clone(), &fx.config).await;
     until_state("connected", &events, WAIT, connected).await;
-    let consumer = PythonConsumer::start(&python, "trace_of_one.py", &fx.exchange, "otel.*").await;
+    let consumer =
+        common::python::consumer(&python, "amqp_trace_of_one.py", &fx.exchange, "otel.*").await;
 
     let event = Event::try_new("otel.python", serde_json::json!({"n": 1})).expect("event");
     events

@@ -3,12 +3,13 @@
 
 mod common;
 
+use common::CleanupSubscription;
 use common::{Fixture, WAIT, next_raw, raw, ready, unique};
 use flow_events_core::{BackendErrorKind, Event};
 use flow_events_testkit::steps::{numbered, publish_confirmed, subscribed, subscription};
 use futures_util::StreamExt;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_is_confirmed_with_many_in_flight() {
@@ -204,27 +205,7 @@ async fn mandatory_refusals_name_the_right_events_with_many_in_flight() {
     let mut fx = Fixture::with("returns", |c| c, |o| o.with_mandatory(true));
     let session = fx.session().await;
     let (_conn, ch) = raw().await;
-    let name = unique("returns");
-    fx.cleanup.queue(&name);
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("durable queue");
-    ch.queue_bind(
-        name.as_str().into(),
-        fx.exchange.as_str().into(),
-        "routed.*".into(),
-        Default::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    fx.durable_queue(&ch, "routed.*").await;
     // Persistent messages to a durable queue are confirmed in batches, so
     // acks for several events (one of them returned) arrive together.
     let mut pending = Vec::new();

@@ -9,52 +9,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::traffic::{LONG, connected, consumer, fast, short_heartbeat, start};
+use common::CleanupSubscription;
+use common::traffic::{LONG, connected, consumer, fast, publish_until, short_heartbeat, start};
 use common::{Fixture, WAIT, unique, until, until_state, url_through};
 use flow_events_core::{
     ConnectionMonitor, EventId, EventSink, PublishErrorKind, PublishOutcome, Resilient,
 };
 use flow_events_testkit::received::{Received, numbered};
 use tokio_util::sync::CancellationToken;
-
-/// What a publishing task saw: every event accepted, and the slowest call.
-#[derive(Debug, Default)]
-struct Calls {
-    ids: Vec<EventId>,
-    slowest: Duration,
-    confirmed: usize,
-    buffered: usize,
-}
-
-/// Publishes one event every `pace` until `stop`, timing each call.
-fn publish_until(
-    publisher: Arc<Resilient>,
-    pace: Duration,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<Calls> {
-    tokio::spawn(async move {
-        let mut calls = Calls::default();
-        let mut tick = tokio::time::interval(pace);
-        for seq in 0.. {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let event = numbered(seq);
-            let id = event.id();
-            let started = Instant::now();
-            let outcome = publisher.publish(event).await.expect("accepted");
-            calls.slowest = calls.slowest.max(started.elapsed());
-            match outcome {
-                PublishOutcome::Confirmed => calls.confirmed += 1,
-                PublishOutcome::Buffered { .. } => calls.buffered += 1,
-                other => panic!("event {seq}: {other:?}"),
-            }
-            calls.ids.push(id);
-        }
-        calls
-    })
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_never_holds_a_publish_past_the_confirm_wait() {
@@ -70,7 +32,12 @@ async fn a_partition_never_holds_a_publish_past_the_confirm_wait() {
     until_state("publisher connected", &*publisher, WAIT, connected).await;
     let wait = publisher.config().confirm_wait();
     let stop = CancellationToken::new();
-    let publishing = publish_until(publisher.clone(), Duration::from_millis(20), stop.clone());
+    let publishing = publish_until(
+        Resilient::clone(&publisher),
+        0..,
+        Duration::from_millis(20),
+        stop.clone(),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A short partition, healed before the heartbeats notice: the publishes

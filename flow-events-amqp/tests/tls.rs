@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::CleanupSubscription;
 use common::{Fixture, WAIT, unique};
 use flow_events_core::{Backend, BackendErrorKind, Decision, Event, Subscription, TopicPattern};
 use flow_events_testkit::steps::publish_confirmed;

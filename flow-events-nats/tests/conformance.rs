@@ -24,7 +24,7 @@ struct Nats {
 impl Nats {
     /// `None` when there is no server (outside CI).
     fn new(case: &str) -> Option<Self> {
-        if !common::server_available(case) {
+        if !common::NATS.available(case) {
             return None;
         }
         Some(Self {

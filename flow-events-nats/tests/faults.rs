@@ -12,23 +12,17 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, WAIT, until, until_state, url_through};
 use flow_events_core::{
-    Config, ConfigBuilder, ConnectionMonitor, ConnectionState, EventSink, EventSource,
-    HealthStatus, PublishOutcome, Resilient, Subscription, SubscriptionHandle, TopicPattern,
+    Config, ConnectionMonitor, EventSink, HealthStatus, PublishOutcome, Resilient,
+    SubscriptionHandle,
 };
 use flow_events_nats::{NatsBackend, NatsConfigBuilder};
 use flow_events_testkit::received::{Received, numbered};
+use flow_events_testkit::steps;
+use flow_events_testkit::traffic::{
+    self, Cutter, LONG, buffered_while_down, connected, fast, publish_paced, publish_until,
+    recovered, start,
+};
 use tokio_util::sync::CancellationToken;
-
-/// Longest wait for a drain or a whole delivery.
-const LONG: Duration = Duration::from_secs(120);
-
-/// Quick reconnects and a buffer large enough for every test.
-fn fast(c: ConfigBuilder) -> ConfigBuilder {
-    c.with_retry_delay(Duration::from_millis(100))
-        .with_max_retry_delay(Duration::from_secs(1))
-        .with_max_pending_events(50_000)
-        .with_publish_timeout(Duration::from_secs(10))
-}
 
 /// Short pings and connect timeout, and a short `ack_wait`: what a cut
 /// consumer had received unsettled comes again after it (the server cannot
@@ -41,18 +35,6 @@ fn short_pings(n: NatsConfigBuilder) -> NatsConfigBuilder {
         .with_ack_wait(Duration::from_secs(2))
 }
 
-fn connected(s: ConnectionState) -> bool {
-    s == ConnectionState::Connected
-}
-
-async fn start(backend: NatsBackend, config: &Config) -> Resilient {
-    Resilient::builder(backend)
-        .with_config(config.clone())
-        .start()
-        .await
-        .expect("start")
-}
-
 /// A consumer of every `fault.*` event on `backend`, connected and subscribed.
 async fn consumer(
     backend: NatsBackend,
@@ -60,16 +42,8 @@ async fn consumer(
     name: &str,
     received: &Received,
 ) -> (Resilient, SubscriptionHandle) {
-    let consumer = start(backend, config).await;
-    until_state("consumer connected", &consumer, WAIT, connected).await;
-    let subscription = Subscription::new(name, TopicPattern::new("fault.*").expect("pattern"))
-        .expect("subscription")
-        .with_prefetch(100);
-    let handle = consumer
-        .subscribe(subscription, received.handler())
-        .await
-        .expect("subscribe");
-    (consumer, handle)
+    let subscription = steps::subscription(name, "fault.*").with_prefetch(100);
+    traffic::consumer(backend, config, subscription, received).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,52 +59,23 @@ async fn buffered_while_down_then_delivered_in_order() {
 
     let publisher_backend = fx.backend_to(&url_through(&proxy));
     let publisher = start(publisher_backend.clone(), &fx.config).await;
-    let started = Instant::now();
-    for seq in 0..N {
-        let outcome = publisher.publish(numbered(seq)).await.expect("accepted");
-        assert!(
-            matches!(outcome, PublishOutcome::Buffered { .. }),
-            "{seq}: {outcome:?}"
-        );
-    }
-    let buffering = started.elapsed();
-    until("a refused connection attempt", WAIT, || {
-        publisher.status().last_error.is_some()
-    })
-    .await;
-    let status = publisher.status();
-    assert_eq!(status.pending_events, N as usize);
-    assert!(!status.connected);
+    let buffering = buffered_while_down(&publisher, N).await;
+    let health = serde_json::to_value(publisher.health("test")).expect("json");
     assert!(
-        status
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("connection error")),
-        "{:?}",
-        status.last_error
-    );
-    let health = publisher.health("test");
-    assert_eq!(health.status, HealthStatus::Degraded);
-    assert!(
-        serde_json::to_value(&health).expect("json")["dependencies"]["nats"].is_object(),
+        health["dependencies"]["nats"].is_object(),
         "health names the dependency nats"
     );
 
     let up = Instant::now();
     proxy.up();
-    until_state("publisher connected", &publisher, WAIT, connected).await;
-    let reconnected = up.elapsed();
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
-    .await;
-    let drained = up.elapsed();
-    received.wait_distinct(N as usize, LONG).await;
-    let delivered = up.elapsed();
+    let after = recovered(&publisher, &received, N as usize, up, WAIT).await;
     println!(
-        "down/up: {N} events buffered in {buffering:?}; after up: connected in {reconnected:?}, \
-         all acked in {drained:?}, all delivered in {delivered:?}, {} duplicates delivered, \
+        "down/up: {N} events buffered in {buffering:?}; after up: connected in {:?}, \
+         all acked in {:?}, all delivered in {:?}, {} duplicates delivered, \
          {} dropped by the duplicate window",
+        after.connected,
+        after.drained,
+        after.delivered,
         received.duplicates(),
         publisher_backend.duplicates_dropped()
     );
@@ -174,30 +119,10 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     let publisher = start(publisher_backend.clone(), &fx.config).await;
     until_state("publisher connected", &publisher, WAIT, connected).await;
 
-    let stop = CancellationToken::new();
-    let cutter = tokio::spawn({
-        let proxy = proxy.handle();
-        let stop = stop.clone();
-        async move {
-            let mut cuts = 0u32;
-            let mut tick = tokio::time::interval(EVERY);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return cuts,
-                    _ = tick.tick() => {
-                        proxy.cut();
-                        cuts += 1;
-                    }
-                }
-            }
-        }
-    });
-
+    let cutter = Cutter::start(proxy.handle(), EVERY);
     let started = Instant::now();
-    let (confirmed, buffered, took) = publish_paced(&publisher, N, TASKS, PACE).await;
-    stop.cancel();
-    let cuts = cutter.await.expect("cutter");
+    let published = publish_paced(&publisher, N, TASKS, PACE).await;
+    let cuts = cutter.stop().await;
     until("buffer drained", LONG, || {
         publisher.status().pending_events == 0
     })
@@ -207,18 +132,17 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     let all = started.elapsed();
     let (p, c) = (publisher.status(), consumer.status());
     println!(
-        "{test}: {N} events from {TASKS} tasks in {took:?} ({confirmed} confirmed at once, \
-         {buffered} buffered), {cuts} cuts every {EVERY:?}; all acked after {acked_all:?}, \
-         all delivered after {all:?}; publisher reconnects {}, consumer reconnects {}; \
-         {} deliveries, {} duplicates delivered, {} republished events dropped by the \
-         stream's duplicate window",
+        "{test}: {N} events from {TASKS} tasks {published}, {cuts} cuts every {EVERY:?}; \
+         all acked after {acked_all:?}, all delivered after {all:?}; \
+         publisher reconnects {}, consumer reconnects {}; {} deliveries, \
+         {} duplicates delivered, {} republished events dropped by the stream's duplicate window",
         p.reconnects,
         c.reconnects,
         received.deliveries(),
         received.duplicates(),
         publisher_backend.duplicates_dropped()
     );
-    assert_eq!(confirmed + buffered, N);
+    assert_eq!(published.confirmed + published.buffered, N);
     assert!(p.reconnects >= 1, "the publisher lost its connection");
     assert_eq!(p.dropped_events, 0);
     assert_eq!(p.confirmed, N);
@@ -237,41 +161,6 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     subscribed.close().await;
     consumer.shutdown(WAIT).await;
     assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
-}
-
-/// Publishes events `0..n` from `tasks` tasks, each one event per `pace`;
-/// every publish must be accepted. Returns (confirmed, buffered, time).
-async fn publish_paced(
-    publisher: &Resilient,
-    n: u64,
-    tasks: u64,
-    pace: Duration,
-) -> (u64, u64, Duration) {
-    let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for first in 0..tasks {
-        let publisher = publisher.clone();
-        set.spawn(async move {
-            let (mut confirmed, mut buffered) = (0u64, 0u64);
-            let mut tick = tokio::time::interval(pace);
-            for seq in (first..n).step_by(usize::try_from(tasks).expect("tasks")) {
-                tick.tick().await;
-                match publisher.publish(numbered(seq)).await {
-                    Ok(PublishOutcome::Confirmed) => confirmed += 1,
-                    Ok(PublishOutcome::Buffered { .. }) => buffered += 1,
-                    other => panic!("event {seq}: {other:?}"),
-                }
-            }
-            (confirmed, buffered)
-        });
-    }
-    let (mut confirmed, mut buffered) = (0, 0);
-    while let Some(done) = set.join_next().await {
-        let (c, b) = done.expect("publishing task");
-        confirmed += c;
-        buffered += b;
-    }
-    (confirmed, buffered, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,41 +225,34 @@ async fn blackhole_is_noticed_by_pings_and_drains_after() {
     }
 
     proxy.blackhole();
-    let publishing = tokio::spawn({
-        let publisher = publisher.clone();
-        async move {
-            let mut longest = Duration::ZERO;
-            for seq in BEFORE..BEFORE + DURING {
-                let one = Instant::now();
-                publisher.publish(numbered(seq)).await.expect("accepted");
-                longest = longest.max(one.elapsed());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            longest
-        }
-    });
+    let publishing = publish_until(
+        Resilient::clone(&publisher),
+        BEFORE..BEFORE + DURING,
+        Duration::from_millis(20),
+        CancellationToken::new(),
+    );
     let noticed = until_state("the partition noticed", &*publisher, WAIT * 2, |s| {
         !connected(s)
     })
     .await;
-    let longest = publishing.await.expect("publishing");
+    let longest = publishing.await.expect("publishing").slowest;
     assert!(publisher.status().pending_events > 0 || received.distinct() > BEFORE as usize);
     assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
 
     let restored = Instant::now();
     proxy.restore();
-    until_state("publisher reconnected", &*publisher, LONG, connected).await;
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
+    let after = recovered(
+        &publisher,
+        &received,
+        (BEFORE + DURING) as usize,
+        restored,
+        LONG,
+    )
     .await;
-    received
-        .wait_distinct((BEFORE + DURING) as usize, LONG)
-        .await;
     println!(
         "blackhole: noticed after {noticed:?} (ping interval {PING:?}), longest publish during \
          it {longest:?}, all delivered {:?} after restore, {} duplicates",
-        restored.elapsed(),
+        after.delivered,
         received.duplicates()
     );
     assert!(

@@ -5,28 +5,52 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use common::{Fixture, WAIT, until, until_state};
+use common::{Fixture, WAIT, until};
 use flow_events_core::{
-    Backend, BackendErrorKind, ConnectionMonitor, ConnectionState, Decision, Delivery, Event,
-    EventSink, EventSource, PublishErrorKind, PublishOutcome, Resilient, Subscription,
-    TopicPattern, handler_fn,
+    Backend, BackendErrorKind, ConnectionMonitor, Decision, Delivery, Event, EventSink,
+    EventSource, Handler, PublishErrorKind, PublishOutcome, Resilient, ResilientBuilder,
+    handler_fn,
 };
 use flow_events_nats::{NatsBackend, NatsConfig, consumer_name};
+use flow_events_testkit::steps::{self, numbered, publish_confirmed};
+use flow_events_testkit::wait::start_connected;
 use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-fn connected(s: ConnectionState) -> bool {
-    s == ConnectionState::Connected
+/// `Resilient` over `backend` with the fixture's settings.
+fn client(backend: NatsBackend, fx: &Fixture) -> ResilientBuilder {
+    Resilient::builder(backend).with_config(fx.config.clone())
 }
 
-async fn resilient(backend: NatsBackend, fx: &Fixture) -> Resilient {
-    Resilient::builder(backend)
-        .with_config(fx.config.clone())
-        .start()
+/// `Resilient` over the fixture's backend, connected.
+async fn connected_client(fx: &Fixture) -> Resilient {
+    start_connected(client(fx.backend.clone(), fx), WAIT).await
+}
+
+/// A handler that answers what `judge` decides for each delivery, and sends
+/// what `judge` reports of it down the channel it returns.
+fn reporting<T: Send + 'static>(
+    judge: impl Fn(&Delivery) -> (T, Decision) + Send + Sync + 'static,
+) -> (Arc<dyn Handler>, UnboundedReceiver<T>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = handler_fn(move |d: Delivery| {
+        let (report, decision) = judge(&d);
+        let _ = tx.send(report);
+        async move { decision }
+    });
+    (handler, rx)
+}
+
+/// The next report of a [`reporting`] handler, which must come within `WAIT`.
+async fn next_report<T>(reports: &mut UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, reports.recv())
         .await
-        .expect("start")
+        .expect("a delivery in time")
+        .expect("the handler is alive")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -46,17 +70,10 @@ async fn an_event_over_max_payload_is_refused_and_handed_back() {
     assert_eq!(e.kind(), BackendErrorKind::EventRefused, "{e}");
     assert!(e.message().contains("max_payload"), "{e}");
     // The session goes on.
-    let small = Event::try_new("file.uploaded", serde_json::json!({"n": 1})).expect("event");
-    session
-        .send(&small)
-        .await
-        .expect("send")
-        .await
-        .expect("ack");
+    publish_confirmed(&*session, &numbered("file.uploaded", 1)).await;
     session.close().await;
 
-    let client = resilient(fx.backend.clone(), &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
+    let client = connected_client(&fx).await;
     let err = client
         .publish(big.clone())
         .await
@@ -103,7 +120,10 @@ async fn a_stream_with_other_settings_is_a_configuration_error() {
     }
 
     // Under Resilient: publishing goes on into the buffer, the reason shows.
-    let client = resilient(fx.backend.clone(), &fx).await;
+    let client = client(fx.backend.clone(), &fx)
+        .start()
+        .await
+        .expect("start");
     let event = Event::try_new("a.b", serde_json::json!({})).expect("event");
     let outcome = client.publish(event).await.expect("accepted");
     assert!(matches!(outcome, PublishOutcome::Buffered { .. }));
@@ -121,11 +141,9 @@ async fn a_stream_with_other_settings_is_a_configuration_error() {
 async fn a_stream_deleted_under_a_service_is_made_again() {
     require_server!("a_stream_deleted_under_a_service_is_made_again");
     let fx = Fixture::new("deleted");
-    let client = resilient(fx.backend.clone(), &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
-    let first = Event::try_new("a.b", serde_json::json!({"n": 1})).expect("event");
+    let client = connected_client(&fx).await;
     assert_eq!(
-        client.publish(first).await.expect("publish"),
+        client.publish(numbered("a.b", 1)).await.expect("publish"),
         PublishOutcome::Confirmed
     );
     let (_raw, js) = common::raw().await;
@@ -134,8 +152,7 @@ async fn a_stream_deleted_under_a_service_is_made_again() {
         .expect("delete the stream");
     // The next publish finds no stream: buffered, the session given up, and
     // the next one makes the stream again and sends it.
-    let second = Event::try_new("a.b", serde_json::json!({"n": 2})).expect("event");
-    let outcome = client.publish(second).await.expect("accepted");
+    let outcome = client.publish(numbered("a.b", 2)).await.expect("accepted");
     assert!(
         matches!(outcome, PublishOutcome::Buffered { .. }),
         "{outcome:?}"
@@ -197,8 +214,7 @@ async fn several_urls_are_tried_in_turn() {
     );
     session.close().await;
     // Status and health show the address in use, never a password.
-    let client = resilient(backend, &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
+    let client = start_connected(client(backend, &fx), WAIT).await;
     assert_eq!(client.status().url, common::URL);
     let health = serde_json::to_string(&client.health("test")).expect("json");
     assert!(!health.contains("secret-pw"), "{health}");
@@ -214,8 +230,7 @@ async fn health_names_the_nats_dependency() {
         (info.name, info.display_name, info.dependency),
         ("nats", "NATS", "nats")
     );
-    let client = resilient(fx.backend.clone(), &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
+    let client = connected_client(&fx).await;
     let health = serde_json::to_value(client.health("test")).expect("json");
     assert_eq!(
         health["dependencies"]["nats"]["connected"], true,
@@ -256,27 +271,20 @@ async fn dead_letters(fx: &Fixture, subscription: &str, n: usize) -> Vec<async_n
 async fn rejected_and_exhausted_events_are_dead_lettered() {
     require_server!("rejected_and_exhausted_events_are_dead_lettered");
     let fx = Fixture::new("dead");
-    let client = resilient(fx.backend.clone(), &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let handler = handler_fn(move |d: Delivery| {
-        let tx = tx.clone();
-        async move {
-            let kind = d.event().data()["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let _ = tx.send((kind.clone(), d.attempt()));
-            match kind.as_str() {
-                "poison" => Decision::reject("poison"),
-                "flaky" => Decision::Retry,
-                _ => Decision::Ack,
-            }
-        }
+    let client = connected_client(&fx).await;
+    let (handler, mut seen) = reporting(|d| {
+        let kind = d.event().data()["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let decision = match kind.as_str() {
+            "poison" => Decision::reject("poison"),
+            "flaky" => Decision::Retry,
+            _ => Decision::Ack,
+        };
+        ((kind, d.attempt()), decision)
     });
-    let subscription = Subscription::new("billing.v1", TopicPattern::new("order.*").expect("p"))
-        .expect("subscription")
-        .with_max_attempts(3);
+    let subscription = steps::subscription("billing.v1", "order.*").with_max_attempts(3);
     let handle = client
         .subscribe(subscription, handler)
         .await
@@ -288,11 +296,7 @@ async fn rejected_and_exhausted_events_are_dead_lettered() {
 
     let mut attempts = Vec::new();
     while attempts.len() < 4 {
-        let got = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .expect("deliveries in time")
-            .expect("handler alive");
-        attempts.push(got);
+        attempts.push(next_report(&mut seen).await);
     }
     let flaky_attempts: Vec<u32> = attempts
         .iter()
@@ -344,20 +348,10 @@ async fn rejected_and_exhausted_events_are_dead_lettered() {
 async fn a_hash_in_the_middle_delivers_exactly_the_matching_events() {
     require_server!("a_hash_in_the_middle_delivers_exactly_the_matching_events");
     let fx = Fixture::new("middle");
-    let client = resilient(fx.backend.clone(), &fx).await;
-    until_state("connected", &client, WAIT, connected).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let handler = handler_fn(move |d: Delivery| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(d.event().event_type().to_string());
-            Decision::Ack
-        }
-    });
-    let subscription =
-        Subscription::new("middle", TopicPattern::new("a.#.z").expect("p")).expect("s");
+    let client = connected_client(&fx).await;
+    let (handler, mut seen) = reporting(|d| (d.event().event_type().to_string(), Decision::Ack));
     let handle = client
-        .subscribe(subscription, handler)
+        .subscribe(steps::subscription("middle", "a.#.z"), handler)
         .await
         .expect("subscribe");
     for t in ["a.z", "a.b.z", "a.b", "b.z", "a.b.c.z", "a.z.q", "a.end.z"] {
@@ -366,11 +360,7 @@ async fn a_hash_in_the_middle_delivers_exactly_the_matching_events() {
     }
     let mut got = Vec::new();
     while got.last().map(String::as_str) != Some("a.end.z") {
-        let t = tokio::time::timeout(WAIT, rx.recv())
-            .await
-            .expect("in time")
-            .expect("handler alive");
-        got.push(t);
+        got.push(next_report(&mut seen).await);
     }
     assert_eq!(got, ["a.z", "a.b.z", "a.b.c.z", "a.end.z"]);
     handle.close().await;

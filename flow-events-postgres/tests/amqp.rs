@@ -5,18 +5,17 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
-use flow_events_core::{
-    Config, ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSource,
-    Resilient, Subscription, TopicPattern, handler_fn,
-};
+use flow_events_core::{Config, EventSource, Resilient};
 use flow_events_postgres::{Outbox, Relay};
+use flow_events_testkit::received::Received;
+use flow_events_testkit::steps;
+use flow_events_testkit::wait::start_connected;
 
-use common::{AMQP_URL, AmqpCleanup, TestTables, WAIT, outbox_rows, until};
+use common::sink::commit_concurrently;
+use common::{AMQP_URL, TestTables, WAIT, outbox_rows, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
@@ -28,42 +27,23 @@ async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
     let tables = TestTables::new(&pool, "amqp2").await;
     let exchange = format!("test.{}", tables.prefix());
     let queue = format!("{exchange}.consumer");
-    let _cleanup = AmqpCleanup {
-        queues: vec![queue.clone(), format!("{queue}.dead")],
-        exchanges: vec![exchange.clone(), format!("{exchange}.dlx")],
-    };
+    let mut cleanup = common::amqp_cleanup();
+    cleanup
+        .queue(&queue)
+        .queue(&format!("{queue}.dead"))
+        .exchange(&exchange)
+        .exchange(&format!("{exchange}.dlx"));
     let amqp = AmqpConfig::new()
         .with_url(AMQP_URL)
         .with_exchange(&exchange);
-    let start = || async {
-        let r = Resilient::builder(AmqpBackend::new(&Config::default(), amqp.clone()))
-            .start()
-            .await
-            .unwrap();
-        tokio::time::timeout(
-            WAIT,
-            r.watch_state()
-                .wait_for(|s| *s == ConnectionState::Connected),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        r
+    let start = || {
+        let backend = AmqpBackend::new(&Config::default(), amqp.clone());
+        start_connected(Resilient::builder(backend), WAIT)
     };
     let consumer = start().await;
-    let received: Arc<Mutex<HashMap<EventId, usize>>> = Arc::default();
-    let seen = received.clone();
+    let received = Received::new();
     let _subscription = consumer
-        .subscribe(
-            Subscription::new(&queue, TopicPattern::new("order.*").unwrap()).unwrap(),
-            handler_fn(move |d: Delivery| {
-                let seen = seen.clone();
-                async move {
-                    *seen.lock().unwrap().entry(d.event().id()).or_default() += 1;
-                    Decision::Ack
-                }
-            }),
-        )
+        .subscribe(steps::subscription(&queue, "order.*"), received.handler())
         .await
         .unwrap();
     // Each relay with its own sink, as two replicas of a service would.
@@ -80,46 +60,15 @@ async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
     ];
 
     let outbox = Outbox::new(&tables);
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let pool = pool.clone();
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for t in 0..100 {
-                    let mut tx = pool.begin().await.unwrap();
-                    for i in 0..5 {
-                        let e = Event::try_new(
-                            "order.created",
-                            serde_json::json!({ "writer": w, "n": t * 5 + i }),
-                        )
-                        .unwrap();
-                        outbox.enqueue(&mut tx, &e).await.unwrap();
-                        ids.push(e.id());
-                    }
-                    tx.commit().await.unwrap();
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for w in writers {
-        ids.extend(w.await.unwrap());
-    }
-    until("every event received", Duration::from_secs(60), || async {
-        let got = received.lock().unwrap();
-        ids.iter().all(|id| got.contains_key(id))
-    })
-    .await;
+    let ids = commit_concurrently(&pool, &outbox, 4, 100).await;
+    received
+        .wait_distinct(ids.len(), Duration::from_secs(60))
+        .await;
     until("outbox empty", WAIT, || async {
         outbox_rows(&pool, &tables).await == 0
     })
     .await;
 
-    let got = received.lock().unwrap().clone();
-    let deliveries: usize = got.values().sum();
-    let duplicates = deliveries - got.len();
     let by_relay: Vec<(String, u64, u64)> = relays
         .iter()
         .map(|r| {
@@ -128,13 +77,15 @@ async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
         })
         .collect();
     println!(
-        "two relays over RabbitMQ: {} events committed, {} distinct received, {deliveries} deliveries, \
-         {duplicates} duplicates; (relay, published, possible duplicates): {by_relay:?}",
+        "two relays over RabbitMQ: {} events committed, {} distinct received, {} deliveries, \
+         {} duplicates; (relay, published, possible duplicates): {by_relay:?}",
         ids.len(),
-        got.len()
+        received.distinct(),
+        received.deliveries(),
+        received.duplicates()
     );
-    assert_eq!(got.len(), ids.len(), "none lost");
-    assert!(ids.iter().all(|id| got.contains_key(id)));
+    assert_eq!(received.distinct(), ids.len(), "none lost");
+    assert!(ids.iter().all(|id| received.contains(id)));
     assert_eq!(
         by_relay.iter().map(|(_, n, _)| n).sum::<u64>(),
         ids.len() as u64,

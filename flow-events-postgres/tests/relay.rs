@@ -12,7 +12,7 @@ use std::time::Duration;
 use flow_events_core::{Event, EventId};
 use flow_events_postgres::{Outbox, RelayState};
 
-use common::sink::{Sink, commit_events, event, relay, until_status};
+use common::sink::{Sink, commit_concurrently, commit_events, event, relay, until_status};
 use common::{TestTables, WAIT, outbox_rows, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,25 +140,7 @@ async fn two_relays_on_one_table_publish_everything() {
             .with_batch_size(16)
             .start(),
     ];
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let pool = pool.clone();
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for t in 0..50 {
-                    let events: Vec<Event> = (0..5).map(|i| event(w * 1000 + t * 5 + i)).collect();
-                    commit_events(&pool, &outbox, &events).await;
-                    ids.extend(events.iter().map(Event::id));
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for w in writers {
-        ids.extend(w.await.unwrap());
-    }
+    let ids = commit_concurrently(&pool, &outbox, 4, 50).await;
     sink.until_received(&ids).await;
     until("outbox empty", WAIT, || async {
         outbox_rows(&pool, &tables).await == 0

@@ -14,12 +14,16 @@
 //! - [`SessionClient`]: a plain client over one backend session, to run the
 //!   suite against a backend without the resilience decorator.
 //! - `mocks` (feature `mocks`): mockall mocks of the core traits.
+//! - `python` (feature `python`): the Python interop scripts of the
+//!   `interop` folder, run with the interpreter `FLOW_EVENTS_PYTHON` names.
 //! - [`received`]: a handler that records what it receives, for tests that
 //!   count deliveries.
 //! - [`server`]: whether a server a test needs is there (a missing one fails
 //!   under `CI=true`, and skips the test elsewhere).
 //! - [`steps`]: the steps of session-level tests, each named for what it
 //!   checks (`publish_confirmed`, `next_delivery`, ...).
+//! - [`traffic`]: steady publishing and consuming for the fault tests, and
+//!   a proxy's connections cut at an interval.
 //! - [`wait`]: bounded waits on a state or a condition, shared by the tests
 //!   of every crate.
 
@@ -34,10 +38,13 @@ mod macros;
 #[cfg(feature = "mocks")]
 pub mod mocks;
 pub mod proxy;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod received;
 pub mod server;
 mod session_client;
 pub mod steps;
+pub mod traffic;
 pub mod wait;
 
 pub use faulty_store::{FaultyStore, StoreFaultHandle};

@@ -1,5 +1,7 @@
 //! Whether the server a test needs is there: under `CI=true` a missing
 //! server fails the test; elsewhere the test is skipped with a printed reason.
+//! A [`Server`] names one, and gives a proxy in front of it;
+//! [`require!`](crate::require) returns from a test without it.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -21,4 +23,48 @@ pub fn reachable(server: &str, addr: &str, test: &str) -> bool {
             false
         }
     }
+}
+
+/// A server the tests of a crate need, by name and address: whether it is
+/// there, and a proxy in front of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    name: &'static str,
+    addr: &'static str,
+}
+
+impl Server {
+    /// The server `name` (for the messages) at `addr` (`host:port`).
+    pub const fn new(name: &'static str, addr: &'static str) -> Self {
+        Self { name, addr }
+    }
+
+    /// Its address, `host:port`.
+    pub const fn addr(&self) -> &'static str {
+        self.addr
+    }
+
+    /// Whether it answers; see [`reachable`]: not reachable, panics under
+    /// `CI=true`, otherwise prints why `test` is skipped.
+    pub fn available(&self, test: &str) -> bool {
+        reachable(self.name, self.addr, test)
+    }
+
+    /// A TCP proxy in front of it, whose connections can be faulted.
+    pub async fn proxy(&self) -> crate::proxy::TcpProxy {
+        crate::proxy::TcpProxy::start(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("a proxy to {} at {}: {e}", self.name, self.addr))
+    }
+}
+
+/// Returns from the test when `server` (a [`Server`]) is not there, after
+/// saying why; under `CI=true` a missing server fails the test instead.
+#[macro_export]
+macro_rules! require {
+    ($server:expr, $test:expr) => {
+        if !$server.available($test) {
+            return;
+        }
+    };
 }

@@ -14,15 +14,19 @@ use std::time::Duration;
 
 use flow_events_amqp::{AmqpBackend, AmqpConfig};
 use flow_events_core::{Backend, Config, Session};
+use flow_events_testkit::proxy::TcpProxy;
+use flow_events_testkit::server::Server;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
-pub const BROKER: &str = "127.0.0.1:5672";
+/// The test broker.
+pub const RABBITMQ: Server = Server::new("RabbitMQ", "127.0.0.1:5672");
+pub const BROKER: &str = RABBITMQ.addr();
 pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Longest wait for anything a test expects to happen.
@@ -31,28 +35,24 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Whether the broker is reachable. Not reachable: fails under `CI=true`,
 /// otherwise prints why the test is skipped.
 pub fn broker_available(test: &str) -> bool {
-    flow_events_testkit::server::reachable("RabbitMQ", BROKER, test)
+    RABBITMQ.available(test)
 }
 
 /// Returns from the test when the broker is not there (outside CI).
 #[macro_export]
 macro_rules! require_broker {
     ($name:expr) => {
-        if !common::broker_available($name) {
-            return;
-        }
+        flow_events_testkit::require!(common::RABBITMQ, $name)
     };
 }
 
 /// A proxy in front of the test broker, whose connections can be faulted.
-pub async fn proxy() -> flow_events_testkit::proxy::TcpProxy {
-    flow_events_testkit::proxy::TcpProxy::start(BROKER)
-        .await
-        .expect("start the proxy")
+pub async fn proxy() -> TcpProxy {
+    RABBITMQ.proxy().await
 }
 
 /// The test broker's URL through `proxy`.
-pub fn url_through(proxy: &flow_events_testkit::proxy::TcpProxy) -> String {
+pub fn url_through(proxy: &TcpProxy) -> String {
     proxy.url_for("guest", "guest", "/")
 }
 
@@ -71,96 +71,22 @@ pub async fn raw() -> (Connection, Channel) {
 }
 
 /// Deletes, when dropped (also on a panic), the queues and exchanges a test
-/// declared.
-#[derive(Debug, Default)]
-pub struct Cleanup {
-    queues: Vec<String>,
-    exchanges: Vec<String>,
-    /// Where to delete them: the first of these that answers (the test
-    /// broker when empty).
-    urls: Vec<String>,
+/// declared; [`Cleanup::new`] with [`URL`] for the test broker.
+pub use flow_events_testkit::amqp::Cleanup;
+
+/// What a subscription declares, for [`Cleanup`].
+pub trait CleanupSubscription {
+    /// Deletes a subscription's queue, dead-letter queue and delay queues at
+    /// the end.
+    fn subscription(&mut self, name: &str) -> &mut Self;
 }
 
-impl Cleanup {
-    /// A cleanup on the broker at the first of `urls` that answers (the
-    /// nodes of a cluster, say).
-    pub fn on(urls: &[&str]) -> Self {
-        Self {
-            queues: Vec::new(),
-            exchanges: Vec::new(),
-            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
-        }
-    }
-
-    pub fn queue(&mut self, name: &str) -> &mut Self {
-        self.queues.push(name.to_owned());
-        self
-    }
-    pub fn exchange(&mut self, name: &str) -> &mut Self {
-        self.exchanges.push(name.to_owned());
-        self
-    }
-    /// A subscription's queue, dead-letter queue and delay queues.
-    pub fn subscription(&mut self, name: &str) -> &mut Self {
+impl CleanupSubscription for Cleanup {
+    fn subscription(&mut self, name: &str) -> &mut Self {
         for delay in flow_events_amqp::delay_queues(name) {
             self.queue(&delay);
         }
         self.queue(name).queue(&format!("{name}.dead"))
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let queues = std::mem::take(&mut self.queues);
-        let exchanges = std::mem::take(&mut self.exchanges);
-        if queues.is_empty() && exchanges.is_empty() {
-            return;
-        }
-        let mut urls = std::mem::take(&mut self.urls);
-        if urls.is_empty() {
-            urls.push(URL.to_owned());
-        }
-        // A runtime of its own on a thread of its own: this may run inside
-        // the test's runtime, where blocking on a future is not allowed.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let mut connected = None;
-                for url in &urls {
-                    if let Ok(Ok(conn)) = tokio::time::timeout(
-                        WAIT,
-                        Connection::connect(url, ConnectionProperties::default()),
-                    )
-                    .await
-                    {
-                        connected = Some(conn);
-                        break;
-                    }
-                }
-                let Some(conn) = connected else {
-                    return;
-                };
-                for q in queues {
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                for x in exchanges {
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = conn.close(200, "cleanup".into()).await;
-            });
-        });
-        let _ = done.join();
     }
 }
 
@@ -199,7 +125,7 @@ impl Fixture {
                 .with_app_id(format!("flow-events-test-{test}")),
         );
         let backend = AmqpBackend::new(&config, options.clone());
-        let mut cleanup = Cleanup::default();
+        let mut cleanup = Cleanup::new(URL);
         cleanup
             .exchange(&exchange)
             .exchange(&format!("{exchange}.dlx"));
@@ -224,12 +150,26 @@ impl Fixture {
 
     /// A new queue bound to the test exchange with `pattern`, deleted at the end.
     pub async fn raw_queue(&mut self, channel: &Channel, pattern: &str) -> String {
+        self.bound_queue(channel, pattern, false).await
+    }
+
+    /// A new durable queue bound to the test exchange with `pattern` (the
+    /// broker confirms persistent messages to it once on disk), deleted at
+    /// the end.
+    pub async fn durable_queue(&mut self, channel: &Channel, pattern: &str) -> String {
+        self.bound_queue(channel, pattern, true).await
+    }
+
+    async fn bound_queue(&mut self, channel: &Channel, pattern: &str, durable: bool) -> String {
         let queue = unique("raw");
         self.cleanup.queue(&queue);
         channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions::default(),
+                QueueDeclareOptions {
+                    durable,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -246,6 +186,30 @@ impl Fixture {
             .expect("bind raw queue");
         queue
     }
+}
+
+/// A durable fanout exchange of the test's own, declared with plain lapin
+/// (the backend declares a topic exchange: the same name with other
+/// settings); deleted when the returned guard is dropped.
+pub async fn fanout_exchange() -> (String, Cleanup) {
+    let exchange = unique("fanout");
+    let mut cleanup = Cleanup::new(URL);
+    cleanup.exchange(&exchange);
+    let (conn, channel) = raw().await;
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare fanout");
+    let _ = conn.close(200, "declared".into()).await;
+    (exchange, cleanup)
 }
 
 /// Messages ready in `queue` (not counting unacked ones).

@@ -8,38 +8,31 @@ use std::time::Duration;
 
 use flow_events_core::{Backend, Config, ConfigBuilder, Session};
 use flow_events_nats::{NatsBackend, NatsConfig, NatsConfigBuilder};
+use flow_events_testkit::proxy::TcpProxy;
+use flow_events_testkit::server::Server;
 
-pub const SERVER: &str = "127.0.0.1:4222";
+/// The test server.
+pub const NATS: Server = Server::new("NATS", "127.0.0.1:4222");
 pub const URL: &str = "nats://127.0.0.1:4222";
 
 /// Longest wait for anything a test expects to happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Whether the server is reachable. Not reachable: fails under `CI=true`,
-/// otherwise prints why the test is skipped.
-pub fn server_available(test: &str) -> bool {
-    flow_events_testkit::server::reachable("NATS", SERVER, test)
-}
-
 /// Returns from the test when the server is not there (outside CI).
 #[macro_export]
 macro_rules! require_server {
     ($name:expr) => {
-        if !common::server_available($name) {
-            return;
-        }
+        flow_events_testkit::require!(common::NATS, $name)
     };
 }
 
 /// A proxy in front of the test server, whose connections can be faulted.
-pub async fn proxy() -> flow_events_testkit::proxy::TcpProxy {
-    flow_events_testkit::proxy::TcpProxy::start(SERVER)
-        .await
-        .expect("start the proxy")
+pub async fn proxy() -> TcpProxy {
+    NATS.proxy().await
 }
 
 /// The test server's URL through `proxy`.
-pub fn url_through(proxy: &flow_events_testkit::proxy::TcpProxy) -> String {
+pub fn url_through(proxy: &TcpProxy) -> String {
     format!("nats://{}", proxy.addr())
 }
 
@@ -75,25 +68,16 @@ impl Drop for Cleanup {
         if streams.is_empty() {
             return;
         }
-        // A runtime of its own on a thread of its own: this may run inside
-        // the test's runtime, where blocking on a future is not allowed.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let Ok(Ok(client)) = tokio::time::timeout(WAIT, async_nats::connect(URL)).await
-                else {
-                    return;
-                };
-                let js = async_nats::jetstream::new(client);
-                for s in streams {
-                    let _ = tokio::time::timeout(WAIT, js.delete_stream(&s)).await;
-                }
-            });
+        flow_events_testkit::cleanup::run_to_end(async move {
+            let Ok(Ok(client)) = tokio::time::timeout(WAIT, async_nats::connect(URL)).await else {
+                eprintln!("clean-up: the server does not answer; streams {streams:?} are left");
+                return;
+            };
+            let js = async_nats::jetstream::new(client);
+            for s in streams {
+                let _ = tokio::time::timeout(WAIT, js.delete_stream(&s)).await;
+            }
         });
-        let _ = done.join();
     }
 }
 

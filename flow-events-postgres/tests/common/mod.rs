@@ -5,12 +5,12 @@
 
 pub mod sink;
 
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use flow_events_postgres::sqlx::PgPool;
 use flow_events_postgres::sqlx::postgres::PgPoolOptions;
 use flow_events_postgres::{Tables, drop_tables, migrate};
+use flow_events_testkit::server::reachable;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const BROKER: &str = "127.0.0.1:5672";
@@ -21,20 +21,6 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn reachable(what: &str, addr: &str, test: &str) -> bool {
-    let parsed: SocketAddr = addr.parse().expect("address");
-    match TcpStream::connect_timeout(&parsed, Duration::from_secs(2)) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{what} is not reachable at {addr} ({e}) and CI=true");
-            }
-            eprintln!("skipping {test}: {what} is not reachable at {addr} ({e})");
-            false
-        }
-    }
 }
 
 /// Whether PostgreSQL is reachable. Not reachable: fails under `CI=true`,
@@ -107,26 +93,20 @@ impl std::ops::Deref for TestTables {
 impl Drop for TestTables {
     fn drop(&mut self) {
         let tables = self.tables.clone();
-        // A runtime of its own on a thread of its own: this may run inside
-        // the test's runtime, where blocking on a future is not allowed.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(pool) = PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect(&database_url())
-                    .await
-                {
+        flow_events_testkit::cleanup::run_to_end(async move {
+            let url = database_url();
+            let connecting = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(&url);
+            match connecting.await {
+                Ok(pool) => {
                     let _ = drop_tables(&pool, &tables).await;
                     pool.close().await;
                 }
-            });
+                Err(e) => eprintln!("clean-up: tables {} are left: {e}", tables.outbox()),
+            }
         });
-        let _ = done.join();
     }
 }
 
@@ -154,49 +134,7 @@ where
 }
 
 /// Deletes, when dropped (also on a panic), the AMQP exchanges and queues a
-/// test declared.
-#[derive(Debug, Default)]
-pub struct AmqpCleanup {
-    pub queues: Vec<String>,
-    pub exchanges: Vec<String>,
-}
-
-impl Drop for AmqpCleanup {
-    fn drop(&mut self) {
-        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        let queues = std::mem::take(&mut self.queues);
-        let exchanges = std::mem::take(&mut self.exchanges);
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let Ok(Ok(conn)) = tokio::time::timeout(
-                    WAIT,
-                    lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()),
-                )
-                .await
-                else {
-                    return;
-                };
-                for q in queues {
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                for x in exchanges {
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = conn.close(200, "cleanup".into()).await;
-            });
-        });
-        let _ = done.join();
-    }
+/// test declared on the broker at [`AMQP_URL`].
+pub fn amqp_cleanup() -> flow_events_testkit::amqp::Cleanup {
+    flow_events_testkit::amqp::Cleanup::new(AMQP_URL)
 }

@@ -4,13 +4,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flow_events_core::{
-    ConnectionMonitor, ConnectionState, Decision, Delivery, Event, EventId, EventSource, Resilient,
-    Subscription, SubscriptionHandle, TopicPattern, handler_fn,
+    Decision, Delivery, Event, EventId, EventSource, Resilient, Subscription, SubscriptionHandle,
+    TopicPattern, handler_fn,
 };
 use flow_events_memory::MemoryBroker;
 use flow_events_postgres::sqlx::PgPool;
 use flow_events_postgres::{Outbox, Relay, RelayStatus, Tables};
 use flow_events_testkit::faulty::{FaultHandle, Faulty};
+use flow_events_testkit::wait::start_connected;
 
 use super::{WAIT, until};
 
@@ -28,18 +29,8 @@ impl Sink {
     pub async fn start() -> Self {
         let broker = MemoryBroker::new();
         let (backend, faults) = Faulty::wrap(broker.backend());
-        let sink = Resilient::builder(backend).start().await.unwrap();
-        let consumer = Resilient::builder(broker.backend()).start().await.unwrap();
-        for r in [&sink, &consumer] {
-            tokio::time::timeout(
-                WAIT,
-                r.watch_state()
-                    .wait_for(|s| *s == ConnectionState::Connected),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        }
+        let sink = start_connected(Resilient::builder(backend), WAIT).await;
+        let consumer = start_connected(Resilient::builder(broker.backend()), WAIT).await;
         let received = Arc::new(Mutex::new(Vec::new()));
         let seen = received.clone();
         let handle = consumer
@@ -102,6 +93,37 @@ pub async fn commit_events(pool: &PgPool, outbox: &Outbox, events: &[Event]) {
         outbox.enqueue(&mut tx, e).await.unwrap();
     }
     tx.commit().await.unwrap();
+}
+
+/// Commits `transactions` transactions of five events from each of
+/// `writers` tasks at once; the ids of all the events.
+pub async fn commit_concurrently(
+    pool: &PgPool,
+    outbox: &Outbox,
+    writers: usize,
+    transactions: usize,
+) -> Vec<EventId> {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let pool = pool.clone();
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for t in 0..transactions {
+                    let first = (w * transactions + t) * 5;
+                    let events: Vec<Event> = (first..first + 5).map(event).collect();
+                    commit_events(&pool, &outbox, &events).await;
+                    ids.extend(events.iter().map(Event::id));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await.unwrap());
+    }
+    ids
 }
 
 pub async fn until_status(relay: &Relay, what: &str, check: impl Fn(&RelayStatus) -> bool) {

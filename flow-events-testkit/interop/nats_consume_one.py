@@ -1,7 +1,7 @@
 """Reads one flow-events event from JetStream with nats-py, as a Python
 service would.
 
-Usage: consume_one.py URL STREAM SUBJECT [TIMEOUT_SECONDS]
+Usage: nats_consume_one.py URL STREAM SUBJECT [TIMEOUT_SECONDS]
 
 Makes a durable pull consumer of its own on STREAM filtered on SUBJECT,
 prints READY, then prints the first event it receives as one JSON line
@@ -11,19 +11,17 @@ time.
 """
 
 import asyncio
-import json
 import sys
 import uuid
-from datetime import datetime
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
 
+from flow_event import arguments, emit, event_fields, nothing
+
 
 async def main() -> int:
-    url, stream, subject = sys.argv[1:4]
-    timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 20.0
-
+    url, stream, subject, timeout = arguments("URL", "STREAM", "SUBJECT")
     nc = await nats.connect(url)
     js = nc.jetstream()
     durable = f"py-{uuid.uuid4().hex[:12]}"
@@ -33,25 +31,14 @@ async def main() -> int:
         try:
             msgs = await sub.fetch(1, timeout=timeout)
         except NatsTimeout:
-            print("no event received", file=sys.stderr, flush=True)
-            return 2
+            return nothing("no event received")
         msg = msgs[0]
-        event = json.loads(msg.data)
-        print(
-            json.dumps(
-                {
-                    "id": event["id"],
-                    "type": event["type"],
-                    "data": event["data"],
-                    "timestamp": event["timestamp"],
-                    "timestamp_unix": datetime.fromisoformat(
-                        event["timestamp"].replace("Z", "+00:00")
-                    ).timestamp(),
-                    "subject": msg.subject,
-                    "headers": dict(msg.headers or {}),
-                }
-            ),
-            flush=True,
+        emit(
+            {
+                **event_fields(msg.data),
+                "subject": msg.subject,
+                "headers": dict(msg.headers or {}),
+            }
         )
         await msg.ack()
         return 0
