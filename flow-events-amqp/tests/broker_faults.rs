@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::CleanupSubscription;
 use common::broker::{self, Restore, ctl, ctl_available};
 use common::traffic::{
-    LONG, Published, connected, consumer, fast, publish_paced, ready, short_heartbeat, start,
+    LONG, Published, a_later_event_arrives, connected, consumer, fast, publish_paced, ready,
+    short_heartbeat, start,
 };
 use common::{Fixture, WAIT, unique, until, until_state, url_through};
 use flow_events_core::{
@@ -140,13 +141,7 @@ impl Flow {
         assert!(p.reconnects >= 1, "the publisher reconnected");
         assert!(c.reconnects >= 1, "the consumer reconnected");
         // The consumer goes on after the fault.
-        let last = numbered(N);
-        let last_id = last.id();
-        self.publisher.publish(last).await.expect("publish");
-        until("a later event arrives", LONG, || {
-            self.received.contains(&last_id)
-        })
-        .await;
+        a_later_event_arrives(&self.publisher, &self.received, N).await;
         self.subscribed.close().await;
         self.consumer.shutdown(WAIT).await;
         assert_eq!(ready(&self.name).await, 0, "messages left unsettled");

@@ -8,17 +8,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::CleanupSubscription;
 use common::traffic::{
-    Cutter, HEARTBEAT, LONG, buffered_while_down, connected, consumer, fast, publish_paced,
-    publish_until, ready, recovered, short_heartbeat, start,
+    HEARTBEAT, LONG, assert_delivered_in_order, buffered_while_down, connected,
+    connected_publisher, consumer, fast, publish_each_confirmed, publish_until, ready, recovered,
+    short_heartbeat, start, through_cuts,
 };
-use common::{Fixture, WAIT, unique, until, until_state, url_through};
-use flow_events_core::{ConnectionMonitor, EventSink, HealthStatus, PublishOutcome, Resilient};
-use flow_events_testkit::received::{Received, numbered};
+use common::{Fixture, WAIT, unique, until_state, url_through};
+use flow_events_core::{ConnectionMonitor, HealthStatus};
+use flow_events_testkit::received::Received;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,9 +36,7 @@ async fn buffered_while_down_then_delivered_in_order() {
     let publisher = start(fx.backend_to(&url_through(&proxy)), &fx.config).await;
     let buffering = buffered_while_down(&publisher, N).await;
 
-    let up = Instant::now();
-    proxy.up();
-    let after = recovered(&publisher, &received, N as usize, up, WAIT).await;
+    let after = recovered(&publisher, &received, N as usize, WAIT, || proxy.up()).await;
     println!(
         "down/up: {N} events buffered in {buffering:?}; after up: connected in {:?}, \
          all confirmed in {:?}, all delivered in {:?}, {} duplicates",
@@ -47,37 +45,22 @@ async fn buffered_while_down_then_delivered_in_order() {
         after.delivered,
         received.duplicates()
     );
-    assert_eq!(
-        received.first_order(),
-        (0..N).collect::<Vec<_>>(),
-        "events arrive in publish order"
-    );
+    assert_delivered_in_order(&publisher, &received, N);
     // A duplicate needs a lost connection (another test may restart the
     // shared broker); with none, there is none.
     let losses = publisher.status().reconnects + consumer.status().reconnects;
     if losses == 0 {
         assert_eq!(received.duplicates(), 0);
     }
-    let status = publisher.status();
-    assert_eq!(status.confirmed, N);
-    assert_eq!(status.dropped_events, 0);
-    assert_eq!(publisher.health("test").status, HealthStatus::Healthy);
 
     assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
     subscribed.close().await;
     consumer.shutdown(WAIT).await;
 }
 
-/// Publishes N events from TASKS tasks while the proxy cuts every connection
-/// every EVERY; the consumer goes through the proxy too when
-/// `consumer_through_proxy`.
+/// The cut scenario ([`through_cuts`]); the consumer goes through the proxy
+/// too when `consumer_through_proxy`.
 async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
-    const N: u64 = 10_000;
-    const TASKS: u64 = 64;
-    const EVERY: Duration = Duration::from_millis(300);
-    // Each task publishes one event per PACE: about 2 000 events a second
-    // in all, so that publishing lasts a few seconds and many cuts fall in it.
-    const PACE: Duration = Duration::from_millis(30);
     let captured = common::logs::capture();
     let proxy = common::proxy().await;
     let url = url_through(&proxy);
@@ -91,47 +74,21 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
         fx.backend.clone()
     };
     let (consumer, subscribed) = consumer(consumer_backend, &fx.config, &name, &received).await;
-    let publisher = start(fx.backend_to(&url), &fx.config).await;
-    until_state("publisher connected", &publisher, WAIT, connected).await;
+    let publisher = connected_publisher(fx.backend_to(&url), &fx.config).await;
 
-    // Cuts every connection every EVERY while the events are published.
-    let cutter = Cutter::start(proxy.handle(), EVERY);
-    let started = Instant::now();
-    let published = publish_paced(&publisher, N, TASKS, PACE).await;
-    let cuts = cutter.stop().await;
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
-    .await;
-    let confirmed_all = started.elapsed();
-    received.wait_distinct(N as usize, LONG).await;
-    let all = started.elapsed();
+    let run = through_cuts(proxy.handle(), &publisher, &received).await;
     let (p, c) = (publisher.status(), consumer.status());
     println!(
-        "{test}: {N} events from {TASKS} tasks {published}, {cuts} cuts every {EVERY:?}; \
-         all confirmed after {confirmed_all:?}, all delivered after {all:?}; \
-         publisher reconnects {}, consumer reconnects {}, {} deliveries, {} duplicates",
+        "{test}: {run}; publisher reconnects {}, consumer reconnects {}, {} deliveries, \
+         {} duplicates",
         p.reconnects,
         c.reconnects,
         received.deliveries(),
         received.duplicates()
     );
-    assert_eq!(published.confirmed + published.buffered, N);
-    assert!(p.reconnects >= 1, "the publisher lost its connection");
-    assert_eq!(p.dropped_events, 0);
-    assert_eq!(p.confirmed, N);
     if consumer_through_proxy {
         assert!(c.reconnects >= 1, "the consumer lost its connection");
     }
-
-    // The consumer keeps going: a later event arrives too.
-    let last = numbered(N);
-    let last_id = last.id();
-    publisher.publish(last).await.expect("publish");
-    until("the last event arrives", LONG, || {
-        received.contains(&last_id)
-    })
-    .await;
     // Every delivery was settled: once the consumer is gone, nothing is left
     // in the queue (an unacked message would be back in it).
     subscribed.close().await;
@@ -166,27 +123,21 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
     fx.cleanup.subscription(&name);
     let received = Received::new();
     let (consumer, subscribed) = consumer(fx.backend.clone(), &fx.config, &name, &received).await;
-    let publisher = Arc::new(start(fx.backend_to(&url_through(&proxy)), &fx.config).await);
-    until_state("publisher connected", &*publisher, WAIT, connected).await;
-    for seq in 0..BEFORE {
-        assert_eq!(
-            publisher.publish(numbered(seq)).await.expect("publish"),
-            PublishOutcome::Confirmed
-        );
-    }
+    let publisher = connected_publisher(fx.backend_to(&url_through(&proxy)), &fx.config).await;
+    publish_each_confirmed(&publisher, 0..BEFORE).await;
 
     let cut_off = Instant::now();
     proxy.blackhole();
     // Publishing goes on during the partition, one event every 20 ms.
     let publishing = publish_until(
-        Resilient::clone(&publisher),
+        publisher.clone(),
         BEFORE..BEFORE + DURING,
         Duration::from_millis(20),
         CancellationToken::new(),
     );
     let noticed = until_state(
         "the partition noticed",
-        &*publisher,
+        &publisher,
         HEARTBEAT * 3 + Duration::from_secs(5),
         |s| !connected(s),
     )
@@ -203,16 +154,8 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
     assert!(status.pending_events > 0);
     assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
 
-    let restored = Instant::now();
-    proxy.restore();
-    let after = recovered(
-        &publisher,
-        &received,
-        (BEFORE + DURING) as usize,
-        restored,
-        LONG,
-    )
-    .await;
+    let all = (BEFORE + DURING) as usize;
+    let after = recovered(&publisher, &received, all, LONG, || proxy.restore()).await;
     println!(
         "blackhole: noticed after {noticed:?} (heartbeat {HEARTBEAT:?}), longest publish during \
          it {longest:?}, {} pending when restored, all delivered {:?} after restore, \

@@ -10,17 +10,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fixture, WAIT, until, until_state, url_through};
-use flow_events_core::{
-    Config, ConnectionMonitor, EventSink, HealthStatus, PublishOutcome, Resilient,
-    SubscriptionHandle,
-};
+use common::{Fixture, WAIT, until_state, url_through};
+use flow_events_core::{Config, ConnectionMonitor, HealthStatus, Resilient, SubscriptionHandle};
 use flow_events_nats::{NatsBackend, NatsConfigBuilder};
 use flow_events_testkit::received::{Received, numbered};
 use flow_events_testkit::steps;
 use flow_events_testkit::traffic::{
-    self, Cutter, LONG, buffered_while_down, connected, fast, publish_paced, publish_until,
-    recovered, start,
+    self, LONG, assert_delivered_in_order, buffered_while_down, connected, connected_publisher,
+    fast, publish_each_confirmed, publish_until, recovered, start, through_cuts,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -66,9 +63,7 @@ async fn buffered_while_down_then_delivered_in_order() {
         "health names the dependency nats"
     );
 
-    let up = Instant::now();
-    proxy.up();
-    let after = recovered(&publisher, &received, N as usize, up, WAIT).await;
+    let after = recovered(&publisher, &received, N as usize, WAIT, || proxy.up()).await;
     println!(
         "down/up: {N} events buffered in {buffering:?}; after up: connected in {:?}, \
          all acked in {:?}, all delivered in {:?}, {} duplicates delivered, \
@@ -79,32 +74,17 @@ async fn buffered_while_down_then_delivered_in_order() {
         received.duplicates(),
         publisher_backend.duplicates_dropped()
     );
-    assert_eq!(
-        received.first_order(),
-        (0..N).collect::<Vec<_>>(),
-        "events arrive in publish order"
-    );
+    assert_delivered_in_order(&publisher, &received, N);
     assert_eq!(received.duplicates(), 0);
-    let status = publisher.status();
-    assert_eq!(status.confirmed, N);
-    assert_eq!(status.dropped_events, 0);
-    assert_eq!(publisher.health("test").status, HealthStatus::Healthy);
 
     assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
     subscribed.close().await;
     consumer.shutdown(WAIT).await;
 }
 
-/// Publishes N events from TASKS tasks while the proxy cuts every connection
-/// every EVERY; the consumer goes through the proxy too when
-/// `consumer_through_proxy`.
+/// The cut scenario ([`through_cuts`]); the consumer goes through the proxy
+/// too when `consumer_through_proxy`.
 async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
-    const N: u64 = 10_000;
-    const TASKS: u64 = 64;
-    const EVERY: Duration = Duration::from_millis(300);
-    // About 2 000 events a second in all: publishing lasts a few seconds
-    // and many cuts fall in it.
-    const PACE: Duration = Duration::from_millis(30);
     let proxy = common::proxy().await;
     let url = url_through(&proxy);
     let fx = Fixture::with(test, fast, short_pings);
@@ -116,25 +96,12 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     };
     let (consumer, subscribed) = consumer(consumer_backend, &fx.config, test, &received).await;
     let publisher_backend = fx.backend_to(&url);
-    let publisher = start(publisher_backend.clone(), &fx.config).await;
-    until_state("publisher connected", &publisher, WAIT, connected).await;
+    let publisher = connected_publisher(publisher_backend.clone(), &fx.config).await;
 
-    let cutter = Cutter::start(proxy.handle(), EVERY);
-    let started = Instant::now();
-    let published = publish_paced(&publisher, N, TASKS, PACE).await;
-    let cuts = cutter.stop().await;
-    until("buffer drained", LONG, || {
-        publisher.status().pending_events == 0
-    })
-    .await;
-    let acked_all = started.elapsed();
-    received.wait_distinct(N as usize, LONG).await;
-    let all = started.elapsed();
+    let run = through_cuts(proxy.handle(), &publisher, &received).await;
     let (p, c) = (publisher.status(), consumer.status());
     println!(
-        "{test}: {N} events from {TASKS} tasks {published}, {cuts} cuts every {EVERY:?}; \
-         all acked after {acked_all:?}, all delivered after {all:?}; \
-         publisher reconnects {}, consumer reconnects {}; {} deliveries, \
+        "{test}: {run}; publisher reconnects {}, consumer reconnects {}; {} deliveries, \
          {} duplicates delivered, {} republished events dropped by the stream's duplicate window",
         p.reconnects,
         c.reconnects,
@@ -142,22 +109,9 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
         received.duplicates(),
         publisher_backend.duplicates_dropped()
     );
-    assert_eq!(published.confirmed + published.buffered, N);
-    assert!(p.reconnects >= 1, "the publisher lost its connection");
-    assert_eq!(p.dropped_events, 0);
-    assert_eq!(p.confirmed, N);
     if consumer_through_proxy {
         assert!(c.reconnects >= 1, "the consumer lost its connection");
     }
-
-    // The consumer keeps going: a later event arrives too.
-    let last = numbered(N);
-    let last_id = last.id();
-    publisher.publish(last).await.expect("publish");
-    until("the last event arrives", LONG, || {
-        received.contains(&last_id)
-    })
-    .await;
     subscribed.close().await;
     consumer.shutdown(WAIT).await;
     assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
@@ -214,24 +168,17 @@ async fn blackhole_is_noticed_by_pings_and_drains_after() {
     let received = Received::new();
     let (consumer, subscribed) =
         consumer(fx.backend.clone(), &fx.config, "blackhole", &received).await;
-    let publisher =
-        std::sync::Arc::new(start(fx.backend_to(&url_through(&proxy)), &fx.config).await);
-    until_state("publisher connected", &*publisher, WAIT, connected).await;
-    for seq in 0..BEFORE {
-        assert_eq!(
-            publisher.publish(numbered(seq)).await.expect("publish"),
-            PublishOutcome::Confirmed
-        );
-    }
+    let publisher = connected_publisher(fx.backend_to(&url_through(&proxy)), &fx.config).await;
+    publish_each_confirmed(&publisher, 0..BEFORE).await;
 
     proxy.blackhole();
     let publishing = publish_until(
-        Resilient::clone(&publisher),
+        publisher.clone(),
         BEFORE..BEFORE + DURING,
         Duration::from_millis(20),
         CancellationToken::new(),
     );
-    let noticed = until_state("the partition noticed", &*publisher, WAIT * 2, |s| {
+    let noticed = until_state("the partition noticed", &publisher, WAIT * 2, |s| {
         !connected(s)
     })
     .await;
@@ -239,16 +186,8 @@ async fn blackhole_is_noticed_by_pings_and_drains_after() {
     assert!(publisher.status().pending_events > 0 || received.distinct() > BEFORE as usize);
     assert_eq!(publisher.health("test").status, HealthStatus::Degraded);
 
-    let restored = Instant::now();
-    proxy.restore();
-    let after = recovered(
-        &publisher,
-        &received,
-        (BEFORE + DURING) as usize,
-        restored,
-        LONG,
-    )
-    .await;
+    let all = (BEFORE + DURING) as usize;
+    let after = recovered(&publisher, &received, all, LONG, || proxy.restore()).await;
     println!(
         "blackhole: noticed after {noticed:?} (ping interval {PING:?}), longest publish during \
          it {longest:?}, all delivered {:?} after restore, {} duplicates",

@@ -9,36 +9,23 @@ properties) and exits 0. Exits 2 if nothing arrives in time.
 
 import sys
 
-from flow_event import arguments, emit, event_fields, nothing
-from pika_queue import bound_queue, first_message
+from flow_event import arguments, event_fields
+from pika_queue import consume_first
 
 
-def main() -> int:
-    url, exchange, binding_key, timeout = arguments("URL", "EXCHANGE", "BINDING_KEY")
-    connection, channel, queue = bound_queue(url, exchange, binding_key)
-    try:
-        message = first_message(channel, queue, timeout)
-        if message is None:
-            return nothing("no event received")
-        method, properties, body = message
-        emit(
-            {
-                **event_fields(body),
-                "routing_key": method.routing_key,
-                "message_id": properties.message_id,
-                "amqp_type": properties.type,
-                "content_type": properties.content_type,
-                "delivery_mode": properties.delivery_mode,
-                "amqp_timestamp": properties.timestamp,
-                "app_id": properties.app_id,
-                "headers": properties.headers,
-            }
-        )
-        channel.basic_ack(method.delivery_tag)
-        return 0
-    finally:
-        connection.close()
+def describe(method, properties, body):
+    return {
+        **event_fields(body),
+        "routing_key": method.routing_key,
+        "message_id": properties.message_id,
+        "amqp_type": properties.type,
+        "content_type": properties.content_type,
+        "delivery_mode": properties.delivery_mode,
+        "amqp_timestamp": properties.timestamp,
+        "app_id": properties.app_id,
+        "headers": properties.headers,
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(consume_first(*arguments("URL", "EXCHANGE", "BINDING_KEY"), describe))

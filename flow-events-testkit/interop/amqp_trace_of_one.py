@@ -16,35 +16,22 @@ import sys
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
-from flow_event import arguments, emit, nothing
-from pika_queue import bound_queue, first_message
+from flow_event import arguments
+from pika_queue import consume_first
 
 
-def main() -> int:
-    url, exchange, binding_key, timeout = arguments("URL", "EXCHANGE", "BINDING_KEY")
-    connection, channel, queue = bound_queue(url, exchange, binding_key)
-    try:
-        message = first_message(channel, queue, timeout)
-        if message is None:
-            return nothing("no event received")
-        method, properties, body = message
-        context = extract(properties.headers or {})
-        span_context = trace.get_current_span(context).get_span_context()
-        emit(
-            {
-                "id": json.loads(body)["id"],
-                "valid": span_context.is_valid,
-                "remote": span_context.is_remote,
-                "trace_id": format(span_context.trace_id, "032x"),
-                "span_id": format(span_context.span_id, "016x"),
-                "sampled": bool(span_context.trace_flags.sampled),
-            }
-        )
-        channel.basic_ack(method.delivery_tag)
-        return 0
-    finally:
-        connection.close()
+def describe(method, properties, body):
+    context = extract(properties.headers or {})
+    span_context = trace.get_current_span(context).get_span_context()
+    return {
+        "id": json.loads(body)["id"],
+        "valid": span_context.is_valid,
+        "remote": span_context.is_remote,
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
+        "sampled": bool(span_context.trace_flags.sampled),
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(consume_first(*arguments("URL", "EXCHANGE", "BINDING_KEY"), describe))

@@ -12,8 +12,10 @@ use flow_events_testkit::steps;
 // Not every test binary uses each of these.
 #[allow(unused_imports)]
 pub use flow_events_testkit::traffic::{
-    Calls, Cutter, LONG, Published, buffered_while_down, connected, fast, publish_paced,
-    publish_until, recovered, start,
+    CUT_EVENTS, Calls, Cuts, Cutter, LONG, Published, a_later_event_arrives,
+    assert_delivered_in_order, assert_nothing_lost_to_cuts, buffered_while_down, connected,
+    connected_publisher, fast, publish_each_confirmed, publish_paced, publish_until, recovered,
+    start, through_cuts,
 };
 
 /// The heartbeat of the fault tests: a dead peer is noticed within seconds.
