@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use flow_events_core::{BackendError, BackendErrorKind, Confirmation, Event};
+use flow_events_core::{BackendError, BackendErrorKind, ConfirmWait, Confirmation, Event};
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, ErrorKind};
@@ -74,6 +74,26 @@ enum Awaiting {
     Direct(Written),
 }
 
+/// Awaits `answer` within `limit`, or as long as it takes when the caller
+/// bounds the wait (`None`): no timer then. `what` names the publish in the
+/// error (built only then).
+async fn within_limit<T>(
+    limit: Option<Duration>,
+    answer: impl Future<Output = Result<T, BackendError>>,
+    what: impl Fn() -> String,
+) -> Result<T, BackendError> {
+    let Some(limit) = limit else {
+        return answer.await;
+    };
+    match tokio::time::timeout(limit, answer).await {
+        Ok(answer) => answer,
+        Err(_) => Err(errors::timeout(
+            &format!("publisher confirm of {}", what()),
+            limit,
+        )),
+    }
+}
+
 /// The error for a publish that got no answer; `what` names the publish.
 fn failed(failure: Failure, what: &str, scrub: &Scrub) -> BackendError {
     match failure {
@@ -84,42 +104,40 @@ fn failed(failure: Failure, what: &str, scrub: &Scrub) -> BackendError {
 }
 
 /// Waits for the router's answer about one publish, within `limit` (from
-/// the call); lapin's error is left to the caller. `what` names the publish
-/// in an error (built only then).
+/// the call; `None`: the caller bounds the wait); lapin's error is left to
+/// the caller. `what` names the publish in an error (built only then).
 async fn routed(
     rx: tokio::sync::oneshot::Receiver<Answer>,
-    limit: Duration,
+    limit: Option<Duration>,
     what: impl Fn() -> String,
 ) -> Result<Answer, BackendError> {
-    match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(_)) => Err(BackendError::closed(format!(
-            "publisher confirm of {}: the session closed before the broker answered",
-            what()
-        ))),
-        Err(_) => Err(errors::timeout(
-            &format!("publisher confirm of {}", what()),
-            limit,
-        )),
-    }
+    let answer = async {
+        rx.await.map_err(|_| {
+            BackendError::closed(format!(
+                "publisher confirm of {}: the session closed before the broker answered",
+                what()
+            ))
+        })
+    };
+    within_limit(limit, answer, &what).await
 }
 
 /// Waits for a publish that cannot come back (no `mandatory`) to be written
 /// and confirmed, without the router: within `write_limit` for the write and
-/// `limit` in all; lapin's error is left to the caller.
+/// `limit` in all (`None`: the caller bounds the wait); lapin's error is
+/// left to the caller.
 async fn unrouted(
     written: Written,
     write_limit: Duration,
-    limit: Duration,
+    limit: Option<Duration>,
     what: impl Fn() -> String,
 ) -> Result<Answer, BackendError> {
-    match tokio::time::timeout(limit, confirms::confirmed(written, write_limit)).await {
-        Ok(answer) => Ok(answer.map(confirms::unpaired)),
-        Err(_) => Err(errors::timeout(
-            &format!("publisher confirm of {}", what()),
-            limit,
-        )),
-    }
+    let answer = async {
+        Ok(confirms::confirmed(written, write_limit)
+            .await
+            .map(confirms::unpaired))
+    };
+    within_limit(limit, answer, what).await
 }
 
 /// Waits for the router's answer about one publish, within `limit`.
@@ -129,7 +147,7 @@ async fn answer(
     what: impl Fn() -> String,
     scrub: &Scrub,
 ) -> Result<Outcome, BackendError> {
-    routed(rx, limit, &what)
+    routed(rx, Some(limit), &what)
         .await?
         .map_err(|failure| failed(failure, &what(), scrub))
 }
@@ -220,8 +238,10 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes `event`; returns once lapin has queued it on the channel,
-    /// with the confirm to await (which also covers the write itself).
+    /// Publishes `event` with `body`, its encoding; returns once lapin has
+    /// queued it on the channel, with the confirm to await (which also
+    /// covers the write itself), bounded by the confirm timeout unless the
+    /// caller bounds it (`wait`).
     ///
     /// lapin numbers a publish for its confirm and queues its frames when its
     /// `basic_publish` future is first polled, then waits for its I/O thread
@@ -230,8 +250,12 @@ impl Publisher {
     /// events in a row (the decorator's drain) hands them over at the rate of
     /// the channel, and lapin writes them in batches. The test
     /// `sends_keep_their_order_without_waiting_for_writes` pins this.
-    pub(crate) async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
-        let body = wire::encode_body(event)?;
+    pub(crate) async fn send(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
         if body.len() > self.max_event_bytes {
             return Err(BackendError::event_refused(format!(
                 "event {} ({}) is {} bytes, the limit is {}",
@@ -297,7 +321,7 @@ impl Publisher {
             Poll::Pending => publish,
         };
         let write_limit = self.operation_timeout;
-        let limit = self.confirm_timeout;
+        let limit = (wait != ConfirmWait::Caller).then_some(self.confirm_timeout);
         let scrub = self.scrub.clone();
         let broker_max = self.broker_max_message.clone();
         let state = self.state.clone();

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    BackendError, Confirmation, DeliveryStream, Event, QueueKind, Session, Subscription,
+    BackendError, ConfirmWait, Confirmation, DeliveryStream, Event, QueueKind, Session,
+    Subscription,
 };
 use lapin::Connection;
 use tokio::sync::watch;
@@ -154,8 +155,13 @@ pub(crate) async fn close_quietly(conn: &Connection, limit: Duration) {
 
 #[async_trait]
 impl Session for AmqpSession {
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
-        self.publisher.send(event).await
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
+        self.publisher.send(event, body, wait).await
     }
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError> {

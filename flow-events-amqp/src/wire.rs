@@ -48,20 +48,6 @@ pub(crate) fn max_header_bytes(frame_max: u32) -> usize {
         .saturating_sub(OTHER_PROPERTIES_BYTES)
 }
 
-/// The body of `event`: `{"id","type","data","timestamp"}` (+ `headers`).
-pub(crate) fn encode_body(event: &Event) -> Result<Vec<u8>, BackendError> {
-    // Room for the envelope and a small payload at once: growing from empty
-    // would copy the body about ten times on its way to 1 KiB.
-    let mut body = Vec::with_capacity(BODY_CAPACITY);
-    serde_json::to_writer(&mut body, event).map_err(|e| {
-        BackendError::event_refused(format!("event {} cannot be encoded: {e}", event.id()))
-    })?;
-    Ok(body)
-}
-
-/// The capacity a body starts with.
-const BODY_CAPACITY: usize = 1024;
-
 /// The message properties of `event`.
 pub(crate) fn properties(
     event: &Event,
@@ -314,7 +300,7 @@ mod tests {
     #[test]
     fn body_round_trips() {
         let e = event();
-        let body = encode_body(&e).unwrap();
+        let body = e.encode();
         assert_eq!(decode(&body).unwrap(), e);
     }
 

@@ -119,12 +119,44 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
 }
 
+/// Who bounds the wait for the confirm of a send (see [`Session::send_encoded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfirmWait {
+    /// The session: the confirmation fails with a timeout once the
+    /// backend's own limit is over.
+    Session,
+    /// The caller: it stops waiting (drops the confirmation) once its own
+    /// limit is over, so the session need not run a timer of its own. The
+    /// resilience decorator sends so: it bounds every wait itself.
+    Caller,
+}
+
 /// One live connection to a broker.
 #[async_trait]
 pub trait Session: Send + Sync + 'static {
-    /// Sends `event`. Returns once it is on its way (sends keep their call order)
-    /// with a future that resolves on the broker's confirm.
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError>;
+    /// Sends `event`: [`Session::send_encoded`] with the event's encoding
+    /// made here ([`Event::encode`]) and the wait for the confirm bounded by
+    /// the session ([`ConfirmWait::Session`]).
+    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+        self.send_encoded(event, event.encode(), ConfirmWait::Session)
+            .await
+    }
+
+    /// Sends `event`, whose JSON encoding the caller has made already:
+    /// `body` is [`Event::encode`]'s output for this event (the decorator
+    /// makes it for its size check), and a backend that carries the event
+    /// as JSON sends these bytes rather than encoding the event again.
+    /// Returns once the event is on its way (sends keep their call order)
+    /// with a future that resolves on the broker's confirm. With
+    /// [`ConfirmWait::Caller`] the caller bounds the wait for that confirm,
+    /// and the session may leave out a timer of its own.
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError>;
 
     /// Starts consuming `subscription` on this session.
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError>;

@@ -37,8 +37,8 @@ mod subscription;
 mod url;
 
 pub use backend::{
-    Acker, Backend, BackendInfo, Confirmation, DeliveryScope, DeliveryStream, IncomingDelivery,
-    Session,
+    Acker, Backend, BackendInfo, ConfirmWait, Confirmation, DeliveryScope, DeliveryStream,
+    IncomingDelivery, Session,
 };
 pub use config::{
     Config, ConfigBuilder, DEFAULT_MAX_PENDING_BYTES, ENV_CONFIRM_WAIT, ENV_MAX_EVENT_BYTES,

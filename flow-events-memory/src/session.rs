@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flow_events_core::{BackendError, Confirmation, DeliveryStream, Event, Session, Subscription};
+use flow_events_core::{
+    BackendError, ConfirmWait, Confirmation, DeliveryStream, Event, Session, Subscription,
+};
 use tokio::sync::watch;
 
 use crate::consumer::ConsumerStream;
@@ -114,7 +116,14 @@ impl fmt::Debug for MemorySession {
 
 #[async_trait]
 impl Session for MemorySession {
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+    /// The broker keeps events as values, not as JSON: the body is not
+    /// needed, and a confirm comes at once, with no timer to bound it.
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        _body: Vec<u8>,
+        _wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
         let event = Arc::new(event.clone());
         self.guard.shared.lock().publish(&self.guard.core, event)?;
         Ok(Box::pin(std::future::ready(Ok(()))))

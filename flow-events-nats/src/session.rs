@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_trait::async_trait;
-use flow_events_core::{BackendError, Confirmation, DeliveryStream, Event, Session, Subscription};
+use bytes::Bytes;
+use flow_events_core::{
+    BackendError, ConfirmWait, Confirmation, DeliveryStream, Event, Session, Subscription,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume;
@@ -92,10 +95,18 @@ impl NatsSession {
 
 #[async_trait]
 impl Session for NatsSession {
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+    /// The stream's ack is awaited without a timer of the session's own
+    /// whoever bounds the wait: a caller that leaves it to the session
+    /// ([`ConfirmWait::Session`]) gets async-nats' ack timeout.
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        _wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
         let settings = &self.settings;
         let subject = wire::subject(&settings.prefix, event)?;
-        let body = wire::encode_body(event)?;
+        let body = Bytes::from(body);
         if body.len() > settings.max_event_bytes {
             return Err(Self::too_large(
                 event,

@@ -2,7 +2,6 @@
 //! them back from a message.
 
 use async_nats::HeaderMap;
-use bytes::Bytes;
 use flow_events_core::{BackendError, Event};
 
 /// The header JetStream de-duplicates on: the event id.
@@ -15,9 +14,6 @@ pub const TIME_HEADER: &str = "Flow-Event-Time";
 pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
 /// The content type of every body.
 pub const CONTENT_TYPE: &str = "application/json";
-
-/// The capacity a body starts with (envelope and a small payload).
-const BODY_CAPACITY: usize = 1024;
 
 /// The subject of an event of type `event_type`: `<prefix>.<event type>`.
 ///
@@ -33,16 +29,6 @@ pub(crate) fn subject(prefix: &str, event: &Event) -> Result<String, BackendErro
         )));
     }
     Ok(format!("{prefix}.{event_type}"))
-}
-
-/// The body of `event`: `{"id","type","data","timestamp"}` (+ `headers`),
-/// the same JSON as the AMQP backend's.
-pub(crate) fn encode_body(event: &Event) -> Result<Bytes, BackendError> {
-    let mut body = Vec::with_capacity(BODY_CAPACITY);
-    serde_json::to_writer(&mut body, event).map_err(|e| {
-        BackendError::event_refused(format!("event {} cannot be encoded: {e}", event.id()))
-    })?;
-    Ok(Bytes::from(body))
 }
 
 /// Whether `name` can be a NATS header name: printable ASCII without `:`.
@@ -145,7 +131,7 @@ mod tests {
     #[test]
     fn body_round_trips_and_errors_do_not_quote_it() {
         let e = event();
-        assert_eq!(decode(&encode_body(&e).unwrap()).unwrap(), e);
+        assert_eq!(decode(&e.encode()).unwrap(), e);
         let err = decode(br#"{"password": "hunter2"}"#).unwrap_err();
         assert!(
             !err.contains("hunter2") && err.contains("not an event"),

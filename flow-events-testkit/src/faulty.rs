@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Acker, Backend, BackendError, BackendErrorKind, BackendInfo, Confirmation, Decision, Delivery,
-    DeliveryStream, Event, IncomingDelivery, Session, Subscription,
+    Acker, Backend, BackendError, BackendErrorKind, BackendInfo, ConfirmWait, Confirmation,
+    Decision, Delivery, DeliveryStream, Event, IncomingDelivery, Session, Subscription,
 };
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -284,7 +284,12 @@ impl FaultySession {
 
 #[async_trait]
 impl Session for FaultySession {
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
         if self.killed() {
             return Err(BackendError::connection(
                 "connection dropped (fault injection)",
@@ -313,7 +318,7 @@ impl Session for FaultySession {
                 Err(BackendError::event_refused(message))
             }));
         }
-        let confirm = self.inner.send(event).await?;
+        let confirm = self.inner.send_encoded(event, body, wait).await?;
         let nack = take_one(&self.faults.nack_publishes)
             || lock(&self.faults.nack_types)
                 .get_mut(event_type)

@@ -30,9 +30,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Backend, BackendError, BackendInfo, Confirmation, ConnectionMonitor, ConnectionState,
-    ConnectionStatus, Decision, Delivery, DeliveryStream, Event, EventSink, EventSource, Handler,
-    PublishError, PublishOutcome, Session, SubscribeError, Subscription, SubscriptionHandle,
+    Backend, BackendError, BackendInfo, ConfirmWait, Confirmation, ConnectionMonitor,
+    ConnectionState, ConnectionStatus, Decision, Delivery, DeliveryStream, Event, EventSink,
+    EventSource, Handler, PublishError, PublishOutcome, Session, SubscribeError, Subscription,
+    SubscriptionHandle,
 };
 use tokio::sync::watch;
 
@@ -89,7 +90,12 @@ mockall::mock! {
 
     #[async_trait]
     impl Session for Session {
-        async fn send(&self, event: &Event) -> Result<Confirmation, BackendError>;
+        async fn send_encoded(
+            &self,
+            event: &Event,
+            body: Vec<u8>,
+            wait: ConfirmWait,
+        ) -> Result<Confirmation, BackendError>;
         async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError>;
         async fn closed(&self) -> BackendError;
         fn blocked(&self) -> watch::Receiver<bool>;

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use flow_events_core::{
-    Backend, BackendError, BackendErrorKind, BackendInfo, ConnectionMonitor, ConnectionState,
-    ConnectionStatus, Decision, Delivery, Event, EventSink, EventSource, Handler, PublishError,
-    PublishErrorKind, PublishOutcome, Session, SubscribeError, Subscription, TopicPattern,
+    Backend, BackendError, BackendErrorKind, BackendInfo, ConfirmWait, ConnectionMonitor,
+    ConnectionState, ConnectionStatus, Decision, Delivery, Event, EventSink, EventSource, Handler,
+    PublishError, PublishErrorKind, PublishOutcome, Session, SubscribeError, Subscription,
+    TopicPattern,
 };
 use flow_events_testkit::mocks::{
     MockBackend, MockConnectionMonitor, MockEventSink, MockEventSource, MockHandler, MockSession,
@@ -114,10 +115,12 @@ async fn backend_and_session_mocks_stand_in_for_a_broker() {
     let id = sent.id();
     let mut session = MockSession::new();
     session
-        .expect_send()
-        .withf(move |e| e.id() == id)
+        .expect_send_encoded()
+        .withf(move |e, body, wait| {
+            e.id() == id && *body == e.encode() && *wait == ConfirmWait::Session
+        })
         .times(1)
-        .returning(|_| Ok(Box::pin(async { Ok(()) })));
+        .returning(|_, _, _| Ok(Box::pin(async { Ok(()) })));
     session
         .expect_closed()
         .times(1)

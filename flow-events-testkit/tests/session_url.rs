@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flow_events_core::{
-    Backend, BackendError, BackendInfo, Confirmation, ConnectionMonitor, ConnectionState,
-    DeliveryStream, Event, Resilient, Session, Subscription,
+    Backend, BackendError, BackendInfo, ConfirmWait, Confirmation, ConnectionMonitor,
+    ConnectionState, DeliveryStream, Event, Resilient, Session, Subscription,
 };
 use flow_events_memory::{MemoryBackend, MemoryBroker};
 use flow_events_testkit::faulty::Faulty;
@@ -46,8 +46,13 @@ impl Backend for Nodes {
 
 #[async_trait]
 impl Session for OnNode {
-    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
-        self.inner.send(event).await
+    async fn send_encoded(
+        &self,
+        event: &Event,
+        body: Vec<u8>,
+        wait: ConfirmWait,
+    ) -> Result<Confirmation, BackendError> {
+        self.inner.send_encoded(event, body, wait).await
     }
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError> {
         self.inner.subscribe(subscription).await

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tokio::time::timeout;
 use tracing::Instrument;
 
-use crate::backend::Session;
+use crate::backend::{ConfirmWait, Session};
 use crate::error::{BackendError, BackendErrorKind, PublishError, PublishErrorKind};
 use crate::event::Event;
 
@@ -106,10 +106,9 @@ impl Resilient {
                 }
                 (None, false, Some(session)) => session,
             };
-            let sent = match timeout(publish_timeout, session.send(&event))
-                .instrument(span)
-                .await
-            {
+            // The confirm is bounded here (`bounded`), by the publish timeout.
+            let send = session.send_encoded(&event, event.encode(), ConfirmWait::Caller);
+            let sent = match timeout(publish_timeout, send).instrument(span).await {
                 Ok(sent) => sent,
                 Err(_) => Err(BackendError::timeout("publish", publish_timeout)),
             };

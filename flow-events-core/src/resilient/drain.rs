@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
-use crate::backend::Session;
+use crate::backend::{ConfirmWait, Session};
 use crate::error::BackendError;
 
 use super::answer::Next;
@@ -85,7 +85,9 @@ pub(crate) async fn drain(shared: &Shared, session: &Arc<dyn Session>) -> Option
                 );
             }
             let span = spans::drain(&*shared.backend, &event);
-            let sent = timeout(publish_timeout, session.send(&event))
+            // The confirm is bounded here, by the publish timeout.
+            let sending = session.send_encoded(&event, event.encode(), ConfirmWait::Caller);
+            let sent = timeout(publish_timeout, sending)
                 .instrument(span.clone())
                 .await;
             shared.lock().buffer.sent();

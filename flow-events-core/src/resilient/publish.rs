@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
-use crate::backend::{Confirmation, Session};
+use crate::backend::{ConfirmWait, Confirmation, Session};
 use crate::error::{BackendError, BackendErrorKind, PublishError, PublishErrorKind};
 use crate::event::Event;
 use crate::sink::{EventSink, PublishOutcome};
@@ -232,7 +232,9 @@ impl Resilient {
         let mark = shared.answers();
         let sent = {
             let event = guard.event.as_ref().expect("the guard holds the event");
-            let mut send = session.send(event);
+            // Bounded here (the deadline, then the publish timeout when
+            // adopted): the session runs no timer of its own.
+            let mut send = session.send_encoded(event, event.encode(), ConfirmWait::Caller);
             match (&mut send).now_or_never() {
                 Some(sent) => Some(sent),
                 None => timeout_at(deadline, send).await.ok(),
