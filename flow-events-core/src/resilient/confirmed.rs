@@ -78,7 +78,10 @@ impl Resilient {
         for mut event in events {
             shared.backend.prepare_event(&mut event);
             let span = spans::publish(&*shared.backend, &mut event);
-            if let Err(size) = event.check_size(limit) {
+            // Encoded once: for the size check and as the message body.
+            let body = event.encode();
+            if body.len() > limit {
+                let size = body.len();
                 slots.push(Slot::Done(Err(PublishError::new(
                     PublishErrorKind::TooLarge { size, limit },
                     event,
@@ -107,7 +110,7 @@ impl Resilient {
                 (None, false, Some(session)) => session,
             };
             // The confirm is bounded here (`bounded`), by the publish timeout.
-            let send = session.send_encoded(&event, event.encode(), ConfirmWait::Caller);
+            let send = session.send_encoded(&event, body, ConfirmWait::Caller);
             let sent = match timeout(publish_timeout, send).instrument(span).await {
                 Ok(sent) => sent,
                 Err(_) => Err(BackendError::timeout("publish", publish_timeout)),

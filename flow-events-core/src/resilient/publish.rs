@@ -43,14 +43,11 @@ impl Resilient {
         let shared = &*self.shared;
         shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
-        // The event is encoded once, here: with a store, into the JSON the
-        // store writes if the event waits; without one, only counted. Its
-        // size serves the size check and the buffer's byte bound.
-        let json = shared
-            .store
-            .as_ref()
-            .and_then(|_| serde_json::to_vec(&event).ok());
-        let size = json.as_ref().map_or_else(|| event.encoded_len(), Vec::len);
+        // The event is encoded once, here: the bytes serve the size check,
+        // the buffer's byte bound, the message body of a direct send and,
+        // with a store, what the store writes if the event waits.
+        let body = event.encode();
+        let size = body.len();
         if size > limit {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
@@ -77,9 +74,9 @@ impl Resilient {
         match route {
             Ok((seq, session, event)) => {
                 let _flight = DirectFlight { shared };
-                self.direct(seq, session, event, since).await
+                self.direct(seq, session, event, body, since).await
             }
-            Err((seq, admitted)) => self.buffered(seq, admitted, None, json).await,
+            Err((seq, admitted)) => self.buffered(seq, admitted, None, Some(body)).await,
         }
     }
 }
@@ -208,13 +205,15 @@ impl Resilient {
         Ok(())
     }
 
-    /// Publishes on `session` and waits for the broker's answer, at most the
-    /// confirm wait (from `since`), less if the broker blocks publishers.
+    /// Publishes on `session` (`body` is the event's encoding) and waits for
+    /// the broker's answer, at most the confirm wait (from `since`), less if
+    /// the broker blocks publishers.
     async fn direct(
         &self,
         seq: u64,
         session: Arc<dyn Session>,
         event: Event,
+        body: Vec<u8>,
         since: Instant,
     ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
@@ -234,7 +233,7 @@ impl Resilient {
             let event = guard.event.as_ref().expect("the guard holds the event");
             // Bounded here (the deadline, then the publish timeout when
             // adopted): the session runs no timer of its own.
-            let mut send = session.send_encoded(event, event.encode(), ConfirmWait::Caller);
+            let mut send = session.send_encoded(event, body, ConfirmWait::Caller);
             match (&mut send).now_or_never() {
                 Some(sent) => Some(sent),
                 None => timeout_at(deadline, send).await.ok(),
