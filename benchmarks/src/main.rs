@@ -4,6 +4,7 @@
 //! event. Prints a table and writes JSON. See BENCHMARKS.md at the repository
 //! root; `benchmarks/run.sh` runs everything.
 
+mod child;
 mod drain;
 mod http;
 mod memory;

@@ -116,29 +116,13 @@ pub(crate) async fn child(
 /// Runs the child and reads its result.
 pub(crate) async fn measure(broker_url: &str, events: usize) -> anyhow::Result<Memory> {
     let exe = std::env::current_exe().context("finding this program")?;
-    let output = tokio::process::Command::new(exe)
-        .args([
-            "--url",
-            broker_url,
-            "memory-child",
-            "--events",
-            &events.to_string(),
-        ])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running the memory child")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "the memory child failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("the memory child printed no result")?;
-    serde_json::from_str(line).context("reading the memory child's result")
+    let mut command = tokio::process::Command::new(exe);
+    command.args([
+        "--url",
+        broker_url,
+        "memory-child",
+        "--events",
+        &events.to_string(),
+    ]);
+    crate::child::json_result(command, "the memory child").await
 }

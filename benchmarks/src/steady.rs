@@ -150,6 +150,31 @@ where
     Run::new(count, failed, elapsed, Latency::from_nanos(all), cpu)
 }
 
+/// Publishes the payload's events through `target` (cloned for each
+/// publish) with `publish`, which says whether the broker confirmed one.
+async fn drive_events<C, S, F>(
+    target: &C,
+    payload: &Payload,
+    count: usize,
+    in_flight: usize,
+    publish: S,
+) -> Run
+where
+    C: Clone + Send + Sync + 'static,
+    S: Fn(C, Event) -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let target = target.clone();
+    let payload = payload.clone();
+    drive(
+        count,
+        in_flight,
+        move || payload.event(),
+        move |event: Event| publish(target.clone(), event),
+    )
+    .await
+}
+
 /// Publishes through the resilient sink; a publish counts when confirmed.
 pub(crate) async fn resilient(
     sink: &Resilient,
@@ -157,17 +182,9 @@ pub(crate) async fn resilient(
     count: usize,
     in_flight: usize,
 ) -> Run {
-    let sink = sink.clone();
-    let payload = payload.clone();
-    drive(
-        count,
-        in_flight,
-        move || payload.event(),
-        move |event: Event| {
-            let sink = sink.clone();
-            async move { matches!(sink.publish(event).await, Ok(PublishOutcome::Confirmed)) }
-        },
-    )
+    drive_events(sink, payload, count, in_flight, |sink, event| async move {
+        matches!(sink.publish(event).await, Ok(PublishOutcome::Confirmed))
+    })
     .await
 }
 
@@ -178,19 +195,15 @@ pub(crate) async fn session(
     count: usize,
     in_flight: usize,
 ) -> Run {
-    let session = session.clone();
-    let payload = payload.clone();
-    drive(
+    drive_events(
+        session,
+        payload,
         count,
         in_flight,
-        move || payload.event(),
-        move |event: Event| {
-            let session = session.clone();
-            async move {
-                match session.send(&event).await {
-                    Ok(confirmation) => confirmation.await.is_ok(),
-                    Err(_) => false,
-                }
+        |session, event| async move {
+            match session.send(&event).await {
+                Ok(confirmation) => confirmation.await.is_ok(),
+                Err(_) => false,
             }
         },
     )
@@ -288,7 +301,8 @@ pub(crate) async fn aio_pika(
     count: usize,
     in_flight: usize,
 ) -> anyhow::Result<(Run, String)> {
-    let output = tokio::process::Command::new(python)
+    let mut command = tokio::process::Command::new(python);
+    command
         .arg(script)
         .args([
             "--url",
@@ -300,26 +314,9 @@ pub(crate) async fn aio_pika(
         ])
         .args(["--count", &count.to_string()])
         .args(["--in-flight", &in_flight.to_string()])
-        .args(["--body-bytes", &crate::payload::BODY_BYTES.to_string()])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "{} failed ({}): {}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("the aio-pika script printed no result")?;
-    let r: PythonRun = serde_json::from_str(line).context("reading the aio-pika result")?;
+        .args(["--body-bytes", &crate::payload::BODY_BYTES.to_string()]);
+    let what = script.display().to_string();
+    let r: PythonRun = crate::child::json_result(command, &what).await?;
     let run = Run {
         count: r.count,
         failed: r.failed,
