@@ -267,11 +267,18 @@ impl Event {
     /// assert_eq!(event.encode().len(), event.encoded_len());
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + HEADER_BYTES)
-            .sum();
+        // What the envelope takes at most unless a header needs escapes:
+        // the buffer is allocated once, at about the size it ends with.
+        let headers: usize = if self.headers.is_empty() {
+            0
+        } else {
+            HEADERS_KEY_BYTES
+                + self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + HEADER_BYTES)
+                    .sum::<usize>()
+        };
         let capacity =
             ENVELOPE_BYTES + self.event_type.as_str().len() + self.data.get().len() + headers;
         let mut json = Vec::with_capacity(capacity);
@@ -292,9 +299,13 @@ impl Event {
     }
 }
 
-/// The envelope's bytes around the type and the payload: the keys, the id,
-/// the timestamp and room for the `headers` key.
-const ENVELOPE_BYTES: usize = 128;
+/// The envelope's bytes around the type and the payload: the keys and
+/// punctuation (78 bytes), the id and a timestamp of up to 30 (to the
+/// nanosecond; only years past 9999 write more).
+const ENVELOPE_BYTES: usize = 108;
+
+/// The bytes of the `headers` key and its braces, when there are headers.
+const HEADERS_KEY_BYTES: usize = 13;
 
 /// The bytes around one header's key and value (`"k":"v",`).
 const HEADER_BYTES: usize = 6;

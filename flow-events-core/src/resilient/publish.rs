@@ -29,7 +29,7 @@ impl EventSink for Resilient {
     async fn publish(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
         let started = Instant::now();
         let span = spans::publish(&*self.shared.backend, &mut event);
-        let result = self.publish_now(event).instrument(span).await;
+        let result = self.publish_now(event, started).instrument(span).await;
         self.shared
             .counters
             .publish_answered(&result, started.elapsed());
@@ -38,8 +38,17 @@ impl EventSink for Resilient {
 }
 
 impl Resilient {
-    /// Publishes directly when it may, else buffers.
-    async fn publish_now(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
+    /// Publishes directly when it may, else buffers; `since` is when the
+    /// caller called.
+    ///
+    /// The paths taken when the broker does not simply confirm (buffering,
+    /// a failed send, a confirm later than the confirm wait) are boxed: the
+    /// future of every publish is then the size of the direct path's.
+    async fn publish_now(
+        &self,
+        mut event: Event,
+        since: Instant,
+    ) -> Result<PublishOutcome, PublishError> {
         let shared = &*self.shared;
         shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
@@ -51,7 +60,6 @@ impl Resilient {
         if size > limit {
             return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
-        let since = Instant::now();
         let route = {
             let mut inner = shared.lock();
             if shared.closing.load(Ordering::Relaxed) || inner.closed {
@@ -76,7 +84,7 @@ impl Resilient {
                 let _flight = DirectFlight { shared };
                 self.direct(seq, session, event, body, since).await
             }
-            Err((seq, admitted)) => self.buffered(seq, admitted, None, Some(body)).await,
+            Err((seq, admitted)) => Box::pin(self.buffered(seq, admitted, None, Some(body))).await,
         }
     }
 }
@@ -241,12 +249,14 @@ impl Resilient {
         };
         let mut confirmation = match sent {
             Some(Ok(confirmation)) => confirmation,
-            Some(Err(e)) => return self.direct_failed(seq, guard.take(), since, e).await,
+            Some(Err(e)) => {
+                return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
+            }
             None => {
                 // Not handed over within the wait: it may be on its way or
                 // not; buffered, it is sent again (at-least-once).
                 let e = BackendError::timeout("publish", deadline - since);
-                return self.direct_failed(seq, guard.take(), since, e).await;
+                return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
             }
         };
         let answer = match (&mut confirmation).now_or_never() {
@@ -277,8 +287,8 @@ impl Resilient {
                 shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
                 Ok(PublishOutcome::Confirmed)
             }
-            Some(Err(e)) => self.direct_failed(seq, event, since, e).await,
-            None => self.adopt(seq, event, since, confirmation, mark).await,
+            Some(Err(e)) => Box::pin(self.direct_failed(seq, event, since, e)).await,
+            None => Box::pin(self.adopt(seq, event, since, confirmation, mark)).await,
         }
     }
 
