@@ -70,8 +70,10 @@ fn too_large_for_broker(event: &Event, size: usize, max: usize) -> BackendError 
 enum Awaiting {
     /// The confirm router (`mandatory` publishes, whose returns it pairs).
     Router(tokio::sync::oneshot::Receiver<Answer>),
-    /// The publish itself.
+    /// The publish itself, not yet written.
     Direct(Written),
+    /// The confirm of a publish written already (at its first poll).
+    Confirm(lapin::PublisherConfirm),
 }
 
 /// Awaits `answer` within `limit`, or as long as it takes when the caller
@@ -278,9 +280,8 @@ impl Publisher {
             // The broker closed the channel, and the publishes in flight on
             // it are failing. Wait for the new one, but send nothing on it:
             // this event must not overtake them when they go again.
-            self.channels
-                .usable(&self.state, self.operation_timeout)
-                .await?;
+            // Boxed: a rare wait, kept out of every send's future.
+            Box::pin(self.channels.usable(&self.state, self.operation_timeout)).await?;
             return Err(BackendError::interrupted(format!(
                 "publishing event {} ({}): the broker closed the channel; a new one is open, \
                  send it again",
@@ -306,8 +307,8 @@ impl Publisher {
                 .await
         });
         let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
-        let written: Written = match first {
-            Poll::Ready(Ok(confirm)) => Box::pin(std::future::ready(Ok(confirm))),
+        let written: Result<lapin::PublisherConfirm, Written> = match first {
+            Poll::Ready(Ok(confirm)) => Ok(confirm),
             Poll::Ready(Err(e)) => {
                 let failure = Failure::Write(e);
                 return Err(failure_of_one(
@@ -318,7 +319,7 @@ impl Publisher {
                     &self.scrub,
                 ));
             }
-            Poll::Pending => publish,
+            Poll::Pending => Err(publish),
         };
         let write_limit = self.operation_timeout;
         let limit = (wait != ConfirmWait::Caller).then_some(self.confirm_timeout);
@@ -327,10 +328,18 @@ impl Publisher {
         let state = self.state.clone();
         // Only a `mandatory` publish can come back: only then does the router
         // have a return to pair.
-        let awaiting = if self.mandatory {
-            Awaiting::Router(ch.router.follow(one.id.to_string(), written, write_limit))
-        } else {
-            Awaiting::Direct(written)
+        let awaiting = match written {
+            _ if self.mandatory => {
+                let written: Written = match written {
+                    Ok(confirm) => Box::pin(std::future::ready(Ok(confirm))),
+                    Err(publish) => publish,
+                };
+                Awaiting::Router(ch.router.follow(one.id.to_string(), written, write_limit))
+            }
+            // Written at the first poll: only the confirm is left to await,
+            // without a write timeout.
+            Ok(confirm) => Awaiting::Confirm(confirm),
+            Err(publish) => Awaiting::Direct(publish),
         };
         Ok(Box::pin(async move {
             let OnePublish { id, event_type, .. } = &one;
@@ -338,6 +347,12 @@ impl Publisher {
             let answer = match awaiting {
                 Awaiting::Router(rx) => routed(rx, limit, what).await?,
                 Awaiting::Direct(written) => unrouted(written, write_limit, limit, what).await?,
+                Awaiting::Confirm(confirm) => {
+                    let answer = async { Ok(confirm.await.map_err(Failure::Confirm)) };
+                    within_limit(limit, answer, what)
+                        .await?
+                        .map(confirms::unpaired)
+                }
             };
             let outcome = match answer {
                 Ok(outcome) => outcome,

@@ -155,6 +155,13 @@ pub(crate) async fn close_quietly(conn: &Connection, limit: Duration) {
 
 #[async_trait]
 impl Session for AmqpSession {
+    /// The trait's `send`, without its second boxed future.
+    async fn send(&self, event: &Event) -> Result<Confirmation, BackendError> {
+        self.publisher
+            .send(event, event.encode(), ConfirmWait::Session)
+            .await
+    }
+
     async fn send_encoded(
         &self,
         event: &Event,
