@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use common::CleanupSubscription;
 use common::traffic::{
     HEARTBEAT, LONG, assert_delivered_in_order, buffered_while_down, connected,
-    connected_publisher, consumer, fast, publish_each_confirmed, publish_until, ready, recovered,
-    short_heartbeat, start, through_cuts,
+    connected_publisher, consumer, fast, partitioned, ready, recovered, short_heartbeat, shut_down,
+    start, through_cuts,
 };
 use common::{Fixture, WAIT, unique, until_state, url_through};
 use flow_events_core::{ConnectionMonitor, HealthStatus};
 use flow_events_testkit::received::Received;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_while_down_then_delivered_in_order() {
@@ -53,14 +52,13 @@ async fn buffered_while_down_then_delivered_in_order() {
         assert_eq!(received.duplicates(), 0);
     }
 
-    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
-    subscribed.close().await;
-    consumer.shutdown(WAIT).await;
+    shut_down(&consumer, subscribed, &publisher).await;
 }
 
 /// The cut scenario ([`through_cuts`]); the consumer goes through the proxy
-/// too when `consumer_through_proxy`.
+/// too when `consumer_through_proxy`. Its two tests come from `cut_tests!`.
 async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
+    require_broker!(&format!("the cut test {test}"));
     let captured = common::logs::capture();
     let proxy = common::proxy().await;
     let url = url_through(&proxy);
@@ -100,17 +98,7 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cuts_while_publishing_lose_nothing() {
-    require_broker!("cuts_while_publishing_lose_nothing");
-    cuts_lose_nothing("cuts", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cuts_while_publishing_and_consuming_lose_nothing() {
-    require_broker!("cuts_while_publishing_and_consuming_lose_nothing");
-    cuts_lose_nothing("cutsboth", true).await;
-}
+flow_events_testkit::cut_tests!(cuts_lose_nothing);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
@@ -124,17 +112,9 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
     let received = Received::new();
     let (consumer, subscribed) = consumer(fx.backend.clone(), &fx.config, &name, &received).await;
     let publisher = connected_publisher(fx.backend_to(&url_through(&proxy)), &fx.config).await;
-    publish_each_confirmed(&publisher, 0..BEFORE).await;
-
-    let cut_off = Instant::now();
-    proxy.blackhole();
     // Publishing goes on during the partition, one event every 20 ms.
-    let publishing = publish_until(
-        publisher.clone(),
-        BEFORE..BEFORE + DURING,
-        Duration::from_millis(20),
-        CancellationToken::new(),
-    );
+    let publishing = partitioned(&publisher, &proxy, BEFORE, DURING).await;
+    let cut_off = Instant::now();
     let noticed = until_state(
         "the partition noticed",
         &publisher,
@@ -169,7 +149,5 @@ async fn blackhole_is_noticed_by_heartbeats_and_drains_after() {
         "noticed after {noticed:?}, more than three heartbeats"
     );
     assert!(cut_off.elapsed() > noticed);
-    subscribed.close().await;
-    consumer.shutdown(WAIT).await;
-    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+    shut_down(&consumer, subscribed, &publisher).await;
 }

@@ -17,9 +17,8 @@ use flow_events_testkit::received::{Received, numbered};
 use flow_events_testkit::steps;
 use flow_events_testkit::traffic::{
     self, LONG, assert_delivered_in_order, buffered_while_down, connected, connected_publisher,
-    fast, publish_each_confirmed, publish_until, recovered, start, through_cuts,
+    fast, partitioned, recovered, shut_down, start, through_cuts,
 };
-use tokio_util::sync::CancellationToken;
 
 /// Short pings and connect timeout, and a short `ack_wait`: what a cut
 /// consumer had received unsettled comes again after it (the server cannot
@@ -77,14 +76,13 @@ async fn buffered_while_down_then_delivered_in_order() {
     assert_delivered_in_order(&publisher, &received, N);
     assert_eq!(received.duplicates(), 0);
 
-    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
-    subscribed.close().await;
-    consumer.shutdown(WAIT).await;
+    shut_down(&consumer, subscribed, &publisher).await;
 }
 
 /// The cut scenario ([`through_cuts`]); the consumer goes through the proxy
-/// too when `consumer_through_proxy`.
+/// too when `consumer_through_proxy`. Its two tests come from `cut_tests!`.
 async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
+    require_server!(&format!("the cut test {test}"));
     let proxy = common::proxy().await;
     let url = url_through(&proxy);
     let fx = Fixture::with(test, fast, short_pings);
@@ -112,22 +110,10 @@ async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) {
     if consumer_through_proxy {
         assert!(c.reconnects >= 1, "the consumer lost its connection");
     }
-    subscribed.close().await;
-    consumer.shutdown(WAIT).await;
-    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+    shut_down(&consumer, subscribed, &publisher).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cuts_while_publishing_lose_nothing() {
-    require_server!("cuts_while_publishing_lose_nothing");
-    cuts_lose_nothing("cuts", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cuts_while_publishing_and_consuming_lose_nothing() {
-    require_server!("cuts_while_publishing_and_consuming_lose_nothing");
-    cuts_lose_nothing("cutsboth", true).await;
-}
+flow_events_testkit::cut_tests!(cuts_lose_nothing);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cut_connection_ends_the_session() {
@@ -169,15 +155,7 @@ async fn blackhole_is_noticed_by_pings_and_drains_after() {
     let (consumer, subscribed) =
         consumer(fx.backend.clone(), &fx.config, "blackhole", &received).await;
     let publisher = connected_publisher(fx.backend_to(&url_through(&proxy)), &fx.config).await;
-    publish_each_confirmed(&publisher, 0..BEFORE).await;
-
-    proxy.blackhole();
-    let publishing = publish_until(
-        publisher.clone(),
-        BEFORE..BEFORE + DURING,
-        Duration::from_millis(20),
-        CancellationToken::new(),
-    );
+    let publishing = partitioned(&publisher, &proxy, BEFORE, DURING).await;
     let noticed = until_state("the partition noticed", &publisher, WAIT * 2, |s| {
         !connected(s)
     })
@@ -198,7 +176,5 @@ async fn blackhole_is_noticed_by_pings_and_drains_after() {
         noticed <= PING * 5,
         "noticed after {noticed:?}, more than five ping intervals"
     );
-    subscribed.close().await;
-    consumer.shutdown(WAIT).await;
-    assert!(publisher.shutdown(WAIT).await.remaining.is_empty());
+    shut_down(&consumer, subscribed, &publisher).await;
 }

@@ -68,3 +68,35 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases |_case| ::core::option::Option::Some($harness));
     };
 }
+
+/// Expands to the two tests of a backend's cut scenario
+/// ([`through_cuts`](crate::traffic::through_cuts)):
+/// `cuts_while_publishing_lose_nothing`, where only the publisher goes
+/// through the proxy, and `cuts_while_publishing_and_consuming_lose_nothing`,
+/// where the consumer does too. This macro holds the one list of them.
+///
+/// `run` names an async function `run(test: &'static str,
+/// consumer_through_proxy: bool)` of the backend's fault tests: `test` is a
+/// short name for what the test makes (`"cuts"`, `"cutsboth"`); `run`
+/// returns early when its server is missing outside CI. The calling crate
+/// needs `tokio` with the `macros` and `rt-multi-thread` features.
+///
+/// ```text
+/// // tests/faults.rs of a backend
+/// async fn cuts_lose_nothing(test: &str, consumer_through_proxy: bool) { ... }
+/// flow_events_testkit::cut_tests!(cuts_lose_nothing);
+/// ```
+#[macro_export]
+macro_rules! cut_tests {
+    ($run:path) => {
+        #[::tokio::test(flavor = "multi_thread")]
+        async fn cuts_while_publishing_lose_nothing() {
+            $run("cuts", false).await;
+        }
+
+        #[::tokio::test(flavor = "multi_thread")]
+        async fn cuts_while_publishing_and_consuming_lose_nothing() {
+            $run("cutsboth", true).await;
+        }
+    };
+}

@@ -14,8 +14,8 @@ use flow_events_testkit::steps;
 pub use flow_events_testkit::traffic::{
     CUT_EVENTS, Calls, Cuts, Cutter, LONG, Published, a_later_event_arrives,
     assert_delivered_in_order, assert_nothing_lost_to_cuts, buffered_while_down, connected,
-    connected_publisher, fast, publish_each_confirmed, publish_paced, publish_until, recovered,
-    start, through_cuts,
+    connected_publisher, fast, partitioned, publish_each_confirmed, publish_paced, publish_until,
+    recovered, shut_down, start, through_cuts,
 };
 
 /// The heartbeat of the fault tests: a dead peer is noticed within seconds.

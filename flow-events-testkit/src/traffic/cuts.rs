@@ -1,4 +1,5 @@
-//! Every connection through a proxy cut at an interval, while events flow.
+//! Connections through a proxy cut at an interval, or partitioned, while
+//! events flow.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +7,10 @@ use flow_events_core::{ConnectionMonitor, Resilient};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{LONG, Published, a_later_event_arrives, assert_nothing_lost_to_cuts, publish_paced};
+use super::{
+    Calls, LONG, Published, a_later_event_arrives, assert_nothing_lost_to_cuts,
+    publish_each_confirmed, publish_paced, publish_until,
+};
 use crate::proxy::ProxyHandle;
 use crate::received::Received;
 use crate::wait::until;
@@ -73,6 +77,27 @@ pub async fn through_cuts(proxy: ProxyHandle, publisher: &Resilient, received: &
         confirmed,
         delivered,
     }
+}
+
+/// The start of the partition scenario: publishes the events `0..before` of
+/// [`numbered`](crate::received::numbered), each confirmed; blackholes
+/// `proxy` (see [`ProxyHandle::blackhole`]); then goes on publishing the
+/// events `before..before + during`, one every 20 ms, in the background
+/// ([`publish_until`]).
+pub async fn partitioned(
+    publisher: &Resilient,
+    proxy: &ProxyHandle,
+    before: u64,
+    during: u64,
+) -> JoinHandle<Calls> {
+    publish_each_confirmed(publisher, 0..before).await;
+    proxy.blackhole();
+    publish_until(
+        publisher.clone(),
+        before..before + during,
+        Duration::from_millis(20),
+        CancellationToken::new(),
+    )
 }
 
 /// Cuts every connection through a proxy at an interval until stopped.

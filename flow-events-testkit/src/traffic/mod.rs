@@ -4,7 +4,8 @@
 //! published at a pace, from many tasks or from one until stopped
 //! ([`publish_paced`], [`publish_until`]); a broker down then back
 //! ([`buffered_while_down`], [`recovered`]); the proxy's connections cut at
-//! an interval ([`Cutter`], [`through_cuts`]).
+//! an interval ([`Cutter`], [`through_cuts`], and its two tests from
+//! [`cut_tests!`](crate::cut_tests)), or partitioned ([`partitioned`]).
 
 mod cuts;
 mod publish;
@@ -22,7 +23,9 @@ use flow_events_core::{
 use crate::received::Received;
 use crate::wait::until_connected;
 
-pub use cuts::{CUT_EVENTS, CUT_EVERY, CUT_PACE, CUT_TASKS, Cuts, Cutter, through_cuts};
+pub use cuts::{
+    CUT_EVENTS, CUT_EVERY, CUT_PACE, CUT_TASKS, Cuts, Cutter, partitioned, through_cuts,
+};
 pub use publish::{Calls, Published, publish_each_confirmed, publish_paced, publish_until};
 pub use recovery::{
     Recovery, a_later_event_arrives, assert_delivered_in_order, assert_nothing_lost_to_cuts,
@@ -34,6 +37,9 @@ pub const LONG: Duration = Duration::from_secs(120);
 
 /// Longest wait for a started publisher or consumer to connect.
 pub const CONNECT: Duration = Duration::from_secs(10);
+
+/// How long a shutdown of [`shut_down`] may take to send what is pending.
+pub const GRACE: Duration = Duration::from_secs(10);
 
 /// Quick reconnects (100 ms, at most 1 s apart), a buffer of 50 000 events,
 /// large enough for every fault test, and a publish timeout of 10 s.
@@ -82,4 +88,22 @@ pub async fn connected_publisher(backend: impl Backend, config: &Config) -> Resi
     let publisher = start(backend, config).await;
     until_connected(&publisher, CONNECT).await;
     publisher
+}
+
+/// Closes `subscribed` and shuts its consumer down, then shuts `publisher`
+/// down, each within [`GRACE`]: the publisher must have nothing left
+/// pending.
+pub async fn shut_down(
+    consumer: &Resilient,
+    subscribed: SubscriptionHandle,
+    publisher: &Resilient,
+) {
+    subscribed.close().await;
+    consumer.shutdown(GRACE).await;
+    let report = publisher.shutdown(GRACE).await;
+    assert!(
+        report.remaining.is_empty(),
+        "{} events left pending",
+        report.remaining.len()
+    );
 }
