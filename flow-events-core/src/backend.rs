@@ -119,6 +119,12 @@ impl<T: Backend + ?Sized> Backend for Arc<T> {
     }
 }
 
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Backend").field(&self.info()).finish()
+    }
+}
+
 /// Who bounds the wait for the confirm of a send (see [`Session::send_encoded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

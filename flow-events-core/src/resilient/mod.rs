@@ -58,6 +58,7 @@
 mod answer;
 mod backoff;
 mod buffer;
+mod builder;
 mod confirmed;
 mod consumer;
 mod drain;
@@ -71,6 +72,7 @@ mod spans;
 mod subscribe;
 mod supervisor;
 
+pub use builder::ResilientBuilder;
 pub use confirmed::SentBatch;
-pub use service::{Resilient, ResilientBuilder};
+pub use service::Resilient;
 pub use shutdown::ShutdownReport;
