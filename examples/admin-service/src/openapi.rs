@@ -58,7 +58,7 @@ pub(crate) struct ErrorBody {
     pub(crate) error: String,
     /// For a program: `bad_request`, `unauthorized`, `too_large`,
     /// `unsupported_media_type`, `refused_by_broker`, `buffer_full`, `dropped`,
-    /// `overloaded`, `shutting_down`, `not_found`...
+    /// `overloaded`, `shutting_down`, `store_failed`, `not_found`...
     pub(crate) code: String,
     /// The event's id, when an event was built.
     #[schema(format = "uuid")]
