@@ -124,13 +124,7 @@ pub(crate) fn publish_span(backend: &dyn Backend, event: &mut Event) -> tracing:
         otel.kind = "producer",
         messaging.message.id = %event.id(),
     );
-    span.set_attribute(OPERATION_TYPE, "send");
-    span.set_attribute(OPERATION_NAME, "publish");
-    set_attributes(&span, attributes);
-    let carried = extract(&EventHeaders(event));
-    if carried.span().span_context().is_valid() {
-        span.add_link(carried.span().span_context().clone());
-    } else {
+    if !send_attributes_and_link(&span, attributes, event) {
         inject(&span.context(), event);
     }
     span
@@ -147,14 +141,28 @@ pub(crate) fn drain_span(backend: &dyn Backend, event: &Event) -> tracing::Span 
         otel.kind = "producer",
         messaging.message.id = %event.id(),
     );
+    send_attributes_and_link(&span, attributes, event);
+    span
+}
+
+/// Gives a producer `span` the attributes of a send and links it to the
+/// context `event` carries; whether it carries one.
+fn send_attributes_and_link(
+    span: &tracing::Span,
+    attributes: Vec<(&'static str, String)>,
+    event: &Event,
+) -> bool {
     span.set_attribute(OPERATION_TYPE, "send");
     span.set_attribute(OPERATION_NAME, "publish");
-    set_attributes(&span, attributes);
+    set_attributes(span, attributes);
     let carried = extract(&EventHeaders(event));
-    if carried.span().span_context().is_valid() {
-        span.add_link(carried.span().span_context().clone());
+    let carried = carried.span();
+    let context = carried.span_context();
+    let valid = context.is_valid();
+    if valid {
+        span.add_link(context.clone());
     }
-    span
+    valid
 }
 
 /// The span of a handler call for `event`, child of `parent` (the context the
