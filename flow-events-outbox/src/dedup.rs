@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use flow_events_core::{DedupStore, EventId, StoreError, StoreErrorKind};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyTable, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition,
+};
 
 use crate::error::store_error;
 
@@ -103,15 +105,7 @@ impl RedbDedupStore {
 
     /// The ids kept now.
     pub fn len(&self) -> Result<u64, StoreError> {
-        let path = &self.path;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| store_error(path, "read", e))?;
-        let table = txn
-            .open_table(SEEN)
-            .map_err(|e| store_error(path, "read", e))?;
-        table.len().map_err(|e| store_error(path, "read", e))
+        self.read_seen(|seen| seen.len())
     }
 
     /// Whether it keeps no id.
@@ -123,19 +117,24 @@ impl RedbDedupStore {
         u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn seen_now(&self, subscription: &str, id: u128) -> Result<bool, StoreError> {
+    /// Reads the table of seen ids in a read transaction of its own.
+    fn read_seen<T>(
+        &self,
+        read: impl FnOnce(&ReadOnlyTable<(&'static str, u128), u64>) -> Result<T, StorageError>,
+    ) -> Result<T, StoreError> {
         let path = &self.path;
         let txn = self
             .db
             .begin_read()
             .map_err(|e| store_error(path, "read", e))?;
-        let table = txn
+        let seen = txn
             .open_table(SEEN)
             .map_err(|e| store_error(path, "read", e))?;
-        let at = table
-            .get((subscription, id))
-            .map_err(|e| store_error(path, "read", e))?
-            .map(|v| v.value());
+        read(&seen).map_err(|e| store_error(path, "read", e))
+    }
+
+    fn seen_now(&self, subscription: &str, id: u128) -> Result<bool, StoreError> {
+        let at = self.read_seen(|seen| Ok(seen.get((subscription, id))?.map(|v| v.value())))?;
         Ok(at.is_some_and(|at| now_ms().saturating_sub(at) <= self.retention_ms()))
     }
 
