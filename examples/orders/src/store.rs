@@ -68,21 +68,9 @@ pub async fn create_order(
     customer: &str,
     amount_cents: i64,
 ) -> anyhow::Result<(String, EventId)> {
-    let order_id = uuid::Uuid::now_v7().to_string();
-    let event = order_created(&order_id, customer, amount_cents)?;
-    let mut tx = pool.begin().await?;
-    sqlx::query(&format!(
-        "INSERT INTO {} (id, customer, amount_cents) VALUES ($1::uuid, $2, $3)",
-        store.orders
-    ))
-    .bind(&order_id)
-    .bind(customer)
-    .bind(amount_cents)
-    .execute(&mut *tx)
-    .await?;
-    store.outbox.enqueue(&mut tx, &event).await?;
-    tx.commit().await?;
-    Ok((order_id, event.id()))
+    let written = write_order(pool, store, customer, amount_cents).await?;
+    written.tx.commit().await?;
+    Ok((written.order_id, written.event_id))
 }
 
 /// Writes an order and its event, then rolls the transaction back (as a
@@ -94,6 +82,26 @@ pub async fn rolled_back_order(
     customer: &str,
     amount_cents: i64,
 ) -> anyhow::Result<String> {
+    let written = write_order(pool, store, customer, amount_cents).await?;
+    written.tx.rollback().await?;
+    Ok(written.order_id)
+}
+
+/// An order and its event written in a transaction not yet ended.
+struct Written {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    order_id: String,
+    event_id: EventId,
+}
+
+/// Writes a new order and its `order.created` event in a new transaction,
+/// which the caller commits or rolls back.
+async fn write_order(
+    pool: &PgPool,
+    store: &OrderStore,
+    customer: &str,
+    amount_cents: i64,
+) -> anyhow::Result<Written> {
     let order_id = uuid::Uuid::now_v7().to_string();
     let event = order_created(&order_id, customer, amount_cents)?;
     let mut tx = pool.begin().await?;
@@ -107,6 +115,9 @@ pub async fn rolled_back_order(
     .execute(&mut *tx)
     .await?;
     store.outbox.enqueue(&mut tx, &event).await?;
-    tx.rollback().await?;
-    Ok(order_id)
+    Ok(Written {
+        tx,
+        order_id,
+        event_id: event.id(),
+    })
 }
