@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flow_events_core::backend_kit::{DeliverySource, decode_body, delivery_stream};
 use flow_events_core::{
     Acker, BackendError, BackendErrorKind, DeadLetter, Decision, Delivery, DeliveryStream,
     IncomingDelivery,
@@ -79,13 +80,7 @@ pub(crate) async fn subscribe(
             ctx,
         }),
     };
-    Ok(
-        futures_util::stream::unfold(source, |mut source| async move {
-            let next = source.next().await?;
-            Some((next, source))
-        })
-        .boxed(),
-    )
+    Ok(delivery_stream(source))
 }
 
 /// The state of one delivery stream.
@@ -109,10 +104,10 @@ struct Settling {
     ctx: ConsumeContext,
 }
 
-impl Source {
+impl DeliverySource for Source {
     /// The next valid delivery; `None` when the session is closed or the
     /// channel or connection is lost.
-    async fn next(&mut self) -> Option<IncomingDelivery> {
+    async fn next_delivery(&mut self) -> Option<IncomingDelivery> {
         loop {
             let next = tokio::select! {
                 biased;
@@ -148,7 +143,7 @@ impl Source {
                 properties,
                 body: data,
             };
-            let event = match wire::decode(&acker.body) {
+            let event = match decode_body(&acker.body) {
                 Ok(event) => event,
                 Err(reason) => {
                     tracing::warn!(

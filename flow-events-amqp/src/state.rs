@@ -1,34 +1,21 @@
 //! What a session's tasks share: whether it is lost (and why), and whether the
 //! broker blocks its publishers.
 
-use flow_events_core::{BackendError, BackendErrorKind};
+use flow_events_core::BackendError;
+use flow_events_core::backend_kit::SessionLoss;
 use tokio::sync::watch;
-
-/// Why a session ended. Kept as kind and message so that every caller of
-/// `closed()` gets its own [`BackendError`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Lost {
-    kind: BackendErrorKind,
-    message: String,
-}
-
-impl Lost {
-    fn error(&self) -> BackendError {
-        BackendError::new(self.kind, &self.message)
-    }
-}
 
 /// The lost flag and the blocked flag of one session.
 #[derive(Debug)]
 pub(crate) struct SessionState {
-    lost: watch::Sender<Option<Lost>>,
+    lost: SessionLoss,
     blocked: watch::Sender<bool>,
 }
 
 impl SessionState {
     pub(crate) fn new() -> Self {
         Self {
-            lost: watch::Sender::new(None),
+            lost: SessionLoss::new(),
             blocked: watch::Sender::new(false),
         }
     }
@@ -36,35 +23,17 @@ impl SessionState {
     /// Records that the session is lost; the first reason wins. Returns
     /// whether this call recorded it.
     pub(crate) fn set_lost(&self, error: &BackendError) -> bool {
-        let lost = Lost {
-            kind: error.kind(),
-            message: error.message().to_owned(),
-        };
-        self.lost.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(lost);
-                true
-            } else {
-                false
-            }
-        })
+        self.lost.set_lost(error)
     }
 
     /// The reason, if the session is lost.
     pub(crate) fn lost(&self) -> Option<BackendError> {
-        self.lost.borrow().as_ref().map(Lost::error)
+        self.lost.lost()
     }
 
     /// Resolves when the session is lost.
     pub(crate) async fn wait_lost(&self) -> BackendError {
-        let mut rx = self.lost.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(lost) => match lost.as_ref() {
-                Some(l) => l.error(),
-                None => BackendError::closed("session closed"),
-            },
-            Err(_) => BackendError::closed("session closed"),
-        }
+        self.lost.wait_lost().await
     }
 
     /// Sets the blocked flag.
@@ -86,6 +55,8 @@ impl SessionState {
 
 #[cfg(test)]
 mod tests {
+    use flow_events_core::BackendErrorKind;
+
     use super::*;
 
     #[tokio::test]

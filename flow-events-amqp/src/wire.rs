@@ -1,5 +1,5 @@
-//! The wire format: message properties and body of an event, and reading
-//! them back from a delivery.
+//! The wire format: the message properties of an event, and reading them
+//! back from a delivery (the body is core's, the same JSON on every broker).
 
 use flow_events_core::{BackendError, DeadLetter, Event, dead_letter};
 use lapin::BasicProperties;
@@ -192,24 +192,6 @@ pub(crate) fn dead_letter_copy(
     properties.clone().with_headers(headers)
 }
 
-/// Why a body is not an event, without quoting it (it may hold secrets).
-pub(crate) fn decode(body: &[u8]) -> Result<Event, String> {
-    serde_json::from_slice::<Event>(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "JSON that is not an event",
-            serde_json::error::Category::Eof => "truncated JSON",
-        };
-        format!(
-            "body of {} bytes is {what} (line {}, column {})",
-            body.len(),
-            e.line(),
-            e.column()
-        )
-    })
-}
-
 /// An integer header value, whatever integer type the publisher chose.
 fn header_int(headers: Option<&FieldTable>, name: &str) -> Option<u64> {
     let value = headers?.inner().get(name)?;
@@ -295,21 +277,6 @@ mod tests {
                 .refuses_event()
         );
         assert_eq!(max_header_bytes(0), 131_072 - 1024);
-    }
-
-    #[test]
-    fn body_round_trips() {
-        let e = event();
-        let body = e.encode();
-        assert_eq!(decode(&body).unwrap(), e);
-    }
-
-    #[test]
-    fn decode_errors_do_not_quote_the_body() {
-        let err = decode(br#"{"password": "hunter2"}"#).unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
-        assert!(err.contains("not an event"), "{err}");
-        assert!(decode(b"hunter2").unwrap_err().contains("not JSON"));
     }
 
     #[test]

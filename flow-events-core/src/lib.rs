@@ -11,6 +11,7 @@
 //! the trace context in event headers (see the `otel` module).
 
 mod backend;
+pub mod backend_kit;
 mod config;
 mod config_parse;
 pub mod dead_letter;

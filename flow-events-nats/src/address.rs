@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use async_nats::{ConnectOptions, Event, ServerAddr};
+use flow_events_core::backend_kit::SessionLoss;
 use flow_events_core::{BackendError, BrokerUrl};
 
 use crate::config::NatsConfig;
 use crate::redact::redact;
-use crate::state::SessionState;
 
 /// Credentials given in a URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Address {
         &self,
         nats: &NatsConfig,
         name: &str,
-        state: Arc<SessionState>,
+        state: Arc<SessionLoss>,
     ) -> Result<ConnectOptions, BackendError> {
         let mut options = match nats.credentials_file() {
             Some(path) => ConnectOptions::with_credentials_file(path.clone())

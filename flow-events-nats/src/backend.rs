@@ -3,14 +3,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_trait::async_trait;
-use flow_events_core::{
-    Backend, BackendError, BackendErrorKind, BackendInfo, BrokerUrl, Config, Session,
-};
+use flow_events_core::backend_kit::{AfterConnect, SessionLoss, UrlRotation};
+use flow_events_core::{Backend, BackendError, BackendInfo, Config, Session};
 use tokio_util::sync::CancellationToken;
 
 use crate::address::Address;
@@ -18,7 +17,6 @@ use crate::config::NatsConfig;
 use crate::errors;
 use crate::redact::Scrub;
 use crate::session::{NatsSession, Settings};
-use crate::state::SessionState;
 use crate::topology::{self, StreamSpec};
 
 /// Publish acks awaited at once on one connection, at most. A publish past
@@ -56,8 +54,8 @@ struct Inner {
     nats: NatsConfig,
     settings: Arc<Settings>,
     name: String,
-    /// The index of the URL the next connect starts from.
-    next_url: AtomicUsize,
+    /// The URLs, tried in turn; a connect starts at the one that worked last.
+    urls: UrlRotation,
 }
 
 impl NatsBackend {
@@ -83,7 +81,7 @@ impl NatsBackend {
                 nats,
                 settings: Arc::new(settings),
                 name: "flow-events".to_owned(),
-                next_url: AtomicUsize::new(0),
+                urls: UrlRotation::new(0, AfterConnect::Stay),
             }),
         }
     }
@@ -94,7 +92,7 @@ impl NatsBackend {
             nats: self.inner.nats.clone(),
             settings: self.inner.settings.clone(),
             name: name.into(),
-            next_url: AtomicUsize::new(0),
+            urls: UrlRotation::new(0, AfterConnect::Stay),
         };
         Self {
             inner: Arc::new(inner),
@@ -130,7 +128,7 @@ impl NatsBackend {
         let nats = &self.inner.nats;
         let settings = &self.inner.settings;
         let scrub = self.scrub(address);
-        let state = Arc::new(SessionState::new());
+        let state = Arc::new(SessionLoss::new());
         let options = address
             .options(nats, &self.inner.name, state.clone())
             .await?;
@@ -216,52 +214,16 @@ impl Backend for NatsBackend {
                 crate::config::ENV_URL
             )));
         };
-        let urls: Vec<BrokerUrl> = url.split();
-        if urls.is_empty() {
-            return Err(BackendError::configuration("no NATS URL configured"));
-        }
-        let n = urls.len();
-        let start = self.inner.next_url.load(Ordering::Relaxed) % n;
-        let mut first_config_error: Option<BackendError> = None;
-        let mut last_error: Option<BackendError> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let result = match Address::parse(&urls[i], self.inner.nats.tls()) {
-                Ok(address) => self.connect_to(&address).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(session) => {
-                    self.inner.next_url.store(i, Ordering::Relaxed);
-                    return Ok(Arc::new(session));
-                }
-                Err(e) => {
-                    self.inner.next_url.store((i + 1) % n, Ordering::Relaxed);
-                    if n > 1 {
-                        tracing::debug!(error = %e, "NATS URL failed; trying the next");
-                    }
-                    if e.kind() == BackendErrorKind::Configuration && first_config_error.is_none() {
-                        first_config_error = Some(e);
-                    } else {
-                        last_error = Some(e);
-                    }
-                }
-            }
-        }
-        // A configuration error says more than "the other server was down too".
-        let error = first_config_error
-            .or(last_error)
-            .unwrap_or_else(|| BackendError::connection("no NATS URL could be reached"));
-        if n == 1 {
-            return Err(error);
-        }
-        Err(BackendError::new(
-            error.kind(),
-            format!(
-                "none of the {n} NATS URLs could be used; {}",
-                error.message()
-            ),
-        ))
+        let tls = self.inner.nats.tls();
+        let session = self
+            .inner
+            .urls
+            .connect(&url.split(), "NATS URL", |url| {
+                let address = Address::parse(url, tls);
+                async move { self.connect_to(&address?).await }
+            })
+            .await?;
+        Ok(Arc::new(session))
     }
 
     /// `messaging.system` `nats` and the subject as the destination.

@@ -6,17 +6,16 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
+use flow_events_core::backend_kit::{DeliverySource, SessionLoss, decode_body, delivery_stream};
 use flow_events_core::{
     Acker, BackendError, DeadLetter, Decision, Delivery, DeliveryStream, EventType,
     IncomingDelivery, Subscription, TopicPattern,
 };
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::pull::Puller;
 use crate::redact::Scrub;
 use crate::session::{NatsSession, Settings};
-use crate::state::SessionState;
 use crate::topology::{self, ConsumerSpec, within};
 use crate::wire::MSG_ID_HEADER;
 
@@ -31,7 +30,7 @@ pub const DELIVERY_COUNT_HEADER: &str = "Flow-Delivery-Count";
 #[derive(Debug, Clone)]
 struct Context {
     js: jetstream::Context,
-    state: Arc<SessionState>,
+    state: Arc<SessionLoss>,
     settings: Arc<Settings>,
     scrub: Scrub,
     subscription: Arc<str>,
@@ -114,13 +113,7 @@ pub(crate) async fn subscribe(
         max_attempts,
         cancel: session.cancel.child_token(),
     };
-    Ok(
-        futures_util::stream::unfold(source, |mut source| async move {
-            let next = source.next().await?;
-            Some((next, source))
-        })
-        .boxed(),
-    )
+    Ok(delivery_stream(source))
 }
 
 /// The state of one subscription's delivery stream.
@@ -133,10 +126,10 @@ struct Source {
     cancel: CancellationToken,
 }
 
-impl Source {
+impl DeliverySource for Source {
     /// The next delivery for the handler; `None` when the session is lost
     /// or closed.
-    async fn next(&mut self) -> Option<IncomingDelivery> {
+    async fn next_delivery(&mut self) -> Option<IncomingDelivery> {
         loop {
             // The stream ends with its session: a message pulled after the
             // loss (async-nats may have reconnected underneath) could not be
@@ -165,7 +158,9 @@ impl Source {
             }
         }
     }
+}
 
+impl Source {
     /// A delivery for the handler, or `None` when the message was settled
     /// here (not matching the pattern, not an event, out of attempts).
     async fn accept(&self, message: jetstream::Message) -> Option<IncomingDelivery> {
@@ -189,7 +184,7 @@ impl Source {
                 return None;
             }
         }
-        let event = match crate::wire::decode(&message.payload) {
+        let event = match decode_body(&message.payload) {
             Ok(event) => event,
             Err(reason) => {
                 tracing::error!(

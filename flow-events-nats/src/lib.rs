@@ -8,7 +8,6 @@ mod errors;
 mod pull;
 mod redact;
 mod session;
-mod state;
 mod topology;
 mod wire;
 

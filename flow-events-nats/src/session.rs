@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_trait::async_trait;
 use bytes::Bytes;
+use flow_events_core::backend_kit::SessionLoss;
 use flow_events_core::{
     BackendError, ConfirmWait, Confirmation, DeliveryStream, Event, Session, Subscription,
 };
@@ -17,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::consume;
 use crate::errors;
 use crate::redact::Scrub;
-use crate::state::SessionState;
 use crate::wire;
 
 /// What a backend's sessions share: settings and counters.
@@ -42,7 +42,7 @@ pub(crate) struct Settings {
 pub(crate) struct NatsSession {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
-    pub(crate) state: Arc<SessionState>,
+    pub(crate) state: Arc<SessionLoss>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrub: Scrub,
     pub(crate) cancel: CancellationToken,

@@ -203,27 +203,3 @@ pub(super) fn check_prefix(prefix: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
-
-pub(super) fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::new(var, v, "expected true or false")),
-    }
-}
-
-pub(super) fn parse_secs(var: &str, v: &str) -> Result<Duration, ConfigError> {
-    let secs: f64 = v
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(var, v, "expected a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(ConfigError::new(
-            var,
-            v,
-            "expected a non-negative number of seconds",
-        ));
-    }
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| ConfigError::new(var, v, "number of seconds out of range"))
-}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use flow_events_core::backend_kit::{parse_bool, parse_secs};
 use flow_events_core::{BrokerUrl, ConfigError};
 
 use crate::redact::redact;
@@ -16,7 +17,6 @@ use crate::redact::redact;
 mod builder;
 
 pub use builder::NatsConfigBuilder;
-use builder::{parse_bool, parse_secs};
 
 /// `NATS_URL`: the server URL, or several separated by commas (tried in turn).
 pub const ENV_URL: &str = "NATS_URL";
