@@ -35,10 +35,12 @@ pub(crate) async fn start(
         config = config.with_confirm_wait(wait);
     }
     let config = config.build().context("sink settings")?;
-    let amqp = AmqpConfig::new()
+    let amqp = AmqpConfig::builder()
         .with_url(url)
         .with_exchange(exchange)
-        .with_app_id("flow-events-bench");
+        .with_app_id("flow-events-bench")
+        .build()
+        .context("AMQP settings")?;
     let backend = AmqpBackend::new(&config, amqp);
     Resilient::builder(backend)
         .with_config(config)

@@ -30,10 +30,11 @@ impl SteadyClients {
     ) -> anyhow::Result<std::sync::Arc<dyn flow_events_core::Session>> {
         let backend = flow_events_amqp::AmqpBackend::new(
             &flow_events_core::Config::default(),
-            flow_events_amqp::AmqpConfig::new()
+            flow_events_amqp::AmqpConfig::builder()
                 .with_url(url)
                 .with_exchange(exchange)
-                .with_app_id("flow-events-bench"),
+                .with_app_id("flow-events-bench")
+                .build()?,
         );
         Ok(flow_events_core::Backend::connect(&backend).await?)
     }

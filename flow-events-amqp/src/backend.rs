@@ -2,18 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flow_events_core::{
-    Backend, BackendError, BackendErrorKind, BackendInfo, BrokerUrl, Config, Session,
-};
+use flow_events_core::backend_kit::{AfterConnect, UrlRotation};
+use flow_events_core::{Backend, BackendError, BackendInfo, Config, Session};
 use lapin::Connection;
 
 use crate::address::Address;
 use crate::channel::{ChannelSlot, PublishChannel};
-use crate::config::{AmqpConfig, check_exchange};
+use crate::config::AmqpConfig;
 use crate::publish::{LatestPublisher, Publisher};
 use crate::session::{AmqpSession, Parts, close_quietly};
 use crate::state::SessionState;
@@ -29,16 +28,17 @@ use crate::wire;
 /// cluster say: the first connect starts at a random one (so that a fleet of
 /// services spreads over the nodes), and every connect tries them in turn
 /// from the one after the last used, so that a node that died is tried last
-/// (see [`connect_order`]).
+/// (see [`UrlRotation`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use flow_events_amqp::{AmqpBackend, AmqpConfig};
 /// use flow_events_core::{Backend, Config, Event};
 ///
-/// let amqp = AmqpConfig::new()
+/// let amqp = AmqpConfig::builder()
 ///     .with_url("amqp://guest:guest@localhost:5672/%2f")
-///     .with_app_id("billing");
+///     .with_app_id("billing")
+///     .build()?;
 /// let backend = AmqpBackend::new(&Config::default(), amqp);
 /// let session = backend.connect().await?;
 /// let event = Event::try_new("invoice.paid", serde_json::json!({"invoice": 7}))?;
@@ -57,8 +57,10 @@ struct Inner {
     /// event, the retry pause of deliveries.
     config: Config,
     amqp: AmqpConfig,
-    /// The index of the URL the next connect starts from (modulo their number).
-    next_url: AtomicUsize,
+    /// The URLs, tried in turn from a random one; after a connect, the next
+    /// starts at the URL after the one used: when this session is lost, its
+    /// node may be the one that died.
+    urls: UrlRotation,
     /// The broker's largest message, once a refusal has told it (0: not
     /// known); shared by every session, so that an event known to be too
     /// large is refused before it costs a channel.
@@ -81,7 +83,7 @@ impl AmqpBackend {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 amqp,
-                next_url: AtomicUsize::new(fastrand::usize(..urls.max(1))),
+                urls: UrlRotation::new(fastrand::usize(..urls.max(1)), AfterConnect::MoveOn),
                 broker_max_message: Arc::default(),
                 latest_publisher: LatestPublisher::default(),
             }),
@@ -142,9 +144,6 @@ impl AmqpBackend {
         let config = &self.inner.config;
         let limit = options.operation_timeout();
         let scrub = &address.scrub;
-        check_exchange(options.exchange()).map_err(|reason| {
-            BackendError::configuration(format!("exchange name {:?} {reason}", options.exchange()))
-        })?;
         let exchange = short("exchange", options.exchange())?;
         let app_id = short("app_id", options.app_id())?;
         let channel = PublishChannel::open(conn, options.exchange(), limit, scrub).await?;
@@ -172,55 +171,16 @@ impl Backend for AmqpBackend {
                 "no broker URL configured (set RABBITMQ_URL)",
             ));
         };
-        let urls: Vec<BrokerUrl> = url.split();
-        if urls.is_empty() {
-            return Err(BackendError::configuration("no broker URL configured"));
-        }
-        let n = urls.len();
-        let mut first_config_error: Option<BackendError> = None;
-        let mut last_error: Option<BackendError> = None;
-        for i in connect_order(self.inner.next_url.load(Ordering::Relaxed), n) {
-            let result = match Address::parse(&urls[i], self.heartbeat_secs()) {
-                Ok(address) => self.connect_to(&address).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(session) => {
-                    // When this session is lost, the next connect tries the
-                    // other URLs first: its node may be the one that died.
-                    self.inner.next_url.store((i + 1) % n, Ordering::Relaxed);
-                    if n > 1 {
-                        tracing::debug!(url = %urls[i], "connected to broker URL {} of {n}", i + 1);
-                    }
-                    return Ok(Arc::new(session));
-                }
-                Err(e) => {
-                    self.inner.next_url.store((i + 1) % n, Ordering::Relaxed);
-                    if n > 1 {
-                        tracing::debug!(url = %urls[i], error = %e, "broker URL failed; trying the next");
-                    }
-                    if e.kind() == BackendErrorKind::Configuration && first_config_error.is_none() {
-                        first_config_error = Some(e);
-                    } else {
-                        last_error = Some(e);
-                    }
-                }
-            }
-        }
-        // A configuration error says more than "the other broker was down too".
-        let error = first_config_error
-            .or(last_error)
-            .unwrap_or_else(|| BackendError::connection("no broker URL could be reached"));
-        if n == 1 {
-            return Err(error);
-        }
-        Err(BackendError::new(
-            error.kind(),
-            format!(
-                "none of the {n} broker URLs could be used; {}",
-                error.message()
-            ),
-        ))
+        let heartbeat = self.heartbeat_secs();
+        let session = self
+            .inner
+            .urls
+            .connect(&url.split(), "broker URL", |url| {
+                let address = Address::parse(url, heartbeat);
+                async move { self.connect_to(&address?).await }
+            })
+            .await?;
+        Ok(Arc::new(session))
     }
 
     /// `messaging.system` `rabbitmq`, the exchange and the routing key.
@@ -241,13 +201,6 @@ impl Backend for AmqpBackend {
     }
 }
 
-/// The indexes of `n` URLs in the order a connect tries them: each once,
-/// starting at `next` (modulo `n`) and going round.
-fn connect_order(next: usize, n: usize) -> impl Iterator<Item = usize> {
-    let start = if n == 0 { 0 } else { next % n };
-    (0..n).map(move |k| (start + k) % n)
-}
-
 impl fmt::Debug for AmqpBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpBackend")
@@ -261,17 +214,9 @@ impl fmt::Debug for AmqpBackend {
 mod tests {
     use super::*;
 
-    #[test]
-    fn connect_order_goes_round_once_from_next() {
-        assert_eq!(connect_order(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(connect_order(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
-        assert_eq!(connect_order(7, 3).collect::<Vec<_>>(), [1, 2, 0]);
-        assert_eq!(connect_order(5, 1).collect::<Vec<_>>(), [0]);
-        assert_eq!(connect_order(5, 0).count(), 0);
-    }
-
     fn backend(urls: &str) -> AmqpBackend {
-        AmqpBackend::new(&Config::default(), AmqpConfig::new().with_url(urls))
+        let amqp = AmqpConfig::builder().with_url(urls).build().unwrap();
+        AmqpBackend::new(&Config::default(), amqp)
     }
 
     #[test]
@@ -279,18 +224,12 @@ mod tests {
         let urls = "amqp://a:5672,amqp://b:5672,amqp://c:5672";
         let mut starts = [0_usize; 3];
         for _ in 0..300 {
-            let start = backend(urls).inner.next_url.load(Ordering::Relaxed);
+            let start = backend(urls).inner.urls.next();
             starts[start] += 1;
         }
         // Each of the three is the first choice about 100 times in 300; the
         // chance that one is never chosen is (2/3)^300.
         assert!(starts.iter().all(|&k| k > 0), "{starts:?}");
-        assert_eq!(
-            backend("amqp://a:5672")
-                .inner
-                .next_url
-                .load(Ordering::Relaxed),
-            0
-        );
+        assert_eq!(backend("amqp://a:5672").inner.urls.next(), 0);
     }
 }

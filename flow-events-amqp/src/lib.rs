@@ -20,6 +20,8 @@ mod wire;
 
 pub use address::check_url;
 pub use backend::AmqpBackend;
-pub use config::{AmqpConfig, ENV_CA_FILE, ENV_EXCHANGE, ENV_QUEUE_TYPE, ENV_URL};
+pub use config::{
+    AmqpConfig, AmqpConfigBuilder, ENV_CA_FILE, ENV_EXCHANGE, ENV_QUEUE_TYPE, ENV_URL,
+};
 pub use delay::delay_queues;
 pub use wire::{ATTEMPT_HEADER, CONTENT_TYPE, MESSAGING_SYSTEM, ROUTING_KEY_ATTRIBUTE};

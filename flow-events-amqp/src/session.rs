@@ -246,7 +246,10 @@ mod tests {
     #[test]
     fn a_subscription_gets_the_kind_it_asks_for_else_the_backends() {
         let sub = Subscription::new("billing", TopicPattern::all()).unwrap();
-        let quorum_default = AmqpConfig::default().with_queue_kind(QueueKind::Quorum);
+        let quorum_default = AmqpConfig::builder()
+            .with_queue_kind(QueueKind::Quorum)
+            .build()
+            .unwrap();
         let classic_default = AmqpConfig::default();
         assert_eq!(queue_kind_for(&sub, &quorum_default), QueueKind::Quorum);
         assert_eq!(queue_kind_for(&sub, &classic_default), QueueKind::Classic);

@@ -41,11 +41,13 @@ async fn keeps_running(test: &str, url: &str, exchange: &str, expect: &[&str], s
     let config = config();
     let backend = AmqpBackend::new(
         &config,
-        AmqpConfig::new()
+        AmqpConfig::builder()
             .with_url(url)
             .with_exchange(exchange)
             .with_app_id(&app_id)
-            .with_connect_timeout(Duration::from_secs(3)),
+            .with_connect_timeout(Duration::from_secs(3))
+            .build()
+            .expect("AMQP config"),
     );
     let events = start(backend, &config).await;
     until("the error reported", WAIT, || {
@@ -152,7 +154,10 @@ async fn event_over_the_configured_limit_is_handed_back() {
         .with_max_event_bytes(1024)
         .build()
         .expect("config");
-    let amqp = AmqpConfig::new().with_url("amqp://guest:guest@127.0.0.1:1/%2f");
+    let amqp = AmqpConfig::builder()
+        .with_url("amqp://guest:guest@127.0.0.1:1/%2f")
+        .build()
+        .expect("AMQP config");
     let events = start(AmqpBackend::new(&config, amqp), &config).await;
     let event = Event::try_new("fault.big", serde_json::json!({ "blob": "x".repeat(2000) }))
         .expect("event");

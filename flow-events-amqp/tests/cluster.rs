@@ -65,11 +65,13 @@ impl Names {
     /// The default AMQP settings on `urls` and the test's exchange, with
     /// quorum queues for subscriptions.
     fn quorum(&self, urls: &str, app: &str) -> AmqpConfig {
-        AmqpConfig::new()
+        AmqpConfig::builder()
             .with_url(urls)
             .with_exchange(&self.exchange)
             .with_app_id(format!("flow-events-test-{app}"))
             .with_queue_kind(QueueKind::Quorum)
+            .build()
+            .expect("AMQP config")
     }
 }
 

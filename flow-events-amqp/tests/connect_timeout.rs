@@ -30,12 +30,14 @@ async fn timed_out_connects_leave_no_thread_behind() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let backend = AmqpBackend::new(
         &Config::default(),
-        AmqpConfig::new()
+        AmqpConfig::builder()
             .with_url(format!(
                 "amqp://guest:guest@{}/%2f",
                 silent.local_addr().expect("addr")
             ))
-            .with_connect_timeout(Duration::from_millis(200)),
+            .with_connect_timeout(Duration::from_millis(200))
+            .build()
+            .expect("AMQP config"),
     );
     for _ in 0..5 {
         match backend.connect().await {

@@ -5,14 +5,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, URL, fanout_exchange, unique};
-use flow_events_amqp::{AmqpBackend, AmqpConfig};
+use flow_events_amqp::{AmqpBackend, AmqpConfig, AmqpConfigBuilder};
 use flow_events_core::{Backend, BackendError, BackendErrorKind, Config, redact_url};
 
-fn backend(url: &str, exchange: &str, options: AmqpConfig) -> AmqpBackend {
-    AmqpBackend::new(
-        &Config::default(),
-        options.with_url(url).with_exchange(exchange),
-    )
+fn backend(url: &str, exchange: &str, options: AmqpConfigBuilder) -> AmqpBackend {
+    let options = options.with_url(url).with_exchange(exchange);
+    AmqpBackend::new(&Config::default(), options.build().expect("AMQP config"))
 }
 
 async fn connect_err(backend: &AmqpBackend) -> BackendError {
@@ -41,7 +39,7 @@ async fn wrong_password_is_a_configuration_error() {
     let b = backend(
         "amqp://guest:Wr0ngPassw0rd@127.0.0.1:5672/%2f",
         &unique("x"),
-        AmqpConfig::new(),
+        AmqpConfig::builder(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
@@ -62,7 +60,7 @@ async fn unknown_vhost_is_a_configuration_error_within_the_timeout() {
     let b = backend(
         "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
         &unique("x"),
-        AmqpConfig::new().with_connect_timeout(Duration::from_secs(3)),
+        AmqpConfig::builder().with_connect_timeout(Duration::from_secs(3)),
     );
     let started = Instant::now();
     let err = connect_err(&b).await;
@@ -77,7 +75,7 @@ async fn unknown_vhost_is_a_configuration_error_within_the_timeout() {
 async fn exchange_declared_as_fanout_is_a_configuration_error() {
     require_broker!("exchange_declared_as_fanout_is_a_configuration_error");
     let (exchange, _cleanup) = fanout_exchange().await;
-    let b = backend(URL, &exchange, AmqpConfig::new());
+    let b = backend(URL, &exchange, AmqpConfig::builder());
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Configuration, "{err}");
     assert!(err.message().contains("PRECONDITION_FAILED"), "{err}");
@@ -93,13 +91,13 @@ async fn unparsable_url_is_a_configuration_error() {
         "http://guest:S3cretPw@127.0.0.1:5672/",
         "amqp://guest:S3cretPw@127.0.0.1:5672/%2f?heartbeat=often",
     ] {
-        let b = backend(url, "flow.events", AmqpConfig::new());
+        let b = backend(url, "flow.events", AmqpConfig::builder());
         let err = connect_err(&b).await;
         assert_eq!(err.kind(), BackendErrorKind::Configuration, "{url}: {err}");
         assert!(err.message().contains("invalid broker URL"), "{err}");
         assert_no_secret(&err, "S3cretPw");
     }
-    let no_url = AmqpBackend::new(&Config::default(), AmqpConfig::new());
+    let no_url = AmqpBackend::new(&Config::default(), AmqpConfig::default());
     assert_eq!(
         connect_err(&no_url).await.kind(),
         BackendErrorKind::Configuration
@@ -112,7 +110,7 @@ async fn refused_connection_is_a_connection_error() {
     let b = backend(
         "amqp://guest:S3cretPw@127.0.0.1:1/%2f",
         "flow.events",
-        AmqpConfig::new(),
+        AmqpConfig::builder(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Connection, "{err}");
@@ -131,7 +129,7 @@ async fn silent_server_is_a_timeout() {
     let b = backend(
         &url,
         "flow.events",
-        AmqpConfig::new().with_connect_timeout(Duration::from_millis(500)),
+        AmqpConfig::builder().with_connect_timeout(Duration::from_millis(500)),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Timeout, "{err}");
@@ -148,7 +146,7 @@ async fn each_connect_starts_with_the_url_after_the_one_last_used() {
     // other, so that a node whose session was lost is tried last.
     let a = URL.to_owned();
     let b = format!("{URL}?heartbeat=9");
-    let backend = backend(&format!("{a},{b}"), &exchange, AmqpConfig::new());
+    let backend = backend(&format!("{a},{b}"), &exchange, AmqpConfig::builder());
     let mut used = Vec::new();
     for _ in 0..3 {
         let session = backend.connect().await.expect("connect");
@@ -171,7 +169,7 @@ async fn a_dead_url_is_passed_over_and_both_dead_is_one_error() {
     let b = backend(
         &format!("amqp://guest:guest@127.0.0.1:1/%2f, {URL}"),
         &exchange,
-        AmqpConfig::new(),
+        AmqpConfig::builder(),
     );
     for _ in 0..3 {
         let session = b.connect().await.expect("connect through the live URL");
@@ -183,7 +181,7 @@ async fn a_dead_url_is_passed_over_and_both_dead_is_one_error() {
     let b = backend(
         "amqp://guest:guest@127.0.0.1:1/%2f,amqp://guest:guest@127.0.0.1:2/%2f",
         &exchange,
-        AmqpConfig::new(),
+        AmqpConfig::builder(),
     );
     let err = connect_err(&b).await;
     assert_eq!(err.kind(), BackendErrorKind::Connection);

@@ -37,10 +37,12 @@ fn admin() -> Event {
 /// `Resilient` over the broker at `url`, exchange `exchange`, started.
 async fn resilient(test: &str, url: &str, exchange: &str) -> Resilient {
     let config = fast(Config::builder()).build().expect("config");
-    let options = AmqpConfig::new()
+    let options = AmqpConfig::builder()
         .with_url(url)
         .with_exchange(exchange)
-        .with_app_id(unique(test));
+        .with_app_id(unique(test))
+        .build()
+        .expect("AMQP config");
     Resilient::builder(AmqpBackend::new(&config, options))
         .with_config(config)
         .start()

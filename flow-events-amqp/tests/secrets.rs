@@ -53,7 +53,10 @@ fn everything_shown(url: &str) -> String {
         .with_max_retry_delay(Duration::from_millis(5))
         .build()
         .expect("config");
-    let amqp = AmqpConfig::new().with_url(url);
+    let amqp = AmqpConfig::builder()
+        .with_url(url)
+        .build()
+        .expect("AMQP config");
     let broker_url = amqp.url().unwrap().clone();
     shown.push(format!("{amqp:?}\n{broker_url}\n{broker_url:?}"));
     // Read from the environment, a URL the backend cannot use is refused

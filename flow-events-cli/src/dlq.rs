@@ -53,7 +53,7 @@ struct Target {
         hide_default_value = true
     )]
     url: String,
-    /// The suffix of the dead-letter queue's name (`AmqpConfig::with_dead_letter_queue_suffix`).
+    /// The suffix of the dead-letter queue's name (`AmqpConfigBuilder::with_dead_letter_queue_suffix`).
     #[arg(long, default_value = ".dead")]
     suffix: String,
 }

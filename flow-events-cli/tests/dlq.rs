@@ -100,7 +100,11 @@ async fn list_replay_and_purge_dead_letters() {
         .exchange(&exchange)
         .exchange(&format!("{exchange}.dlx"));
 
-    let amqp = AmqpConfig::new().with_url(URL).with_exchange(&exchange);
+    let amqp = AmqpConfig::builder()
+        .with_url(URL)
+        .with_exchange(&exchange)
+        .build()
+        .unwrap();
     let backend = AmqpBackend::new(&Config::default(), amqp);
     let client = start_connected(Resilient::builder(backend), WAIT).await;
     // Rejects every event until the test says it is fixed.

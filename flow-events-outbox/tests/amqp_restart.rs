@@ -50,11 +50,13 @@ fn config() -> Config {
 fn backend(config: &Config, url: &str, exchange: &str) -> AmqpBackend {
     AmqpBackend::new(
         config,
-        AmqpConfig::new()
+        AmqpConfig::builder()
             .with_url(url)
             .with_exchange(exchange)
             .with_app_id("flow-events-outbox-test")
-            .with_connect_timeout(Duration::from_secs(2)),
+            .with_connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("AMQP config"),
     )
 }
 

@@ -43,7 +43,11 @@ async fn consumer(
     name: &str,
     path: &Path,
 ) -> (Resilient, SubscriptionHandle, Deliveries) {
-    let amqp = AmqpConfig::new().with_url(URL).with_exchange(exchange);
+    let amqp = AmqpConfig::builder()
+        .with_url(URL)
+        .with_exchange(exchange)
+        .build()
+        .unwrap();
     let builder = Resilient::builder(AmqpBackend::new(&Config::default(), amqp));
     let client = start_connected(builder, WAIT).await;
     let store = RedbDedupStore::open(path).unwrap();

@@ -33,9 +33,11 @@ async fn two_relays_on_one_table_over_rabbitmq_lose_nothing() {
         .queue(&format!("{queue}.dead"))
         .exchange(&exchange)
         .exchange(&format!("{exchange}.dlx"));
-    let amqp = AmqpConfig::new()
+    let amqp = AmqpConfig::builder()
         .with_url(AMQP_URL)
-        .with_exchange(&exchange);
+        .with_exchange(&exchange)
+        .build()
+        .expect("AMQP config");
     let start = || {
         let backend = AmqpBackend::new(&Config::default(), amqp.clone());
         start_connected(Resilient::builder(backend), WAIT)

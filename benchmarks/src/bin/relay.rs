@@ -115,9 +115,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tables.outbox()
     );
     let config = Config::builder().with_max_in_flight(args.batch).build()?;
-    let amqp = AmqpConfig::new()
+    let amqp = AmqpConfig::builder()
         .with_url(&args.url)
-        .with_exchange(&topo.exchange);
+        .with_exchange(&topo.exchange)
+        .build()?;
     let sink = Resilient::builder(AmqpBackend::new(&config, amqp))
         .with_config(config)
         .start()

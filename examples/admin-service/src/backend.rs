@@ -158,7 +158,8 @@ fn amqp(
     redacted: &str,
 ) -> anyhow::Result<Selected> {
     use flow_events_amqp::AmqpBackend;
-    let backend = AmqpBackend::new(config, amqp.clone().with_app_id(service));
+    let amqp_for_service = amqp.clone().into_builder().with_app_id(service).build()?;
+    let backend = AmqpBackend::new(config, amqp_for_service);
     Ok(Selected {
         backend: Arc::new(backend),
         name: "amqp",

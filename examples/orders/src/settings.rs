@@ -72,10 +72,12 @@ impl Settings {
             None => Duration::from_secs(1),
         };
         let events = Config::from_env()?;
-        let mut amqp = AmqpConfig::from_env()?.with_app_id("orders");
-        if amqp.url().is_none() {
+        let from_env = AmqpConfig::from_env()?;
+        let mut amqp = from_env.clone().into_builder().with_app_id("orders");
+        if from_env.url().is_none() {
             amqp = amqp.with_url("amqp://guest:guest@127.0.0.1:5672/%2f");
         }
+        let amqp = amqp.build()?;
         Ok(Self {
             port,
             database_url: var(ENV_DATABASE_URL)

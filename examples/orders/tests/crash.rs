@@ -98,9 +98,11 @@ impl Run {
 type Wire = Arc<Mutex<HashMap<String, usize>>>;
 
 async fn observe(run: &Run) -> (Resilient, flow_events_core::SubscriptionHandle, Wire) {
-    let amqp = AmqpConfig::new()
+    let amqp = AmqpConfig::builder()
         .with_url(AMQP_URL)
-        .with_exchange(&run.exchange);
+        .with_exchange(&run.exchange)
+        .build()
+        .unwrap();
     let builder = Resilient::builder(AmqpBackend::new(&Config::default(), amqp));
     let r = start_connected(builder, Duration::from_secs(20)).await;
     let wire: Wire = Arc::default();

@@ -12,7 +12,7 @@ pub mod traffic;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpConfig};
+use flow_events_amqp::{AmqpBackend, AmqpConfig, AmqpConfigBuilder};
 use flow_events_core::{Backend, Config, Session};
 use flow_events_testkit::proxy::TcpProxy;
 use flow_events_testkit::server::Server;
@@ -112,18 +112,20 @@ impl Fixture {
     pub fn with(
         test: &str,
         config: impl FnOnce(flow_events_core::ConfigBuilder) -> flow_events_core::ConfigBuilder,
-        options: impl FnOnce(AmqpConfig) -> AmqpConfig,
+        options: impl FnOnce(AmqpConfigBuilder) -> AmqpConfigBuilder,
     ) -> Self {
         let exchange = unique(test);
         let config = config(Config::builder().with_publish_timeout(WAIT))
             .build()
             .expect("config");
         let options = options(
-            AmqpConfig::new()
+            AmqpConfig::builder()
                 .with_url(URL)
                 .with_exchange(&exchange)
                 .with_app_id(format!("flow-events-test-{test}")),
-        );
+        )
+        .build()
+        .expect("AMQP config");
         let backend = AmqpBackend::new(&config, options.clone());
         let mut cleanup = Cleanup::new(URL);
         cleanup
@@ -141,7 +143,8 @@ impl Fixture {
     /// Another backend on the same exchange with the same settings, to `url`
     /// (the broker through a proxy, say).
     pub fn backend_to(&self, url: &str) -> AmqpBackend {
-        AmqpBackend::new(&self.config, self.options.clone().with_url(url))
+        let options = self.options.clone().into_builder().with_url(url);
+        AmqpBackend::new(&self.config, options.build().expect("AMQP config"))
     }
 
     pub async fn session(&self) -> Arc<dyn Session> {

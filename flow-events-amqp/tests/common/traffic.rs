@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use flow_events_amqp::{AmqpBackend, AmqpConfig};
+use flow_events_amqp::{AmqpBackend, AmqpConfigBuilder};
 use flow_events_core::{Config, Resilient, Subscription, SubscriptionHandle};
 use flow_events_testkit::received::Received;
 use flow_events_testkit::steps;
@@ -22,7 +22,7 @@ pub use flow_events_testkit::traffic::{
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// A short heartbeat and short connect and operation timeouts.
-pub fn short_heartbeat(o: AmqpConfig) -> AmqpConfig {
+pub fn short_heartbeat(o: AmqpConfigBuilder) -> AmqpConfigBuilder {
     o.with_heartbeat(HEARTBEAT)
         .with_connect_timeout(Duration::from_secs(3))
         .with_operation_timeout(Duration::from_secs(5))

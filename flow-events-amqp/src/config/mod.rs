@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use flow_events_core::{BrokerUrl, ConfigError, QueueKind};
 
+mod builder;
+
+pub use builder::AmqpConfigBuilder;
+
 /// `RABBITMQ_URL`: the broker URL, or several separated by commas (tried in turn).
 pub const ENV_URL: &str = "RABBITMQ_URL";
 /// `RABBITMQ_EXCHANGE`: the topic exchange (default `flow.events`).
@@ -17,7 +21,9 @@ pub const ENV_QUEUE_TYPE: &str = "RABBITMQ_QUEUE_TYPE";
 /// for `amqps://` URLs (a broker with a private CA).
 pub const ENV_CA_FILE: &str = "RABBITMQ_CA_FILE";
 
-/// Settings of [`AmqpBackend`](crate::AmqpBackend); each setter documents its default.
+/// Settings of [`AmqpBackend`](crate::AmqpBackend), built from the
+/// environment with [`AmqpConfig::from_env`] or in code with
+/// [`AmqpConfig::builder`] (each setter documents its default).
 ///
 /// The resilience settings (retries, backoff, buffer bounds, the publish
 /// timeout, the largest event) come from core's
@@ -27,15 +33,17 @@ pub const ENV_CA_FILE: &str = "RABBITMQ_CA_FILE";
 /// ```
 /// use std::time::Duration;
 /// use flow_events_amqp::AmqpConfig;
-/// let amqp = AmqpConfig::new()
+/// let amqp = AmqpConfig::builder()
 ///     .with_url("amqp://guest:guest@localhost:5672/%2f")
 ///     .with_app_id("billing")
 ///     .with_heartbeat(Duration::from_secs(15))
-///     .with_mandatory(true);
+///     .with_mandatory(true)
+///     .build()?;
 /// assert_eq!(amqp.app_id(), "billing");
 /// assert_eq!(amqp.exchange(), "flow.events");
 /// assert_eq!(amqp.connect_timeout(), Duration::from_secs(10));
 /// assert!(!format!("{amqp:?}").contains("guest@"));
+/// # Ok::<(), flow_events_core::ConfigError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct AmqpConfig {
@@ -71,9 +79,25 @@ impl Default for AmqpConfig {
 }
 
 impl AmqpConfig {
-    /// The defaults: no URL, exchange `flow.events`.
-    pub fn new() -> Self {
-        Self::default()
+    /// A builder starting from the defaults (no URL, exchange `flow.events`).
+    pub fn builder() -> AmqpConfigBuilder {
+        Self::default().into_builder()
+    }
+
+    /// A builder starting from these settings: to change some of those read
+    /// from the environment (the app id, say).
+    ///
+    /// ```
+    /// use flow_events_amqp::AmqpConfig;
+    /// let amqp = AmqpConfig::from_lookup(|_| None)?
+    ///     .into_builder()
+    ///     .with_app_id("billing")
+    ///     .build()?;
+    /// assert_eq!(amqp.app_id(), "billing");
+    /// # Ok::<(), flow_events_core::ConfigError>(())
+    /// ```
+    pub fn into_builder(self) -> AmqpConfigBuilder {
+        AmqpConfigBuilder { config: self }
     }
 
     /// The defaults, with the settings the environment gives: [`ENV_URL`],
@@ -100,115 +124,29 @@ impl AmqpConfig {
     /// Like [`AmqpConfig::from_env`], reading variables through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let mut config = Self::default();
+        let mut b = Self::builder();
         if let Some(v) = get(ENV_URL) {
             let url = BrokerUrl::new(v.trim());
             crate::address::check_url(&url)
                 .map_err(|e| ConfigError::new(ENV_URL, url.redacted(), e.message()))?;
-            config.url = Some(url);
+            b.config.url = Some(url);
         }
         if let Some(v) = get(ENV_EXCHANGE) {
-            let exchange = v.trim();
-            check_exchange(exchange)
-                .map_err(|reason| ConfigError::new(ENV_EXCHANGE, &v, reason))?;
-            config.exchange = exchange.to_owned();
+            b = b.with_exchange(v.trim());
         }
         if let Some(v) = get(ENV_QUEUE_TYPE) {
-            config.queue_kind = parse_queue_kind(&v).ok_or_else(|| {
+            let kind = parse_queue_kind(&v).ok_or_else(|| {
                 ConfigError::new(ENV_QUEUE_TYPE, &v, "expected classic or quorum")
             })?;
+            b = b.with_queue_kind(kind);
         }
         if let Some(path) = get(ENV_CA_FILE) {
             let path = path.trim();
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::new(ENV_CA_FILE, path, format!("cannot read it: {e}")))?;
-            config.tls_ca_pem = Some(pem);
+            b = b.with_tls_ca_pem(pem);
         }
-        Ok(config)
-    }
-
-    /// The broker URL, or several separated by commas: the nodes of a
-    /// cluster, tried in turn. Checked when the backend connects (a bad one
-    /// is a `Configuration` error). Default: none (connecting fails).
-    pub fn with_url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(BrokerUrl::new(url));
-        self
-    }
-
-    /// The topic exchange events are published to: 1 to 255 bytes, no
-    /// whitespace (checked when the backend connects). Default: `flow.events`.
-    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.exchange = exchange.into();
-        self
-    }
-
-    /// The name of the publishing service: the `app_id` property of every
-    /// message, and the connection name shown by the management UI.
-    /// Default: `flow-events`.
-    pub fn with_app_id(mut self, app_id: impl Into<String>) -> Self {
-        self.app_id = app_id.into();
-        self
-    }
-
-    /// The heartbeat proposed to the broker, in whole seconds; zero turns
-    /// heartbeats off. A `heartbeat` parameter in the URL wins. Without
-    /// heartbeats a dead peer can take minutes to notice. Default: 10 s.
-    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
-        self.heartbeat = heartbeat;
-        self
-    }
-
-    /// The longest wait for one connection to open (TCP, TLS, AMQP handshake),
-    /// per URL. Default: 10 s.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The longest wait for every other broker operation: opening a channel,
-    /// declaring, binding, handing a publish to the socket, acknowledging.
-    /// The wait for a publisher confirm is the config's `publish_timeout`.
-    /// Default: 10 s.
-    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// Publish with the `mandatory` flag: an event that no queue is bound for
-    /// comes back and its send fails with `EventRefused`, instead of being
-    /// dropped by the broker in silence. Default: off.
-    pub fn with_mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
-        self
-    }
-
-    /// The dead-letter exchange (direct, durable) shared by all subscriptions.
-    /// Default: the events exchange followed by `.dlx` (`flow.events.dlx`).
-    pub fn with_dead_letter_exchange(mut self, exchange: impl Into<String>) -> Self {
-        self.dead_letter_exchange = Some(exchange.into());
-        self
-    }
-
-    /// The suffix that names a subscription's dead-letter queue after its
-    /// queue (`billing` → `billing.dead`). Default: `.dead`.
-    pub fn with_dead_letter_queue_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.dead_letter_queue_suffix = suffix.into();
-        self
-    }
-
-    /// The queue kind for subscriptions that do not ask for one
-    /// ([`flow_events_core::Subscription::with_queue_kind`]); a subscription
-    /// that asks for a kind gets it. Default: classic.
-    pub fn with_queue_kind(mut self, kind: QueueKind) -> Self {
-        self.queue_kind = kind;
-        self
-    }
-
-    /// Extra certificate authorities (PEM) trusted for `amqps://` URLs, on top
-    /// of the system's roots: for a broker with a private CA. Default: none.
-    pub fn with_tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
-        self.tls_ca_pem = Some(pem.into());
-        self
+        b.build_named(true)
     }
 
     /// The broker URL(s), if set.
@@ -259,19 +197,6 @@ impl AmqpConfig {
     }
 }
 
-/// Why `exchange` cannot name the events exchange, if it cannot.
-pub(crate) fn check_exchange(exchange: &str) -> Result<(), &'static str> {
-    if exchange.is_empty()
-        || exchange.len() > 255
-        || exchange
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err("must be 1 to 255 bytes with no whitespace");
-    }
-    Ok(())
-}
-
 /// `classic` or `quorum`, in any case.
 fn parse_queue_kind(v: &str) -> Option<QueueKind> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -305,7 +230,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = AmqpConfig::new();
+        let o = AmqpConfig::default();
         assert!(o.url().is_none());
         assert_eq!(o.exchange(), "flow.events");
         assert_eq!(o.app_id(), "flow-events");
@@ -398,14 +323,32 @@ mod tests {
 
     #[test]
     fn setters() {
-        let o = AmqpConfig::new()
+        let o = AmqpConfig::builder()
             .with_dead_letter_exchange("dead")
             .with_dead_letter_queue_suffix("-dlq")
             .with_queue_kind(QueueKind::Quorum)
-            .with_tls_ca_pem("-----BEGIN CERTIFICATE-----");
+            .with_tls_ca_pem("-----BEGIN CERTIFICATE-----")
+            .build()
+            .unwrap();
         assert_eq!(o.dead_letter_exchange("x"), "dead");
         assert_eq!(o.dead_letter_queue("q"), "q-dlq");
         assert_eq!(o.queue_kind(), QueueKind::Quorum);
         assert!(format!("{o:?}").contains("<pem>"));
+    }
+
+    #[test]
+    fn build_checks_the_exchange_naming_the_setter() {
+        for exchange in ["", "a b", "tab\there"] {
+            let err = AmqpConfig::builder()
+                .with_exchange(exchange)
+                .build()
+                .expect_err(exchange);
+            assert_eq!(err.variable(), "exchange", "{exchange:?}");
+        }
+        let c = AmqpConfig::builder()
+            .with_exchange("my.events")
+            .build()
+            .unwrap();
+        assert_eq!(c.exchange(), "my.events");
     }
 }
