@@ -281,12 +281,7 @@ impl Resilient {
         };
         let event = guard.take();
         match answer {
-            Some(Ok(())) => {
-                shared.answered();
-                shared.counters.published.fetch_add(1, Ordering::Relaxed);
-                shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
-                Ok(PublishOutcome::Confirmed)
-            }
+            Some(Ok(())) => Ok(shared.confirmed_directly()),
             Some(Err(e)) => Box::pin(self.direct_failed(seq, event, since, e)).await,
             None => Box::pin(self.adopt(seq, event, since, confirmation, mark)).await,
         }
@@ -396,12 +391,7 @@ impl Resilient {
                     .unwrap_or_else(|_| Err(late()));
                 let event = guard.take();
                 match answer {
-                    Ok(()) => {
-                        shared.answered();
-                        shared.counters.published.fetch_add(1, Ordering::Relaxed);
-                        shared.counters.confirmed.fetch_add(1, Ordering::Relaxed);
-                        Ok(PublishOutcome::Confirmed)
-                    }
+                    Ok(()) => Ok(shared.confirmed_directly()),
                     Err(e) => self.direct_failed(seq, event, since, e).await,
                 }
             }

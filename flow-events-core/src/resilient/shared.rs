@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::BackendError;
 use crate::event::Event;
 use crate::monitor::{ConnectionState, ConnectionStatus};
+use crate::sink::PublishOutcome;
 
 use super::buffer::{Admit, Bounds, Pending, PendingBuffer};
 use super::metrics::Counters;
@@ -315,6 +316,15 @@ impl Shared {
     /// A mark of the broker's answers so far, for [`Shared::silent_since`].
     pub(crate) fn answers(&self) -> u64 {
         self.answers.load(Ordering::Relaxed)
+    }
+
+    /// The broker confirmed a direct publish (not through the buffer): it
+    /// answered, and the event counts as published and confirmed.
+    pub(crate) fn confirmed_directly(&self) -> PublishOutcome {
+        self.answered();
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+        PublishOutcome::Confirmed
     }
 
     /// The broker answered a send (a confirm, a nack, a refusal): it is
