@@ -258,7 +258,7 @@ impl Event {
     }
 
     /// The event's JSON encoding: what `serde_json::to_vec` gives, written
-    /// into a buffer sized for it at once.
+    /// in one go into a buffer sized for it at once.
     ///
     /// ```
     /// use flow_events_core::Event;
@@ -282,8 +282,7 @@ impl Event {
         let capacity =
             ENVELOPE_BYTES + self.event_type.as_str().len() + self.data.get().len() + headers;
         let mut json = Vec::with_capacity(capacity);
-        // Writing to a `Vec` never fails, and every part always serialises.
-        let _ = serde_json::to_writer(&mut json, self);
+        crate::event_json::write(self, &mut json);
         json
     }
 

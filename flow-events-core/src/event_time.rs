@@ -24,7 +24,7 @@ pub(crate) fn serialize<S: Serializer>(
 }
 
 /// Writes `time` into `buf`; `None` for a year chrono writes with a sign.
-fn write<'a>(time: &DateTime<Utc>, buf: &'a mut [u8; 32]) -> Option<&'a str> {
+pub(crate) fn write<'a>(time: &DateTime<Utc>, buf: &'a mut [u8; 32]) -> Option<&'a str> {
     let year = time.year();
     if !(0..=9999).contains(&year) {
         return None;

@@ -19,6 +19,7 @@ mod dedup;
 mod error;
 mod event;
 mod event_id;
+mod event_json;
 mod event_time;
 mod event_type;
 mod fallback;
