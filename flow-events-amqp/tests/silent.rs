@@ -82,8 +82,12 @@ async fn a_partition_never_holds_a_publish_past_the_confirm_wait() {
         cut_off.elapsed(),
         received.duplicates()
     );
+    // Unbounded, a publish would wait for the heartbeats (20 s or more);
+    // bounded, it answers after the confirm wait. The margin is a loaded
+    // machine's scheduling (a few ms on a quiet one: the figure is printed
+    // above), far from what the heartbeats would take.
     assert!(
-        calls.slowest <= wait + Duration::from_millis(50),
+        calls.slowest <= wait + Duration::from_secs(1),
         "a publish took {:?}",
         calls.slowest
     );
