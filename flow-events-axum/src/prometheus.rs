@@ -1,6 +1,6 @@
 //! The Prometheus recorder the metrics of flow-events are rendered from.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use flow_events_core::metrics as names;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -25,6 +25,13 @@ pub type PrometheusError = BuildError;
 /// render, so no background task is needed as long as something scrapes.
 pub fn install_prometheus() -> Result<PrometheusHandle, PrometheusError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    // One caller installs; one racing it waits and gets the same handle
+    // (without the lock it would find the recorder taken and fail).
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
@@ -38,7 +45,30 @@ pub fn install_prometheus() -> Result<PrometheusHandle, PrometheusError> {
             names::HANDLER_DURATION_BUCKETS,
         )?
         .install_recorder()?;
-    // Two callers racing: the loser's recorder was refused by `metrics`
-    // above, so only one handle exists.
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::install_prometheus;
+
+    #[test]
+    fn callers_racing_all_get_the_handle() {
+        let start = Arc::new(Barrier::new(8));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    install_prometheus().map(|_| ())
+                })
+            })
+            .collect();
+        for caller in callers {
+            let installed = caller.join().expect("no panic");
+            assert!(installed.is_ok(), "{installed:?}");
+        }
+    }
 }
