@@ -62,7 +62,19 @@ pub(super) struct InFlight<'a> {
     pub(super) event: Option<Event>,
 }
 
-impl InFlight<'_> {
+impl<'a> InFlight<'a> {
+    /// Holds `event`, publish number `seq` started at `since`, for the
+    /// decorator `owner`.
+    pub(super) fn new(owner: &'a Arc<Shared>, seq: u64, since: Instant, event: Event) -> Self {
+        Self {
+            shared: owner,
+            owner,
+            seq,
+            since,
+            event: Some(event),
+        }
+    }
+
     /// Takes the event back: the publish is answered from here on.
     pub(super) fn take(&mut self) -> Event {
         self.event

@@ -227,13 +227,7 @@ impl Resilient {
         let shared = &*self.shared;
         let config = &shared.config;
         let deadline = since + config.confirm_wait().min(config.publish_timeout());
-        let mut guard = InFlight {
-            shared,
-            owner: &self.shared,
-            seq,
-            since,
-            event: Some(event),
-        };
+        let mut guard = InFlight::new(&self.shared, seq, since, event);
         // The broker's answers so far: if none comes before the confirm
         // wait is over, it has gone quiet.
         let mark = shared.answers();
@@ -379,13 +373,7 @@ impl Resilient {
                 Err(self.refuse(PublishErrorKind::ShuttingDown, event))
             }
             Take::Full(event) => {
-                let mut guard = InFlight {
-                    shared,
-                    owner: &self.shared,
-                    seq,
-                    since,
-                    event: Some(event),
-                };
+                let mut guard = InFlight::new(&self.shared, seq, since, event);
                 let answer = timeout(left, confirmation)
                     .await
                     .unwrap_or_else(|_| Err(late()));
