@@ -155,6 +155,12 @@ impl std::fmt::Display for Part {
     }
 }
 
+/// With the `mimalloc` feature, mimalloc serves every client of the run
+/// (raw and flow-events alike), as it serves the admin-service.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// In-flight levels of the steady runs.
 pub(crate) const LEVELS: [usize; 3] = [1, 64, 1024];
 
