@@ -16,6 +16,22 @@ token="conformance-$RANDOM$RANDOM"
 cargo build --quiet -p admin-service
 bin=target/debug/admin-service
 
+# The service declares its exchange on the broker; it goes when the script
+# ends, whatever the outcome (pika from the same venv; a failed clean-up
+# does not fail the run).
+exchange=flow-events-ci.conformance
+python=${PYTHON:-.venv/bin/python}
+delete_exchange() {
+  "$python" - "$exchange" <<'PY' >/dev/null 2>&1 || true
+import sys
+import pika
+connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+connection.channel().exchange_delete(sys.argv[1])
+connection.close()
+PY
+}
+trap delete_exchange EXIT
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -27,7 +43,7 @@ run() {
   log=$(mktemp)
   echo "== schemathesis, broker $name"
   env PORT="$port" API_TOKEN="$token" RABBITMQ_URL="$url" RABBITMQ_REQUIRED="$required" \
-      RABBITMQ_EXCHANGE=flow-events-ci.conformance RUST_LOG=warn,lapin=off \
+      RABBITMQ_EXCHANGE="$exchange" RUST_LOG=warn,lapin=off \
       "$bin" >"$log" 2>&1 &
   pid=$!
   "$st" run "http://127.0.0.1:$port/openapi.json" \
