@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
@@ -24,31 +27,94 @@ use super::spans;
 /// to store (with a store, when kept).
 type Admitted = Result<(Kept, Option<Arc<Event>>), NotKept>;
 
-#[async_trait]
+/// The future of a publish call.
+type Publishing<'a> =
+    Pin<Box<dyn Future<Output = Result<PublishOutcome, PublishError>> + Send + 'a>>;
+
+// Written out instead of `#[async_trait]`: an `async fn` keeps each argument
+// twice in its future (as captured and as a local), and this future is
+// allocated on every publish. This one keeps the event once.
 impl EventSink for Resilient {
-    async fn publish(&self, mut event: Event) -> Result<PublishOutcome, PublishError> {
-        let started = Instant::now();
-        let span = spans::publish(&*self.shared.backend, &mut event);
-        let result = self.publish_now(event, started).instrument(span).await;
-        self.shared
-            .counters
-            .publish_answered(&result, started.elapsed());
-        result
+    fn publish<'life0, 'async_trait>(&'life0 self, mut event: Event) -> Publishing<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let started = Instant::now();
+            let span = spans::publish(&*self.shared.backend, &mut event);
+            let result = self.route(event, started, span).await;
+            self.shared
+                .counters
+                .publish_answered(&result, started.elapsed());
+            result
+        })
     }
 }
 
+/// Where a publish goes, decided without waiting.
+enum Route<'a> {
+    /// Handed back at once (too large, shutting down).
+    Refused(PublishError),
+    /// Straight to the broker.
+    Direct(Direct<'a>),
+    /// Into the buffer under this sequence number, with its encoding.
+    Buffer(u64, Admitted, Vec<u8>),
+}
+
+/// A publish on its way straight to the broker: everything its wait needs,
+/// held once. (Each `async fn` keeps its arguments for its whole life, so
+/// the direct path takes one value instead of several: the future of every
+/// publish, boxed by the trait, stays small.)
+struct Direct<'a> {
+    /// The event, buffered if the caller's future is dropped before the answer.
+    guard: InFlight<'a>,
+    /// Counts the publish until its answer. Declared after `guard`: a
+    /// cancelled publish's event is in the buffer before shutdown stops
+    /// waiting for it.
+    _flight: DirectFlight<'a>,
+    session: Arc<dyn Session>,
+    /// Whether the session may report that the broker blocks publishers.
+    may_block: bool,
+    /// The event's encoding, taken by the send.
+    body: Vec<u8>,
+}
+
 impl Resilient {
-    /// Publishes directly when it may, else buffers; `since` is when the
-    /// caller called.
+    /// Routes a publish (`since` is when the caller called) and gives the
+    /// wait for its answer, in `span`.
     ///
     /// The paths taken when the broker does not simply confirm (buffering,
     /// a failed send, a confirm later than the confirm wait) are boxed: the
     /// future of every publish is then the size of the direct path's.
-    async fn publish_now(
+    fn route(
         &self,
-        mut event: Event,
+        event: Event,
         since: Instant,
-    ) -> Result<PublishOutcome, PublishError> {
+        span: tracing::Span,
+    ) -> impl Future<Output = Result<PublishOutcome, PublishError>> + Send + '_ {
+        match span.in_scope(|| self.routed(event, since)) {
+            // Without a span (no `otel`, or no subscriber that wants it) the
+            // direct path is awaited as it is: no span to enter on every poll.
+            Route::Direct(direct) if span.is_disabled() => {
+                Either::Left(Either::Left(self.direct(direct)))
+            }
+            Route::Direct(direct) => {
+                Either::Left(Either::Right(self.direct(direct).instrument(span)))
+            }
+            Route::Buffer(seq, admitted, body) => Either::Right::<_, Publishing<'_>>(Box::pin(
+                self.buffered(seq, admitted, None, Some(body))
+                    .instrument(span),
+            )),
+            Route::Refused(e) => {
+                Either::Right::<_, Publishing<'_>>(Box::pin(std::future::ready(Err(e))))
+            }
+        }
+    }
+
+    /// Decides where a publish goes: straight to the broker while it
+    /// answers, else into the buffer.
+    fn routed(&self, mut event: Event, since: Instant) -> Route<'_> {
         let shared = &*self.shared;
         shared.backend.prepare_event(&mut event);
         let limit = shared.config.max_event_bytes();
@@ -58,33 +124,32 @@ impl Resilient {
         let body = event.encode();
         let size = body.len();
         if size > limit {
-            return Err(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
+            return Route::Refused(self.refuse(PublishErrorKind::TooLarge { size, limit }, event));
         }
-        let route = {
-            let mut inner = shared.lock();
-            if shared.closing.load(Ordering::Relaxed) || inner.closed {
+        let mut inner = shared.lock();
+        if shared.closing.load(Ordering::Relaxed) || inner.closed {
+            drop(inner);
+            return Route::Refused(self.refuse(PublishErrorKind::ShuttingDown, event));
+        }
+        let seq = inner.buffer.next_seq();
+        match shared.direct_session(&inner) {
+            Some((session, may_block)) => {
+                // Counted under the lock, so that shutdown sees it.
+                shared.direct_in_flight.fetch_add(1, Ordering::SeqCst);
                 drop(inner);
-                return Err(self.refuse(PublishErrorKind::ShuttingDown, event));
+                Route::Direct(Direct {
+                    guard: InFlight::new(&self.shared, seq, since, event),
+                    _flight: DirectFlight { shared },
+                    session,
+                    may_block,
+                    body,
+                })
             }
-            let seq = inner.buffer.next_seq();
-            match shared.direct_session(&inner) {
-                Some(session) => {
-                    // Counted under the lock, so that shutdown sees it.
-                    shared.direct_in_flight.fetch_add(1, Ordering::SeqCst);
-                    Ok((seq, session, event))
-                }
-                None => {
-                    let pending = self.pending(&inner, seq, Arc::new(event), since, Some(size));
-                    Err((seq, self.admit(&mut inner, pending, None)))
-                }
+            None => {
+                let pending = self.pending(&inner, seq, Arc::new(event), since, Some(size));
+                let admitted = self.admit(&mut inner, pending, None);
+                Route::Buffer(seq, admitted, body)
             }
-        };
-        match route {
-            Ok((seq, session, event)) => {
-                let _flight = DirectFlight { shared };
-                self.direct(seq, session, event, body, since).await
-            }
-            Err((seq, admitted)) => Box::pin(self.buffered(seq, admitted, None, Some(body))).await,
         }
     }
 }
@@ -213,71 +278,86 @@ impl Resilient {
         Ok(())
     }
 
-    /// Publishes on `session` (`body` is the event's encoding) and waits for
-    /// the broker's answer, at most the confirm wait (from `since`), less if
-    /// the broker blocks publishers.
-    async fn direct(
-        &self,
-        seq: u64,
-        session: Arc<dyn Session>,
-        event: Event,
-        body: Vec<u8>,
-        since: Instant,
-    ) -> Result<PublishOutcome, PublishError> {
-        let shared = &*self.shared;
-        let config = &shared.config;
-        let deadline = since + config.confirm_wait().min(config.publish_timeout());
-        let mut guard = InFlight::new(&self.shared, seq, since, event);
-        // The broker's answers so far: if none comes before the confirm
-        // wait is over, it has gone quiet.
-        let mark = shared.answers();
-        let sent = {
-            let event = guard.event.as_ref().expect("the guard holds the event");
-            // Bounded here (the deadline, then the publish timeout when
-            // adopted): the session runs no timer of its own.
-            let mut send = session.send_encoded(event, body, ConfirmWait::Caller);
-            match (&mut send).now_or_never() {
-                Some(sent) => Some(sent),
-                None => timeout_at(deadline, send).await.ok(),
-            }
-        };
-        let mut confirmation = match sent {
-            Some(Ok(confirmation)) => confirmation,
-            Some(Err(e)) => {
-                return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
-            }
-            None => {
-                // Not handed over within the wait: it may be on its way or
-                // not; buffered, it is sent again (at-least-once).
-                let e = BackendError::timeout("publish", deadline - since);
-                return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
-            }
-        };
-        let answer = match (&mut confirmation).now_or_never() {
-            Some(answer) => Some(answer),
-            None => {
-                // Answered at once (`Buffered`) if the broker blocks
-                // publishers meanwhile: the confirm would wait for the alarm.
-                let blocked = shared.blocked_notify.notified();
-                let mut blocked = std::pin::pin!(blocked);
-                blocked.as_mut().enable();
-                if shared.blocked_now.load(Ordering::SeqCst) {
-                    None
-                } else {
-                    tokio::select! {
-                        biased;
-                        answer = &mut confirmation => Some(answer),
-                        _ = tokio::time::sleep_until(deadline) => None,
-                        _ = &mut blocked => None,
+    /// Publishes on the direct publish's session and waits for the broker's
+    /// answer, at most the confirm wait (from the call), less if the broker
+    /// blocks publishers.
+    ///
+    /// A function giving an `async` block rather than an `async fn`, so that
+    /// the future holds `direct` once (see [`Direct`]).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn direct<'a>(
+        &'a self,
+        mut direct: Direct<'a>,
+    ) -> impl Future<Output = Result<PublishOutcome, PublishError>> + Send + 'a {
+        async move {
+            // Named whole, so that the block takes `direct` whole: it would
+            // otherwise take only the fields it uses, and the in-flight
+            // count (never used) would end when this function returns.
+            let direct = &mut direct;
+            let shared = &*self.shared;
+            let config = &shared.config;
+            let (seq, since) = (direct.guard.seq, direct.guard.since);
+            let deadline = since + config.confirm_wait().min(config.publish_timeout());
+            let guard = &mut direct.guard;
+            // The broker's answers so far: if none comes before the confirm
+            // wait is over, it has gone quiet.
+            let mark = shared.answers();
+            let sent = {
+                let event = guard.event.as_ref().expect("the guard holds the event");
+                // Bounded here (the deadline, then the publish timeout when
+                // adopted): the session runs no timer of its own.
+                let body = std::mem::take(&mut direct.body);
+                let mut send = direct
+                    .session
+                    .send_encoded(event, body, ConfirmWait::Caller);
+                match (&mut send).now_or_never() {
+                    Some(sent) => Some(sent),
+                    None => timeout_at(deadline, send).await.ok(),
+                }
+            };
+            let mut confirmation = match sent {
+                Some(Ok(confirmation)) => confirmation,
+                Some(Err(e)) => {
+                    return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
+                }
+                None => {
+                    // Not handed over within the wait: it may be on its way or
+                    // not; buffered, it is sent again (at-least-once).
+                    let e = BackendError::timeout("publish", deadline - since);
+                    return Box::pin(self.direct_failed(seq, guard.take(), since, e)).await;
+                }
+            };
+            let answer = match (&mut confirmation).now_or_never() {
+                Some(answer) => Some(answer),
+                None => {
+                    // Answered at once (`Buffered`) if the broker blocks
+                    // publishers meanwhile: the confirm would wait for the
+                    // alarm. (A session that cannot report it is not
+                    // waited on: no waiter to register and drop.)
+                    let may_block = direct.may_block;
+                    let blocked = shared.blocked_notify.notified(seq);
+                    let mut blocked = std::pin::pin!(blocked);
+                    if may_block {
+                        blocked.as_mut().enable();
+                    }
+                    if may_block && shared.blocked_now.load(Ordering::SeqCst) {
+                        None
+                    } else {
+                        tokio::select! {
+                            biased;
+                            answer = &mut confirmation => Some(answer),
+                            _ = tokio::time::sleep_until(deadline) => None,
+                            _ = &mut blocked, if may_block => None,
+                        }
                     }
                 }
+            };
+            let event = guard.take();
+            match answer {
+                Some(Ok(())) => Ok(shared.confirmed_directly()),
+                Some(Err(e)) => Box::pin(self.direct_failed(seq, event, since, e)).await,
+                None => Box::pin(self.adopt(seq, event, since, confirmation, mark)).await,
             }
-        };
-        let event = guard.take();
-        match answer {
-            Some(Ok(())) => Ok(shared.confirmed_directly()),
-            Some(Err(e)) => Box::pin(self.direct_failed(seq, event, since, e)).await,
-            None => Box::pin(self.adopt(seq, event, since, confirmation, mark)).await,
         }
     }
 

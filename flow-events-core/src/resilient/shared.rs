@@ -24,6 +24,10 @@ use crate::store::PendingStore;
 pub(crate) struct Current {
     pub(crate) generation: u64,
     pub(crate) session: Option<Arc<dyn Session>>,
+    /// Whether the session can report that the broker blocks publishers
+    /// (its [`Session::blocked`] channel has a sender). Direct publishes on
+    /// one that cannot skip waiting for the notice.
+    pub(crate) may_block: bool,
 }
 
 /// The state behind the lock. The connection state and the live session are
@@ -84,8 +88,11 @@ pub(crate) struct Shared {
     /// Wakes shutdown: the buffer became idle, or the last direct publish ended.
     pub(crate) idle: Notify,
     /// Wakes the direct publishes awaiting a confirm: the broker blocks
-    /// publishers, so they answer `Buffered` now.
-    pub(crate) blocked_notify: Notify,
+    /// publishers, so they answer `Buffered` now. Every such publish waits
+    /// on one of these, chosen by its sequence number: one shared list of
+    /// waiters, locked twice by each publish in flight, would be contended
+    /// by every thread publishing.
+    pub(crate) blocked_notify: BlockedNotice,
     /// Direct publishes between their send and their answer to the caller.
     pub(crate) direct_in_flight: AtomicUsize,
     /// Answers of the broker to sends (confirms, nacks, refusals) so far:
@@ -144,7 +151,7 @@ impl Shared {
             current_tx: watch::channel(Current::default()).0,
             wake_drain: Notify::new(),
             idle: Notify::new(),
-            blocked_notify: Notify::new(),
+            blocked_notify: BlockedNotice::default(),
             direct_in_flight: AtomicUsize::new(0),
             answers: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
@@ -193,11 +200,16 @@ impl Shared {
     /// A new session is live (`Some`) or the live one is gone (`None`);
     /// `inner` is the locked state.
     pub(crate) fn set_session(&self, _inner: &mut Inner, session: Option<Arc<dyn Session>>) {
+        // A closed channel (the default `blocked`) never reports blocking.
+        let may_block = session
+            .as_ref()
+            .is_some_and(|s| s.blocked().has_changed().is_ok());
         self.current_tx.send_modify(|c| {
             if session.is_some() {
                 c.generation += 1;
             }
             c.session = session;
+            c.may_block = may_block;
         });
     }
 
@@ -205,11 +217,15 @@ impl Shared {
     /// stalled, and nothing pending that a new event must not overtake
     /// (events the drain has already sent on this session are ahead of it on
     /// the wire).
-    pub(crate) fn direct_session(&self, inner: &Inner) -> Option<Arc<dyn Session>> {
+    ///
+    /// With it, whether the session may report blocking.
+    pub(crate) fn direct_session(&self, inner: &Inner) -> Option<(Arc<dyn Session>, bool)> {
         if inner.blocked || inner.stalled || !inner.buffer.accepts_direct() {
             return None;
         }
-        self.session()
+        let current = self.current_tx.borrow();
+        let session = current.session.clone()?;
+        Some((session, current.may_block))
     }
 
     /// Buffers an event (queued, or parked until `parked_until`), applying
@@ -408,5 +424,36 @@ impl Shared {
         s.buffered = c.buffered.load(Ordering::Relaxed);
         s.failed = c.failed.load(Ordering::Relaxed);
         s
+    }
+}
+
+/// The notice that the broker blocks publishers, sharded (see
+/// [`Shared::blocked_notify`]).
+#[derive(Debug, Default)]
+pub(crate) struct BlockedNotice {
+    shards: [Padded; BlockedNotice::SHARDS],
+}
+
+/// A `Notify` alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Notify);
+
+impl BlockedNotice {
+    const SHARDS: usize = 8;
+
+    /// The notice for the publish numbered `seq`.
+    pub(crate) fn notified(&self, seq: u64) -> tokio::sync::futures::Notified<'_> {
+        // The remainder is below SHARDS: the cast loses nothing.
+        self.shards[(seq % Self::SHARDS as u64) as usize]
+            .0
+            .notified()
+    }
+
+    /// Wakes every waiting publish.
+    pub(crate) fn notify_waiters(&self) {
+        for shard in &self.shards {
+            shard.0.notify_waiters();
+        }
     }
 }
