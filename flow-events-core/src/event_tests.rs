@@ -36,6 +36,34 @@ fn invalid_types() {
     }
 }
 
+/// Every type of up to four characters from an alphabet of each kind is
+/// accepted exactly when the rules say so, ASCII or not (the ASCII fast
+/// path and the general one agree).
+#[test]
+fn types_follow_the_rules_on_every_short_string() {
+    let alphabet = [
+        'a', 'Z', '-', '.', '*', '#', ' ', '\t', '\u{7f}', 'é', '\u{a0}',
+    ];
+    let rule = |t: &str| {
+        !t.is_empty()
+            && !t
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '#')
+            && !t.split('.').any(str::is_empty)
+    };
+    let mut words = vec![String::new()];
+    for _ in 0..4 {
+        let longer: Vec<String> = words
+            .iter()
+            .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+            .collect();
+        for t in &longer {
+            assert_eq!(EventType::new(t.as_str()).is_ok(), rule(t), "{t:?}");
+        }
+        words = longer;
+    }
+}
+
 #[test]
 fn try_new_hands_back_the_payload() {
     let err = Event::try_new("bad type", serde_json::json!({"k": 1})).unwrap_err();

@@ -25,6 +25,9 @@ pub(crate) fn serialize<S: Serializer>(
 
 /// Writes `time` into `buf`; `None` for a year chrono writes with a sign.
 pub(crate) fn write<'a>(time: &DateTime<Utc>, buf: &'a mut [u8; 32]) -> Option<&'a str> {
+    // The fields are read off the naive time: `DateTime`'s own accessors
+    // apply the (zero) offset again for each field.
+    let time = time.naive_utc();
     let year = time.year();
     if !(0..=9999).contains(&year) {
         return None;

@@ -56,6 +56,11 @@ impl EventType {
         if value.len() > MAX_EVENT_TYPE_LEN {
             return Err(InvalidEventType::TooLong { len: value.len() });
         }
+        // Most types are plain ASCII words: checked byte by byte in one
+        // pass. Anything else takes the character-by-character path.
+        if plain_ascii(value.as_bytes()) {
+            return Ok(Self(value));
+        }
         if let Some(found) = value
             .chars()
             .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '#')
@@ -72,6 +77,19 @@ impl EventType {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `bytes` (not empty) is a valid type of printable ASCII alone:
+/// no space, control, `*` or `#`, and no empty word between dots.
+fn plain_ascii(bytes: &[u8]) -> bool {
+    let mut previous = b'.';
+    for &b in bytes {
+        if !b.is_ascii_graphic() || b == b'*' || b == b'#' || (b == b'.' && previous == b'.') {
+            return false;
+        }
+        previous = b;
+    }
+    previous != b'.'
 }
 
 impl fmt::Display for EventType {
