@@ -156,7 +156,7 @@ impl NatsBackend {
             js,
             state,
             settings: settings.clone(),
-            scrub,
+            scrub: Arc::new(scrub),
             cancel: CancellationToken::new(),
             closing: Arc::new(crate::pull::Closing::new()),
             url: address.redacted.clone(),

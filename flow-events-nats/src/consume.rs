@@ -99,7 +99,7 @@ pub(crate) async fn subscribe(
         js: session.js.clone(),
         state: session.state.clone(),
         settings: session.settings.clone(),
-        scrub: session.scrub.clone(),
+        scrub: Scrub::clone(&session.scrub),
         subscription: Arc::from(subscription.name()),
         dead_letter_subject: settings
             .dead_letter

@@ -1,12 +1,15 @@
 //! One session: one NATS connection, its JetStream context, publishes with
 //! acks, and the subscriptions made on it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use flow_events_core::backend_kit::SessionLoss;
@@ -44,7 +47,8 @@ pub(crate) struct NatsSession {
     pub(crate) js: jetstream::Context,
     pub(crate) state: Arc<SessionLoss>,
     pub(crate) settings: Arc<Settings>,
-    pub(crate) scrub: Scrub,
+    /// Shared by every ack wait (a clone per publish).
+    pub(crate) scrub: Arc<Scrub>,
     pub(crate) cancel: CancellationToken,
     /// The address of the connection, its secrets redacted.
     pub(crate) url: String,
@@ -93,17 +97,14 @@ impl NatsSession {
     }
 }
 
-#[async_trait]
-impl Session for NatsSession {
-    /// The stream's ack is awaited without a timer of the session's own
-    /// whoever bounds the wait: a caller that leaves it to the session
-    /// ([`ConfirmWait::Session`]) gets async-nats' ack timeout.
-    async fn send_encoded(
+impl NatsSession {
+    /// The subject and message of `event` (`body` its encoding), checked
+    /// against the limits and the session's state.
+    fn message(
         &self,
         event: &Event,
         body: Vec<u8>,
-        _wait: ConfirmWait,
-    ) -> Result<Confirmation, BackendError> {
+    ) -> Result<(String, PublishMessage), BackendError> {
         let settings = &self.settings;
         let subject = wire::subject(&settings.prefix, event)?;
         let body = Bytes::from(body);
@@ -129,6 +130,19 @@ impl Session for NatsSession {
             ));
         }
         self.check_usable()?;
+        Ok((
+            subject,
+            PublishMessage::build().payload(body).headers(headers),
+        ))
+    }
+
+    /// Hands `message` to the client and gives the wait for its ack.
+    fn hand_over<'a>(
+        &'a self,
+        event: &'a Event,
+        subject: String,
+        message: PublishMessage,
+    ) -> impl Future<Output = Result<Confirmation, BackendError>> + Send + 'a {
         // Sends keep their call order: handing a message to the client waits
         // only on tokio's fair (first come, first served) semaphores, for a
         // place among the acks awaited and in the client's queue, and it
@@ -136,29 +150,35 @@ impl Session for NatsSession {
         // make a send yield once its task has done many (a batch of a
         // thousand publishes would go out of order). The caller bounds the
         // wait (the decorator by its publish timeout).
-        let sent = tokio::task::unconstrained(async {
+        tokio::task::unconstrained(async move {
             // A subscription closed before this publish must not take it.
-            self.closing.settled(settings.operation_timeout).await;
-            self.js.publish_with_headers(subject, headers, body).await
-        })
-        .await;
-        let ack = match sent {
-            Ok(ack) => ack,
-            Err(e) => {
-                let what = format!("publishing event {} ({})", event.id(), event.event_type());
-                return Err(errors::publish(
-                    &e,
-                    &what,
-                    &self.scrub,
-                    settings.operation_timeout,
-                ));
+            self.closing.settled(self.settings.operation_timeout).await;
+            match self.js.send_publish(subject, message).await {
+                Ok(ack) => Ok(self.confirmation(event, ack)),
+                Err(e) => {
+                    let what = format!("publishing event {} ({})", event.id(), event.event_type());
+                    Err(errors::publish(
+                        &e,
+                        &what,
+                        &self.scrub,
+                        self.settings.operation_timeout,
+                    ))
+                }
             }
-        };
+        })
+    }
+
+    /// The wait for the stream's ack of `event`.
+    fn confirmation(
+        &self,
+        event: &Event,
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Confirmation {
         let state = self.state.clone();
         let settings = self.settings.clone();
         let scrub = self.scrub.clone();
         let (id, event_type) = (event.id(), event.event_type().clone());
-        Ok(Box::pin(async move {
+        Box::pin(async move {
             let what = || format!("publish ack of event {id} ({event_type})");
             // A lost connection fails the confirm at once: the event goes
             // again on the next session, and the duplicate window drops it
@@ -184,9 +204,35 @@ impl Session for NatsSession {
                     Err(error)
                 }
             }
-        }))
+        })
     }
+}
 
+#[async_trait]
+impl Session for NatsSession {
+    /// The stream's ack is awaited without a timer of the session's own
+    /// whoever bounds the wait: a caller that leaves it to the session
+    /// ([`ConfirmWait::Session`]) gets async-nats' ack timeout.
+    ///
+    /// Written out instead of `async fn`: the checks run before the future
+    /// is made, and the future (allocated on every publish) holds the
+    /// message once, not each argument twice.
+    fn send_encoded<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        event: &'life1 Event,
+        body: Vec<u8>,
+        _wait: ConfirmWait,
+    ) -> Pin<Box<dyn Future<Output = Result<Confirmation, BackendError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        match self.message(event, body) {
+            Ok((subject, message)) => Box::pin(self.hand_over(event, subject, message)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, BackendError> {
         self.check_usable()?;
         consume::subscribe(self, subscription).await
