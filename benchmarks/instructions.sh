@@ -5,7 +5,9 @@
 #   benchmarks/instructions.sh [CLIENT ...]     (default: lapin flow-events)
 #
 # CLIENT is a --clients value of flow-events-bench (lapin, flow-events,
-# amqp-session). For each client and each of 64 and 1 024 in flight, runs
+# amqp-session), or nats:X for the NATS comparison's client X (raw,
+# flow-events, session; the binary built with `--features nats`, NATS_URL
+# or nats://127.0.0.1:4222). For each client and each of 64 and 1 024 in flight, runs
 # `flow-events-bench --only steady` under callgrind twice, with N1 and N2
 # publishes at that level (N1=1000, N2=4000 unless set), and prints
 # (instructions of the second run - those of the first) / (N2 - N1): start-up,
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 bin=${BENCH_BIN:-target/release/flow-events-bench}
 url=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+nats_url=${NATS_URL:-nats://127.0.0.1:4222}
 n1=${N1:-1000}
 n2=${N2:-4000}
 clients=("$@")
@@ -28,9 +31,11 @@ command -v valgrind >/dev/null || { echo "instructions.sh: needs valgrind (apt-g
 instructions() {
     local out
     out=$(mktemp)
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" --url "$url" --only steady --clients "$1" --rounds 1 --counts "$2" \
-        --out /dev/null >/dev/null 2>&1
+    local run=(--url "$url" --only steady --clients "$1" --rounds 1 --counts "$2" --out /dev/null)
+    case $1 in
+        nats:*) run=(nats --url "$nats_url" --clients "${1#nats:}" --rounds 1 --counts "$2") ;;
+    esac
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "${run[@]}" >/dev/null 2>&1
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
     rm -f "$out"
 }
@@ -38,7 +43,10 @@ instructions() {
 printf '%-12s %9s %22s\n' client "in flight" "instructions/publish"
 for client in "${clients[@]}"; do
     for level in 64 1024; do
-        if [ "$level" = 64 ]; then a="1,$n1,1" b="1,$n2,1"; else a="1,1,$n1" b="1,1,$n2"; fi
+        # The NATS comparison takes 0 for a level it leaves out.
+        z=1
+        case $client in nats:*) z=0 ;; esac
+        if [ "$level" = 64 ]; then a="$z,$n1,$z" b="$z,$n2,$z"; else a="$z,$z,$n1" b="$z,$z,$n2"; fi
         ir1=$(instructions "$client" "$a")
         ir2=$(instructions "$client" "$b")
         printf '%-12s %9s %22.0f\n' "$client" "$level" "$(echo "($ir2 - $ir1) / ($n2 - $n1)" | bc -l)"
