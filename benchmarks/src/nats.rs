@@ -31,7 +31,7 @@ pub(crate) struct NatsArgs {
     /// Rounds; the table gives medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Publishes per run at 1, 64 and 1024 in flight.
+    /// Publishes per run at 1, 64 and 1024 in flight; 0 leaves a level out.
     #[arg(long, value_delimiter = ',', default_values_t = [2_000, 50_000, 100_000])]
     counts: Vec<usize>,
     /// The clients to run (`raw`, `flow-events`, `session`; default all):
@@ -167,6 +167,10 @@ pub(crate) async fn run(args: NatsArgs) -> anyhow::Result<()> {
     let measured: anyhow::Result<()> = async {
         for round in 0..args.rounds {
             for (l, (&in_flight, &count)) in levels.iter().zip(&args.counts).enumerate() {
+                if count == 0 {
+                    // A level left out (`--counts 0,...`).
+                    continue;
+                }
                 // Alternate who goes first, so that neither always gets a
                 // fresher server.
                 let order = if round % 2 == 1 { [2, 1, 0] } else { [0, 1, 2] };
@@ -216,6 +220,9 @@ pub(crate) async fn run(args: NatsArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for (l, in_flight) in levels.iter().enumerate() {
+        if args.counts[l] == 0 {
+            continue;
+        }
         let m: Vec<f64> = rates[l].iter().map(|v| median(v.clone())).collect();
         let c: Vec<f64> = cpu[l].iter().map(|v| median(v.clone())).collect();
         let ratios: Vec<f64> = rates[l][1]
