@@ -33,7 +33,7 @@ instructions() {
     out=$(mktemp)
     local run=(--url "$url" --only steady --clients "$1" --rounds 1 --counts "$2" --out /dev/null)
     case $1 in
-        nats:*) run=(nats --url "$nats_url" --clients "${1#nats:}" --rounds 1 --counts "$2") ;;
+        nats:*) run=(nats --url "$nats_url" --clients "${1#nats:}" --rounds 1 --slices 1 --counts "$2") ;;
     esac
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "${run[@]}" >/dev/null 2>&1
     awk '/^(summary|totals):/ { print $2; exit }' "$out"

@@ -3,10 +3,14 @@
 //! to one file-backed stream on a local nats-server.
 //!
 //! Each publish waits for its own JetStream publish ack; `in_flight` tasks
-//! publish at once (1, 64, 1024). The raw publish carries what the backend's
-//! does on the wire: the same 1 KiB JSON body and a `Nats-Msg-Id` header
-//! (so the server does the same de-duplication work), plus the type, time
-//! and content-type headers.
+//! publish at once (1, 64, 1024). A round's publishes at a level go in
+//! slices (`--slices`, 10 by default), the clients taking turns slice by
+//! slice, and a client's rate is its publishes over the sum of its slices'
+//! times: the server's swings of a few seconds fall on both clients alike.
+//!
+//! The raw publish carries what the backend's does on the wire: the same
+//! 1 KiB JSON body and a `Nats-Msg-Id` header (so the server does the same
+//! de-duplication work), plus the type, time and content-type headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +42,13 @@ pub(crate) struct NatsArgs {
     /// one alone is what `benchmarks/instructions.sh` counts.
     #[arg(long, value_delimiter = ',', default_values_t = ["raw".to_string(), "flow-events".to_string(), "session".to_string()])]
     clients: Vec<String>,
+    /// Slices of each measurement: a round's publishes at a level go in
+    /// this many slices, the clients taking turns slice by slice (ABBA),
+    /// so that the server's slow swings (disk writes, its collector) fall
+    /// on every client alike. A client's rate is its publishes over the
+    /// sum of its slices' times.
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
 }
 
 /// The index in [`CLIENTS`] of a `--clients` value.
@@ -171,37 +182,55 @@ pub(crate) async fn run(args: NatsArgs) -> anyhow::Result<()> {
                     // A level left out (`--counts 0,...`).
                     continue;
                 }
-                // Alternate who goes first, so that neither always gets a
-                // fresher server.
-                let order = if round % 2 == 1 { [2, 1, 0] } else { [0, 1, 2] };
-                for c in order.into_iter().filter(|c| chosen.contains(c)) {
-                    let r = match c {
-                        0 => raw(&js, &subject, &payload, count, in_flight).await,
-                        1 => steady::resilient(&sink, &payload, count, in_flight).await,
-                        _ => steady::session(&session, &payload, count, in_flight).await,
+                let slices = args.slices.clamp(1, count);
+                // Per client: publishes, seconds and CPU seconds, summed
+                // over the slices.
+                let mut sums = [(0usize, 0.0f64, 0.0f64); CLIENTS.len()];
+                for slice in 0..slices {
+                    let n = count / slices + usize::from(slice < count % slices);
+                    // Alternate who goes first (ABBA over the slices and
+                    // the rounds), so that neither always gets a fresher
+                    // server.
+                    let order = if (round + slice) % 2 == 1 {
+                        [2, 1, 0]
+                    } else {
+                        [0, 1, 2]
                     };
-                    anyhow::ensure!(
-                        r.failed == 0,
-                        "{}: {} publishes failed",
-                        CLIENTS[c],
-                        r.failed
-                    );
+                    for c in order.into_iter().filter(|c| chosen.contains(c)) {
+                        let r = match c {
+                            0 => raw(&js, &subject, &payload, n, in_flight).await,
+                            1 => steady::resilient(&sink, &payload, n, in_flight).await,
+                            _ => steady::session(&session, &payload, n, in_flight).await,
+                        };
+                        anyhow::ensure!(
+                            r.failed == 0,
+                            "{}: {} publishes failed",
+                            CLIENTS[c],
+                            r.failed
+                        );
+                        // Every measurement starts on an empty stream, and
+                        // the run's messages do not pile up on disk.
+                        js.get_stream(&stream)
+                            .await
+                            .context("the stream")?
+                            .purge()
+                            .await
+                            .context("purging the stream")?;
+                        sums[c].0 += n;
+                        sums[c].1 += r.seconds;
+                        sums[c].2 += r.cpu_us_per_msg * n as f64;
+                    }
+                }
+                for c in (0..CLIENTS.len()).filter(|c| chosen.contains(c)) {
+                    let (n, seconds, cpu_us) = sums[c];
+                    let rate = n as f64 / seconds;
                     eprintln!(
-                        "round {} in flight {in_flight}: {} {:.0} msg/s",
+                        "round {} in flight {in_flight}: {} {rate:.0} msg/s",
                         round + 1,
                         CLIENTS[c],
-                        r.rate
                     );
-                    // Every measurement starts on an empty stream, and the
-                    // run's messages do not pile up on disk.
-                    js.get_stream(&stream)
-                        .await
-                        .context("the stream")?
-                        .purge()
-                        .await
-                        .context("purging the stream")?;
-                    rates[l][c].push(r.rate);
-                    cpu[l][c].push(r.cpu_us_per_msg);
+                    rates[l][c].push(rate);
+                    cpu[l][c].push(cpu_us / n as f64);
                 }
             }
         }
