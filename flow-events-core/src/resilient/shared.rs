@@ -30,9 +30,10 @@ pub(crate) struct Current {
     pub(crate) may_block: bool,
 }
 
-/// The state behind the lock. The connection state and the live session are
-/// not here: their one source is the watch channels of [`Shared`], written
-/// while this lock is held so that they change together with it.
+/// The state behind the lock. The connection state and the live session
+/// have their source in the watch channels of [`Shared`], written while this
+/// lock is held so that they change together with it (`direct` is a copy of
+/// the session, for the publishes).
 pub(crate) struct Inner {
     pub(crate) buffer: PendingBuffer,
     pub(crate) blocked: bool,
@@ -53,6 +54,11 @@ pub(crate) struct Inner {
     pub(crate) last_connected: Option<DateTime<Utc>>,
     /// When an event was last dropped, expired or refused.
     pub(crate) last_loss: Option<DateTime<Utc>>,
+    /// The live session and whether it may report blocking: a copy of
+    /// `current_tx`'s, written with it, for the publishes, which hold this
+    /// lock already (the watch's own lock is one more write to a shared
+    /// line per publish).
+    pub(crate) direct: Option<(Arc<dyn Session>, bool)>,
 }
 
 /// What buffering did with an event.
@@ -78,7 +84,11 @@ pub(crate) struct Shared {
     pub(crate) info: BackendInfo,
     pub(crate) config: Config,
     pub(crate) store: Option<Arc<dyn PendingStore>>,
-    pub(crate) inner: Mutex<Inner>,
+    /// The lock and the counts below are written by every publish, from
+    /// every thread: each on cache lines of its own, so that a write to one
+    /// does not take the line of the read-only fields (the configuration,
+    /// the backend) from the other threads.
+    pub(crate) inner: CacheLine<Mutex<Inner>>,
     /// The connection state (written with the lock held).
     pub(crate) state_tx: watch::Sender<ConnectionState>,
     /// The live session and its generation (written with the lock held).
@@ -94,15 +104,15 @@ pub(crate) struct Shared {
     /// by every thread publishing.
     pub(crate) blocked_notify: BlockedNotice,
     /// Direct publishes between their send and their answer to the caller.
-    pub(crate) direct_in_flight: AtomicUsize,
+    pub(crate) direct_in_flight: CacheLine<AtomicUsize>,
     /// Answers of the broker to sends (confirms, nacks, refusals) so far:
     /// the broker is silent since a send while this has not moved.
-    answers: AtomicU64,
+    answers: CacheLine<AtomicU64>,
     /// Mirrors `Inner::stalled`, read without the lock on every answer.
     stalled: AtomicBool,
     /// Mirrors `Inner::blocked`, read without the lock by direct publishes.
     pub(crate) blocked_now: AtomicBool,
-    pub(crate) counters: Counters,
+    pub(crate) counters: CacheLine<Counters>,
     pub(crate) closing: AtomicBool,
     pub(crate) cancel: CancellationToken,
 }
@@ -133,7 +143,7 @@ impl Shared {
             backend,
             info,
             store,
-            inner: Mutex::new(Inner {
+            inner: CacheLine(Mutex::new(Inner {
                 buffer: PendingBuffer::new(bounds),
                 blocked: false,
                 stalled: false,
@@ -145,18 +155,19 @@ impl Shared {
                 reconnect_attempts: 0,
                 last_connected: None,
                 last_loss: None,
-            }),
+                direct: None,
+            })),
             config,
             state_tx: watch::channel(ConnectionState::Disconnected).0,
             current_tx: watch::channel(Current::default()).0,
             wake_drain: Notify::new(),
             idle: Notify::new(),
             blocked_notify: BlockedNotice::default(),
-            direct_in_flight: AtomicUsize::new(0),
-            answers: AtomicU64::new(0),
+            direct_in_flight: CacheLine(AtomicUsize::new(0)),
+            answers: CacheLine(AtomicU64::new(0)),
             stalled: AtomicBool::new(false),
             blocked_now: AtomicBool::new(false),
-            counters: Counters::default(),
+            counters: CacheLine(Counters::default()),
             closing: AtomicBool::new(false),
             cancel: CancellationToken::new(),
         }
@@ -199,11 +210,12 @@ impl Shared {
 
     /// A new session is live (`Some`) or the live one is gone (`None`);
     /// `inner` is the locked state.
-    pub(crate) fn set_session(&self, _inner: &mut Inner, session: Option<Arc<dyn Session>>) {
+    pub(crate) fn set_session(&self, inner: &mut Inner, session: Option<Arc<dyn Session>>) {
         // A closed channel (the default `blocked`) never reports blocking.
         let may_block = session
             .as_ref()
             .is_some_and(|s| s.blocked().has_changed().is_ok());
+        inner.direct = session.clone().map(|s| (s, may_block));
         self.current_tx.send_modify(|c| {
             if session.is_some() {
                 c.generation += 1;
@@ -223,9 +235,7 @@ impl Shared {
         if inner.blocked || inner.stalled || !inner.buffer.accepts_direct() {
             return None;
         }
-        let current = self.current_tx.borrow();
-        let session = current.session.clone()?;
-        Some((session, current.may_block))
+        inner.direct.clone()
     }
 
     /// Buffers an event (queued, or parked until `parked_until`), applying
@@ -432,6 +442,20 @@ impl Shared {
 #[derive(Debug, Default)]
 pub(crate) struct BlockedNotice {
     shards: [Padded; BlockedNotice::SHARDS],
+}
+
+/// A value alone on its cache lines (128 bytes: two lines, as the
+/// adjacent-line prefetcher of x86 pairs them).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CacheLine<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// A `Notify` alone on its cache line.
