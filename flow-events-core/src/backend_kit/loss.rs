@@ -1,6 +1,8 @@
 //! [`SessionLoss`]: whether a session is lost, and why, shared by its tasks.
 
-use tokio::sync::watch;
+use std::sync::OnceLock;
+
+use tokio::sync::Notify;
 
 use crate::error::{BackendError, BackendErrorKind};
 
@@ -8,6 +10,12 @@ use crate::error::{BackendError, BackendErrorKind};
 /// loss first (a failed publish, a closed connection, the client's event
 /// callback), read by its publishes and awaited by its delivery streams and
 /// by [`Session::closed`](crate::Session::closed).
+///
+/// Every publish reads it, and every confirm awaited waits on it, from every
+/// thread: reading is one atomic load, and waiting registers on one of
+/// several `Notify`s, each on its own cache line, so that publishes on
+/// different threads do not write the same line (a `watch` channel takes a
+/// read lock and a receiver count, both shared, on every read and wait).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -24,8 +32,19 @@ use crate::error::{BackendError, BackendErrorKind};
 /// ```
 #[derive(Debug)]
 pub struct SessionLoss {
-    lost: watch::Sender<Option<Lost>>,
+    /// The first reason given; set once.
+    lost: OnceLock<Lost>,
+    /// The waiters, spread by a thread-local random number.
+    waiters: [Padded; SHARDS],
 }
+
+/// The number of `Notify`s the waiters are spread over.
+const SHARDS: usize = 8;
+
+/// A `Notify` alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Notify);
 
 /// Why a session ended. Kept as kind and message so that every caller gets
 /// its own [`BackendError`].
@@ -51,7 +70,8 @@ impl SessionLoss {
     /// A session not lost yet.
     pub fn new() -> Self {
         Self {
-            lost: watch::Sender::new(None),
+            lost: OnceLock::new(),
+            waiters: Default::default(),
         }
     }
 
@@ -62,31 +82,38 @@ impl SessionLoss {
             kind: error.kind(),
             message: error.message().to_owned(),
         };
-        self.lost.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(lost);
-                true
-            } else {
-                false
-            }
-        })
+        if self.lost.set(lost).is_err() {
+            return false;
+        }
+        // After the reason is set: a waiter registers before it looks at
+        // the reason, so it either sees it or is woken here.
+        for shard in &self.waiters {
+            shard.0.notify_waiters();
+        }
+        true
     }
 
     /// The reason, if the session is lost.
     pub fn lost(&self) -> Option<BackendError> {
-        self.lost.borrow().as_ref().map(Lost::error)
+        self.lost.get().map(Lost::error)
     }
 
     /// Resolves when the session is lost, with the reason.
     pub async fn wait_lost(&self) -> BackendError {
-        let mut rx = self.lost.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(lost) => match lost.as_ref() {
-                Some(l) => l.error(),
-                None => BackendError::closed("session closed"),
-            },
-            Err(_) => BackendError::closed("session closed"),
+        if let Some(lost) = self.lost() {
+            return lost;
         }
+        let notified = self.waiters[fastrand::usize(..SHARDS)].0.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the reason is looked at (see `set_lost`).
+        notified.as_mut().enable();
+        if let Some(lost) = self.lost() {
+            return lost;
+        }
+        notified.await;
+        // Woken only by `set_lost`, once the reason is set.
+        self.lost()
+            .unwrap_or_else(|| BackendError::closed("session closed"))
     }
 }
 
@@ -112,5 +139,26 @@ mod tests {
             loss.lost().map(|e| e.kind()),
             Some(BackendErrorKind::Connection)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_on_every_thread_is_woken_once_lost() {
+        let loss = std::sync::Arc::new(SessionLoss::new());
+        let waiters: Vec<_> = (0..256)
+            .map(|_| {
+                let loss = loss.clone();
+                tokio::spawn(async move { loss.wait_lost().await })
+            })
+            .collect();
+        // Some register before the loss, some after it: each sees it.
+        tokio::task::yield_now().await;
+        assert!(loss.set_lost(&BackendError::connection("reset")));
+        for waiter in waiters {
+            let seen = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                .await
+                .expect("a waiter was not woken")
+                .unwrap();
+            assert_eq!(seen.message(), "reset");
+        }
     }
 }
