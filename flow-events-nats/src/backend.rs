@@ -16,7 +16,7 @@ use crate::address::Address;
 use crate::config::NatsConfig;
 use crate::errors;
 use crate::redact::Scrub;
-use crate::session::{NatsSession, Settings};
+use crate::session::{Acks, NatsSession, Settings};
 use crate::topology::{self, StreamSpec};
 
 /// Publish acks awaited at once on one connection, at most. A publish past
@@ -127,7 +127,7 @@ impl NatsBackend {
     async fn connect_to(&self, address: &Address) -> Result<NatsSession, BackendError> {
         let nats = &self.inner.nats;
         let settings = &self.inner.settings;
-        let scrub = self.scrub(address);
+        let scrub = Arc::new(self.scrub(address));
         let state = Arc::new(SessionLoss::new());
         let options = address
             .options(nats, &self.inner.name, state.clone())
@@ -154,9 +154,14 @@ impl NatsBackend {
         let session = NatsSession {
             client,
             js,
-            state,
+            state: state.clone(),
             settings: settings.clone(),
-            scrub: Arc::new(scrub),
+            acks: Arc::new(Acks {
+                state,
+                settings: settings.clone(),
+                scrub: scrub.clone(),
+            }),
+            scrub,
             cancel: CancellationToken::new(),
             closing: Arc::new(crate::pull::Closing::new()),
             url: address.redacted.clone(),
