@@ -29,6 +29,7 @@ mod monitor;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod overflow;
+mod padded;
 mod pattern;
 pub mod resilient;
 mod retry;

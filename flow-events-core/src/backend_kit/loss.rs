@@ -2,9 +2,8 @@
 
 use std::sync::OnceLock;
 
-use tokio::sync::Notify;
-
 use crate::error::{BackendError, BackendErrorKind};
+use crate::padded::ShardedNotify;
 
 /// Whether a session is lost, and why: set by whichever of its tasks sees the
 /// loss first (a failed publish, a closed connection, the client's event
@@ -35,16 +34,8 @@ pub struct SessionLoss {
     /// The first reason given; set once.
     lost: OnceLock<Lost>,
     /// The waiters, spread by a thread-local random number.
-    waiters: [Padded; SHARDS],
+    waiters: ShardedNotify,
 }
-
-/// The number of `Notify`s the waiters are spread over.
-const SHARDS: usize = 8;
-
-/// A `Notify` alone on its cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded(Notify);
 
 /// Why a session ended. Kept as kind and message so that every caller gets
 /// its own [`BackendError`].
@@ -87,9 +78,7 @@ impl SessionLoss {
         }
         // After the reason is set: a waiter registers before it looks at
         // the reason, so it either sees it or is woken here.
-        for shard in &self.waiters {
-            shard.0.notify_waiters();
-        }
+        self.waiters.notify_waiters();
         true
     }
 
@@ -103,7 +92,7 @@ impl SessionLoss {
         if let Some(lost) = self.lost() {
             return lost;
         }
-        let notified = self.waiters[fastrand::usize(..SHARDS)].0.notified();
+        let notified = self.waiters.notified(fastrand::u64(..));
         let mut notified = std::pin::pin!(notified);
         // Registered before the reason is looked at (see `set_lost`).
         notified.as_mut().enable();

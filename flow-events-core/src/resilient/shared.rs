@@ -17,6 +17,7 @@ use crate::sink::PublishOutcome;
 
 use super::buffer::{Admit, Bounds, Pending, PendingBuffer};
 use super::metrics::Counters;
+use crate::padded::{CacheLine, ShardedNotify};
 use crate::store::PendingStore;
 
 /// The current session and its generation (0: none yet).
@@ -24,10 +25,6 @@ use crate::store::PendingStore;
 pub(crate) struct Current {
     pub(crate) generation: u64,
     pub(crate) session: Option<Arc<dyn Session>>,
-    /// Whether the session can report that the broker blocks publishers
-    /// (its [`Session::blocked`] channel has a sender). Direct publishes on
-    /// one that cannot skip waiting for the notice.
-    pub(crate) may_block: bool,
 }
 
 /// The state behind the lock. The connection state and the live session
@@ -54,10 +51,12 @@ pub(crate) struct Inner {
     pub(crate) last_connected: Option<DateTime<Utc>>,
     /// When an event was last dropped, expired or refused.
     pub(crate) last_loss: Option<DateTime<Utc>>,
-    /// The live session and whether it may report blocking: a copy of
-    /// `current_tx`'s, written with it, for the publishes, which hold this
-    /// lock already (the watch's own lock is one more write to a shared
-    /// line per publish).
+    /// The live session, a copy of `current_tx`'s written with it, for the
+    /// publishes, which hold this lock already (the watch's own lock is one
+    /// more write to a shared line per publish); with it, whether it can
+    /// report that the broker blocks publishers (its [`Session::blocked`]
+    /// channel has a sender): direct publishes on one that cannot skip
+    /// waiting for the notice.
     pub(crate) direct: Option<(Arc<dyn Session>, bool)>,
 }
 
@@ -102,7 +101,7 @@ pub(crate) struct Shared {
     /// on one of these, chosen by its sequence number: one shared list of
     /// waiters, locked twice by each publish in flight, would be contended
     /// by every thread publishing.
-    pub(crate) blocked_notify: BlockedNotice,
+    pub(crate) blocked_notify: ShardedNotify,
     /// Direct publishes between their send and their answer to the caller.
     pub(crate) direct_in_flight: CacheLine<AtomicUsize>,
     /// Answers of the broker to sends (confirms, nacks, refusals) so far:
@@ -162,7 +161,7 @@ impl Shared {
             current_tx: watch::channel(Current::default()).0,
             wake_drain: Notify::new(),
             idle: Notify::new(),
-            blocked_notify: BlockedNotice::default(),
+            blocked_notify: ShardedNotify::default(),
             direct_in_flight: CacheLine(AtomicUsize::new(0)),
             answers: CacheLine(AtomicU64::new(0)),
             stalled: AtomicBool::new(false),
@@ -212,16 +211,15 @@ impl Shared {
     /// `inner` is the locked state.
     pub(crate) fn set_session(&self, inner: &mut Inner, session: Option<Arc<dyn Session>>) {
         // A closed channel (the default `blocked`) never reports blocking.
-        let may_block = session
-            .as_ref()
-            .is_some_and(|s| s.blocked().has_changed().is_ok());
-        inner.direct = session.clone().map(|s| (s, may_block));
+        inner.direct = session.clone().map(|s| {
+            let may_block = s.blocked().has_changed().is_ok();
+            (s, may_block)
+        });
         self.current_tx.send_modify(|c| {
             if session.is_some() {
                 c.generation += 1;
             }
             c.session = session;
-            c.may_block = may_block;
         });
     }
 
@@ -434,50 +432,5 @@ impl Shared {
         s.buffered = c.buffered.load(Ordering::Relaxed);
         s.failed = c.failed.load(Ordering::Relaxed);
         s
-    }
-}
-
-/// The notice that the broker blocks publishers, sharded (see
-/// [`Shared::blocked_notify`]).
-#[derive(Debug, Default)]
-pub(crate) struct BlockedNotice {
-    shards: [Padded; BlockedNotice::SHARDS],
-}
-
-/// A value alone on its cache lines (128 bytes: two lines, as the
-/// adjacent-line prefetcher of x86 pairs them).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct CacheLine<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// A `Notify` alone on its cache line.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded(Notify);
-
-impl BlockedNotice {
-    const SHARDS: usize = 8;
-
-    /// The notice for the publish numbered `seq`.
-    pub(crate) fn notified(&self, seq: u64) -> tokio::sync::futures::Notified<'_> {
-        // The remainder is below SHARDS: the cast loses nothing.
-        self.shards[(seq % Self::SHARDS as u64) as usize]
-            .0
-            .notified()
-    }
-
-    /// Wakes every waiting publish.
-    pub(crate) fn notify_waiters(&self) {
-        for shard in &self.shards {
-            shard.0.notify_waiters();
-        }
     }
 }
