@@ -16,7 +16,7 @@ use crate::address::Address;
 use crate::config::NatsConfig;
 use crate::errors;
 use crate::redact::Scrub;
-use crate::session::{Acks, NatsSession, Settings};
+use crate::session::{NatsSession, SessionShared, Settings};
 use crate::topology::{self, StreamSpec};
 
 /// Publish acks awaited at once on one connection, at most. A publish past
@@ -154,14 +154,11 @@ impl NatsBackend {
         let session = NatsSession {
             client,
             js,
-            state: state.clone(),
-            settings: settings.clone(),
-            acks: Arc::new(Acks {
+            shared: Arc::new(SessionShared {
                 state,
                 settings: settings.clone(),
-                scrub: scrub.clone(),
+                scrub,
             }),
-            scrub,
             cancel: CancellationToken::new(),
             closing: Arc::new(crate::pull::Closing::new()),
             url: address.redacted.clone(),
@@ -172,7 +169,7 @@ impl NatsBackend {
             &format!("setting up stream {}", settings.stream),
             async {
                 for spec in &streams {
-                    topology::ensure_stream(&session.js, spec, &session.scrub).await?;
+                    topology::ensure_stream(&session.js, spec, &session.shared.scrub).await?;
                 }
                 Ok(())
             },

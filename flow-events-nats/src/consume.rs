@@ -43,7 +43,7 @@ pub(crate) async fn subscribe(
     session: &NatsSession,
     subscription: &Subscription,
 ) -> Result<DeliveryStream, BackendError> {
-    let settings = &session.settings;
+    let settings = &session.shared.settings;
     let filter = topology::filter(&settings.prefix, subscription.pattern())?;
     let name = topology::consumer_name(subscription.name());
     let max_attempts = subscription.max_attempts();
@@ -70,10 +70,10 @@ pub(crate) async fn subscribe(
                 crate::errors::get_stream(
                     &e,
                     &format!("opening stream {}", settings.stream),
-                    &session.scrub,
+                    &session.shared.scrub,
                 )
             })?;
-        topology::ensure_consumer(&stream, &spec, &session.scrub).await
+        topology::ensure_consumer(&stream, &spec, &session.shared.scrub).await
     })
     .await?;
     let batch = usize::from(subscription.prefetch());
@@ -89,6 +89,7 @@ pub(crate) async fn subscribe(
         .map_err(|e| {
             BackendError::connection(
                 session
+                    .shared
                     .scrub
                     .clean(&format!("pulling from consumer {name}: {e}")),
             )
@@ -97,9 +98,9 @@ pub(crate) async fn subscribe(
     .await?;
     let ctx = Context {
         js: session.js.clone(),
-        state: session.state.clone(),
-        settings: session.settings.clone(),
-        scrub: Scrub::clone(&session.scrub),
+        state: session.shared.state.clone(),
+        settings: session.shared.settings.clone(),
+        scrub: Scrub::clone(&session.shared.scrub),
         subscription: Arc::from(subscription.name()),
         dead_letter_subject: settings
             .dead_letter

@@ -50,13 +50,9 @@ pub(crate) struct Settings {
 pub(crate) struct NatsSession {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
-    pub(crate) state: Arc<SessionLoss>,
-    pub(crate) settings: Arc<Settings>,
-    /// Shared by every ack wait.
-    pub(crate) scrub: Arc<Scrub>,
-    /// What an ack wait keeps of the session: one handle cloned per
-    /// publish rather than three.
-    pub(crate) acks: Arc<Acks>,
+    /// Its loss, settings and scrubber: one handle, which an ack wait
+    /// clones once per publish.
+    pub(crate) shared: Arc<SessionShared>,
     pub(crate) cancel: CancellationToken,
     /// The address of the connection, its secrets redacted.
     pub(crate) url: String,
@@ -67,8 +63,8 @@ pub(crate) struct NatsSession {
 impl std::fmt::Debug for NatsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsSession")
-            .field("stream", &self.settings.stream)
-            .field("lost", &self.state.lost().map(|e| e.to_string()))
+            .field("stream", &self.shared.settings.stream)
+            .field("lost", &self.shared.state.lost().map(|e| e.to_string()))
             .finish_non_exhaustive()
     }
 }
@@ -79,10 +75,10 @@ impl Drop for NatsSession {
     }
 }
 
-/// What the wait for a publish ack needs of its session.
+/// What a session shares with its ack waits and delivery streams.
 #[derive(Debug)]
 #[repr(align(128))] // its count, like the session's, apart from what is read
-pub(crate) struct Acks {
+pub(crate) struct SessionShared {
     pub(crate) state: Arc<SessionLoss>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrub: Arc<Scrub>,
@@ -98,7 +94,7 @@ fn count_duplicate(settings: &Settings, ack: &jetstream::publish::PublishAck) {
 impl NatsSession {
     /// Fails when the session is lost.
     fn check_usable(&self) -> Result<(), BackendError> {
-        match self.state.lost() {
+        match self.shared.state.lost() {
             Some(lost) => Err(lost),
             None => Ok(()),
         }
@@ -122,7 +118,7 @@ impl NatsSession {
         event: &Event,
         body: Vec<u8>,
     ) -> Result<(String, PublishMessage), BackendError> {
-        let settings = &self.settings;
+        let settings = &self.shared.settings;
         let subject = wire::subject(&settings.prefix, event)?;
         let body = Bytes::from(body);
         if body.len() > settings.max_event_bytes {
@@ -169,7 +165,9 @@ impl NatsSession {
         // wait (the decorator by its publish timeout).
         tokio::task::unconstrained(async move {
             // A subscription closed before this publish must not take it.
-            self.closing.settled(self.settings.operation_timeout).await;
+            self.closing
+                .settled(self.shared.settings.operation_timeout)
+                .await;
             match self.js.send_publish(subject, message).await {
                 Ok(ack) => Ok(self.confirmation(event, ack)),
                 Err(e) => {
@@ -177,8 +175,8 @@ impl NatsSession {
                     Err(errors::publish(
                         &e,
                         &what,
-                        &self.scrub,
-                        self.settings.operation_timeout,
+                        &self.shared.scrub,
+                        self.shared.settings.operation_timeout,
                     ))
                 }
             }
@@ -191,14 +189,14 @@ impl NatsSession {
         event: &Event,
         ack: jetstream::context::PublishAckFuture,
     ) -> Confirmation {
-        let acks = self.acks.clone();
+        let shared = self.shared.clone();
         let (id, event_type) = (event.id(), event.event_type().clone());
         Box::pin(async move {
-            let Acks {
+            let SessionShared {
                 state,
                 settings,
                 scrub,
-            } = &*acks;
+            } = &*shared;
             let what = || format!("publish ack of event {id} ({event_type})");
             // A lost connection fails the confirm at once: the event goes
             // again on the next session, and the duplicate window drops it
@@ -259,7 +257,7 @@ impl Session for NatsSession {
     }
 
     async fn closed(&self) -> BackendError {
-        self.state.wait_lost().await
+        self.shared.state.wait_lost().await
     }
 
     fn url(&self) -> Option<String> {
@@ -267,10 +265,13 @@ impl Session for NatsSession {
     }
 
     async fn close(&self) {
-        self.state.set_lost(&BackendError::closed("session closed"));
+        self.shared
+            .state
+            .set_lost(&BackendError::closed("session closed"));
         self.cancel.cancel();
         // Writes what is queued (acks, naks) and closes the connection.
-        let _ = tokio::time::timeout(self.settings.operation_timeout, self.client.drain()).await;
+        let _ =
+            tokio::time::timeout(self.shared.settings.operation_timeout, self.client.drain()).await;
     }
 }
 
