@@ -34,7 +34,7 @@ impl Address {
         }
         let mut uri: AMQPUri = raw.parse().map_err(|reason: String| {
             // The parser's message may quote the URL: keep only what is not secret.
-            let scrub = Scrub::new(raw, "");
+            let scrub = Scrub::new([raw]);
             invalid(&scrub.clean(&reason))
         })?;
         if uri.authority.host.is_empty() {
@@ -49,7 +49,7 @@ impl Address {
         if uri.query.heartbeat.is_none() {
             uri.query.heartbeat = Some(heartbeat_secs);
         }
-        let scrub = Scrub::new(raw, &uri.authority.userinfo.password);
+        let scrub = Scrub::new([raw, uri.authority.userinfo.password.as_str()]);
         Ok(Self {
             uri,
             redacted,

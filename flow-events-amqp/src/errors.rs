@@ -8,41 +8,7 @@ use lapin::ErrorKind;
 
 /// Removes secrets (the URL with its password, the password itself) from
 /// text that came from lapin or the broker.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Scrub {
-    secrets: Vec<String>,
-}
-
-impl Scrub {
-    /// Scrubs `raw_url` and `password` (when it is long enough to be told
-    /// apart from ordinary words).
-    pub(crate) fn new(raw_url: &str, password: &str) -> Self {
-        let mut secrets = vec![raw_url.to_owned()];
-        if password.len() >= 3 {
-            secrets.push(password.to_owned());
-        }
-        Self { secrets }
-    }
-
-    /// `text` with every secret replaced by `***`.
-    pub(crate) fn clean(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in &self.secrets {
-            if !secret.is_empty() && out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
-    }
-
-    /// Whether `text` holds no secret.
-    pub(crate) fn is_clean(&self, text: &str) -> bool {
-        !self
-            .secrets
-            .iter()
-            .any(|s| !s.is_empty() && text.contains(s.as_str()))
-    }
-}
+pub(crate) use flow_events_core::backend_kit::Scrub;
 
 /// The message size and the broker's limit from the text with which the
 /// broker closes a channel that published a message over its
@@ -184,7 +150,7 @@ mod tests {
 
     #[test]
     fn scrub_removes_url_and_password() {
-        let s = Scrub::new("amqp://u:hunter2@h/", "hunter2");
+        let s = Scrub::new(["amqp://u:hunter2@h/", "hunter2"]);
         assert_eq!(
             s.clean("bad url 'amqp://u:hunter2@h/' and hunter2"),
             "bad url '***' and ***"
@@ -195,7 +161,7 @@ mod tests {
 
     #[test]
     fn short_passwords_are_not_scrubbed_word_by_word() {
-        let s = Scrub::new("amqp://u:a@h/", "a");
+        let s = Scrub::new(["amqp://u:a@h/", "a"]);
         assert_eq!(s.clean("a connection"), "a connection");
     }
 

@@ -35,41 +35,20 @@ pub(crate) fn redact(text: &str) -> String {
     out
 }
 
-/// Removes known secrets from a client's error text.
-#[derive(Clone, Default)]
-pub(crate) struct Scrub {
-    secrets: Vec<String>,
-}
-
-impl std::fmt::Debug for Scrub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Scrub({} secrets)", self.secrets.len())
-    }
-}
+/// Removes known secrets from a client's error text, its URLs redacted.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Scrub(flow_events_core::backend_kit::Scrub);
 
 impl Scrub {
-    /// Scrubs `secrets` (empty ones and ones under 4 bytes are skipped:
+    /// Scrubs `secrets` (empty ones and ones under 3 bytes are skipped:
     /// replacing them would mangle ordinary words).
     pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut secrets: Vec<String> = secrets
-            .into_iter()
-            .filter(|s| s.len() >= 4)
-            .map(str::to_owned)
-            .collect();
-        // Longest first, so that a secret holding another goes whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
+        Self(flow_events_core::backend_kit::Scrub::new(secrets))
     }
 
     /// `text` without secrets, its URLs redacted.
     pub(crate) fn clean(&self, text: &str) -> String {
-        let mut text = redact(text);
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "***");
-            }
-        }
-        text
+        self.0.clean(&redact(text))
     }
 }
 

@@ -10,6 +10,8 @@
 //!   quoting it.
 //! - [`DeliverySource`] and [`delivery_stream`]: a subscription's deliveries
 //!   as the stream [`Session::subscribe`](crate::Session::subscribe) returns.
+//! - [`Scrub`]: known secrets (a URL with its password, a token) kept out of
+//!   text that came from a client library or the broker.
 //! - [`parse_bool`], [`parse_num`] and [`parse_secs`]: reading a backend's
 //!   own variables the way core reads its own, errors naming the variable.
 //!
@@ -17,11 +19,13 @@
 
 mod body;
 mod loss;
+mod scrub;
 mod stream;
 mod urls;
 
 pub use crate::config_parse::{parse_bool, parse_num, parse_secs};
 pub use body::decode_body;
 pub use loss::SessionLoss;
+pub use scrub::Scrub;
 pub use stream::{DeliverySource, delivery_stream};
 pub use urls::{AfterConnect, UrlRotation};
