@@ -1,10 +1,13 @@
 //! The publishing channel: events with publisher confirms, many in flight.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use flow_events_core::{BackendError, BackendErrorKind, ConfirmWait, Confirmation, Event};
 use lapin::options::BasicPublishOptions;
@@ -66,16 +69,6 @@ fn too_large_for_broker(event: &Event, size: usize, max: usize) -> BackendError 
     ))
 }
 
-/// Where the answer about a publish comes from.
-enum Awaiting {
-    /// The confirm router (`mandatory` publishes, whose returns it pairs).
-    Router(tokio::sync::oneshot::Receiver<Answer>),
-    /// The publish itself, not yet written.
-    Direct(Written),
-    /// The confirm of a publish written already (at its first poll).
-    Confirm(lapin::PublisherConfirm),
-}
-
 /// Awaits `answer` within `limit`, or as long as it takes when the caller
 /// bounds the wait (`None`): no timer then. `what` names the publish in the
 /// error (built only then).
@@ -122,24 +115,6 @@ async fn routed(
         })
     };
     within_limit(limit, answer, &what).await
-}
-
-/// Waits for a publish that cannot come back (no `mandatory`) to be written
-/// and confirmed, without the router: within `write_limit` for the write and
-/// `limit` in all (`None`: the caller bounds the wait); lapin's error is
-/// left to the caller.
-async fn unrouted(
-    written: Written,
-    write_limit: Duration,
-    limit: Option<Duration>,
-    what: impl Fn() -> String,
-) -> Result<Answer, BackendError> {
-    let answer = async {
-        Ok(confirms::confirmed(written, write_limit)
-            .await
-            .map(confirms::unpaired))
-    };
-    within_limit(limit, answer, what).await
 }
 
 /// Waits for the router's answer about one publish, within `limit`.
@@ -215,6 +190,59 @@ struct OnePublish {
     id: flow_events_core::EventId,
     event_type: flow_events_core::EventType,
     size: usize,
+}
+
+impl OnePublish {
+    /// The publish, as its errors name it.
+    fn name(&self) -> String {
+        format!("event {} ({})", self.id, self.event_type)
+    }
+}
+
+/// What turns the broker's answer about one publish into its result.
+struct Settle {
+    one: OnePublish,
+    broker_max: Arc<AtomicUsize>,
+    state: Arc<SessionState>,
+    scrub: Scrub,
+}
+
+impl Settle {
+    /// The error for a publish that got no answer (see [`failure_of_one`]).
+    fn failure(&self, failure: Failure) -> BackendError {
+        failure_of_one(
+            failure,
+            &self.one,
+            &self.broker_max,
+            &self.state,
+            &self.scrub,
+        )
+    }
+
+    /// The result of a publish from the broker's answer.
+    fn outcome(&self, answer: Answer) -> Result<(), BackendError> {
+        let OnePublish { id, event_type, .. } = &self.one;
+        // The broker closes the channel when it refuses one publish (a
+        // routing key its topic permissions deny, a message over its
+        // max_message_size): every publish in flight on it fails so. Only
+        // that event is refused; the others go again on a new channel of the
+        // same connection.
+        match answer.map_err(|failure| self.failure(failure))? {
+            Outcome::Acked => Ok(()),
+            Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
+                "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
+            ))),
+            Outcome::Nacked => Err(BackendError::nacked(format!(
+                "the broker nacked event {id} ({event_type}) (a queue bound to it may be \
+                 full with x-overflow reject-publish)"
+            ))),
+        }
+    }
+}
+
+/// Polls `future` once, in the caller's task.
+async fn poll_once<F: Future + Unpin>(mut future: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut future).poll(cx))).await
 }
 
 impl Publisher {
@@ -299,83 +327,90 @@ impl Publisher {
             mandatory: self.mandatory,
             immediate: false,
         };
-        let channel = ch.clone();
-        let mut publish = Box::pin(async move {
-            channel
-                .channel
-                .basic_publish(exchange, routing_key, options, &body, properties)
-                .await
-        });
-        let first = std::future::poll_fn(|cx| Poll::Ready(publish.as_mut().poll(cx))).await;
-        let written: Result<lapin::PublisherConfirm, Written> = match first {
-            Poll::Ready(Ok(confirm)) => Ok(confirm),
-            Poll::Ready(Err(e)) => {
-                let failure = Failure::Write(e);
-                return Err(failure_of_one(
-                    failure,
-                    &one,
-                    &self.broker_max_message,
-                    &self.state,
-                    &self.scrub,
-                ));
-            }
-            Poll::Pending => Err(publish),
-        };
         let write_limit = self.operation_timeout;
         let limit = (wait != ConfirmWait::Caller).then_some(self.confirm_timeout);
-        let scrub = self.scrub.clone();
-        let broker_max = self.broker_max_message.clone();
-        let state = self.state.clone();
-        // Only a `mandatory` publish can come back: only then does the router
-        // have a return to pair.
-        let awaiting = match written {
-            _ if self.mandatory => {
-                let written: Written = match written {
-                    Ok(confirm) => Box::pin(std::future::ready(Ok(confirm))),
-                    Err(publish) => publish,
-                };
-                Awaiting::Router(ch.router.follow(one.id.to_string(), written, write_limit))
-            }
-            // Written at the first poll: only the confirm is left to await,
-            // without a write timeout.
-            Ok(confirm) => Awaiting::Confirm(confirm),
-            Err(publish) => Awaiting::Direct(publish),
+        let settle = Settle {
+            one,
+            broker_max: self.broker_max_message.clone(),
+            state: self.state.clone(),
+            scrub: self.scrub.clone(),
         };
-        Ok(Box::pin(async move {
-            let OnePublish { id, event_type, .. } = &one;
-            let what = || format!("event {id} ({event_type})");
-            let answer = match awaiting {
-                Awaiting::Router(rx) => routed(rx, limit, what).await?,
-                Awaiting::Direct(written) => unrouted(written, write_limit, limit, what).await?,
-                Awaiting::Confirm(confirm) => {
-                    let answer = async { Ok(confirm.await.map_err(Failure::Confirm)) };
-                    within_limit(limit, answer, what)
-                        .await?
-                        .map(confirms::unpaired)
-                }
+        if self.mandatory {
+            // Only a `mandatory` publish can come back: only then does the
+            // router have a return to pair, and it takes lapin's publish.
+            let channel = ch.clone();
+            let mut publish: Written = Box::pin(async move {
+                channel
+                    .channel
+                    .basic_publish(exchange, routing_key, options, &body, properties)
+                    .await
+            });
+            let written: Written = match poll_once(publish.as_mut()).await {
+                Poll::Ready(Ok(confirm)) => Box::pin(std::future::ready(Ok(confirm))),
+                Poll::Ready(Err(e)) => return Err(settle.failure(Failure::Write(e))),
+                Poll::Pending => publish,
             };
-            let outcome = match answer {
-                Ok(outcome) => outcome,
-                // The broker closes the channel when it refuses one publish
-                // (a routing key its topic permissions deny, a message over
-                // its max_message_size): every publish in flight on it fails
-                // so. Only that event is refused; the others go again on a
-                // new channel of the same connection.
-                Err(failure) => {
-                    return Err(failure_of_one(failure, &one, &broker_max, &state, &scrub));
-                }
+            let rx = ch
+                .router
+                .follow(settle.one.id.to_string(), written, write_limit);
+            return Ok(Box::pin(async move {
+                let answer = routed(rx, limit, || settle.one.name()).await?;
+                settle.outcome(answer)
+            }));
+        }
+        // One boxed future writes the publish and awaits its confirm; its
+        // first poll, here, has lapin number and queue the publish. Written
+        // as one block: each layer of `async fn` would move lapin's publish
+        // future (hundreds of bytes) into its own state.
+        let mut confirmation: Confirmation = Box::pin(async move {
+            let deadline = limit.map(|limit| Instant::now() + limit);
+            let late = || {
+                errors::timeout(
+                    &format!("publisher confirm of {}", settle.one.name()),
+                    limit.unwrap_or_default(),
+                )
             };
-            match outcome {
-                Outcome::Acked => Ok(()),
-                Outcome::Returned(reason) => Err(BackendError::event_refused(format!(
-                    "event {id} ({event_type}) is unroutable: no queue is bound for it ({reason})"
-                ))),
-                Outcome::Nacked => Err(BackendError::nacked(format!(
-                    "the broker nacked event {id} ({event_type}) (a queue bound to it may be \
-                     full with x-overflow reject-publish)"
-                ))),
-            }
-        }))
+            let mut publish = std::pin::pin!(ch.channel.basic_publish(
+                exchange,
+                routing_key,
+                options,
+                &body,
+                properties
+            ));
+            let written = match poll_once(publish.as_mut()).await {
+                // Written at its first poll: only the confirm is left.
+                Poll::Ready(written) => written,
+                Poll::Pending => match deadline {
+                    // The caller bounds the whole wait: no timer here either.
+                    None => publish.as_mut().await,
+                    Some(deadline) => {
+                        let write_deadline = Instant::now() + write_limit;
+                        let until = deadline.min(write_deadline);
+                        match tokio::time::timeout_at(until, publish.as_mut()).await {
+                            Ok(written) => written,
+                            Err(_) if deadline <= write_deadline => return Err(late()),
+                            Err(_) => {
+                                return Err(settle.failure(Failure::WriteTimeout(write_limit)));
+                            }
+                        }
+                    }
+                },
+            };
+            let confirm = written.map_err(|e| settle.failure(Failure::Write(e)))?;
+            let confirmed = match deadline {
+                None => confirm.await,
+                Some(deadline) => tokio::time::timeout_at(deadline, confirm)
+                    .await
+                    .map_err(|_| late())?,
+            };
+            settle.outcome(confirmed.map(confirms::unpaired).map_err(Failure::Confirm))
+        });
+        match poll_once(confirmation.as_mut()).await {
+            Poll::Pending => Ok(confirmation),
+            // Failed at once (a write error); or, at most rarely, confirmed.
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Ready(Ok(())) => Ok(Box::pin(std::future::ready(Ok(())))),
+        }
     }
 
     /// Publishes a copy of a delivery straight to `queue` (through the default
