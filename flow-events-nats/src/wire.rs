@@ -22,13 +22,19 @@ pub const CONTENT_TYPE: &str = "application/json";
 /// types at all.)
 pub(crate) fn subject(prefix: &str, event: &Event) -> Result<String, BackendError> {
     let event_type = event.event_type().as_str();
-    if event_type.split('.').any(|w| w == ">") {
+    // Looked for whole only when the type holds a `>` at all (one pass
+    // over its bytes on every publish, instead of splitting it).
+    if event_type.contains('>') && event_type.split('.').any(|w| w == ">") {
         return Err(BackendError::event_refused(format!(
             "event {} ({event_type}): the word '>' is a NATS wildcard and cannot be in a subject",
             event.id()
         )));
     }
-    Ok(format!("{prefix}.{event_type}"))
+    let mut subject = String::with_capacity(prefix.len() + 1 + event_type.len());
+    subject.push_str(prefix);
+    subject.push('.');
+    subject.push_str(event_type);
+    Ok(subject)
 }
 
 /// Whether `name` can be a NATS header name: printable ASCII without `:`.
